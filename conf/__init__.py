@@ -1,0 +1,1 @@
+"""Hydra configs shipped with sweeplab (this folder is the package sweeplab.conf)."""

@@ -1,0 +1,1 @@
+"""Named experiment presets (this folder is the package sweeplab.experiments)."""

@@ -1,0 +1,170 @@
+"""In-memory array data: seeded stratified split, train-only standardisation."""
+from __future__ import annotations
+
+from enum import Enum
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class Task(str, Enum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+    RECONSTRUCTION = "reconstruction"
+    CLUSTERING = "clustering"
+
+    @property
+    def is_classification(self) -> bool:
+        return self in (Task.BINARY, Task.MULTICLASS)
+
+
+class _BatchIndexed(Dataset):
+    """A dataset indexed by a whole batch of positions at once.
+
+    Paired with a BatchSampler it turns one batch into one tensor gather
+    instead of batch_size __getitem__ calls and a collate: on small
+    in-memory tables that per-sample overhead dominates the epoch time.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"data.{name}={value}: must be between 0 and 1 (exclusive)")
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """Splits (X, y) arrays into train/val/test and serves them as tensors.
+
+    Subclasses implement ``load_arrays`` and set ``task``; everything else
+    (split, scaling, loaders, shapes) is shared.
+    """
+
+    task: Task = Task.MULTICLASS
+    #: feature shape of one sample as models see it, e.g. (64,) or (1, 8, 8)
+    sample_shape: tuple[int, ...] | None = None
+    class_names: list[str] | None = None
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 42,
+        standardize: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size!r}: must be a positive integer")
+        check_fraction("val_fraction", val_fraction)
+        check_fraction("test_fraction", test_fraction)
+        if val_fraction + test_fraction >= 0.9:
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:.2f}: "
+                "must leave at least 10% for training (sum < 0.9)"
+            )
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.standardize = standardize
+        self.num_workers = num_workers
+        self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._prepared = False
+
+    # -- what subclasses provide ------------------------------------------------
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    # -- shapes the model, loss and metrics are built from ---------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        self.setup()
+        return tuple(self.splits["train"][0].shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        if not self.task.is_classification:
+            return None
+        self.setup()
+        return int(max(int(s[1].max()) for s in self.splits.values()) + 1)
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the network's last layer for this task."""
+        if self.task is Task.MULTICLASS:
+            return self.num_classes  # type: ignore[return-value]
+        if self.task is Task.RECONSTRUCTION:
+            return int(np.prod(self.input_shape))
+        return 1
+
+    # -- split and scale -------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._prepared:
+            return
+        from sklearn.model_selection import train_test_split  # lazy: ~1 s import
+
+        x, y = self.load_arrays()
+        x = np.asarray(x, dtype=np.float32)
+        stratify = y if self.task.is_classification else None
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=self.test_fraction, random_state=self.seed, stratify=stratify
+        )
+        val_share = self.val_fraction / (1.0 - self.test_fraction)
+        stratify = y_rest if self.task.is_classification else None
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=val_share, random_state=self.seed, stratify=stratify
+        )
+        if self.standardize:
+            flat = x_train.reshape(len(x_train), -1)
+            mean, std = flat.mean(axis=0), flat.std(axis=0)
+            std[std == 0] = 1.0  # constant features (blank digit pixels) stay 0
+            scale = lambda a: ((a.reshape(len(a), -1) - mean) / std).reshape(a.shape).astype(np.float32)  # noqa: E731
+            x_train, x_val, x_test = scale(x_train), scale(x_val), scale(x_test)
+        if self.sample_shape is not None:
+            shape = (-1, *self.sample_shape)
+            x_train, x_val, x_test = (a.reshape(shape) for a in (x_train, x_val, x_test))
+        self.splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+        self._prepared = True
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features and targets of one split, as numpy (for scikit-learn models)."""
+        self.setup()
+        return self.splits[split]
+
+    def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.arrays(split)
+        target = torch.as_tensor(y, dtype=torch.float32 if self.task is Task.REGRESSION else torch.long)
+        return torch.from_numpy(np.ascontiguousarray(x)), target
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+        dataset = _BatchIndexed(*self._tensors(split))
+        base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        sampler = BatchSampler(base, batch_size=self.batch_size, drop_last=False)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,90 @@
+"""scikit-learn's bundled data sets (no download) as data modules."""
+from __future__ import annotations
+
+import numpy as np
+
+from sweeplab.data.base import ArrayDataModule, Task
+
+
+class DigitsDataModule(ArrayDataModule):
+    """8x8 grey-level images of handwritten digits, 10 classes."""
+
+    task = Task.MULTICLASS
+    sample_shape = (1, 8, 8)
+    class_names = [str(i) for i in range(10)]
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+
+
+class IrisDataModule(ArrayDataModule):
+    task = Task.MULTICLASS
+    class_names = ["setosa", "versicolor", "virginica"]
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_iris
+
+        return load_iris(return_X_y=True)
+
+
+class WineDataModule(ArrayDataModule):
+    task = Task.MULTICLASS
+    class_names = ["class_0", "class_1", "class_2"]
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_wine
+
+        return load_wine(return_X_y=True)
+
+
+class BreastCancerDataModule(ArrayDataModule):
+    """Binary: label 1 (benign) is the positive class precision/recall/F1 report."""
+
+    task = Task.BINARY
+    class_names = ["malignant", "benign"]
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_breast_cancer
+
+        return load_breast_cancer(return_X_y=True)
+
+
+class DiabetesDataModule(ArrayDataModule):
+    """Regression; the target is standardised with train statistics too."""
+
+    task = Task.REGRESSION
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_diabetes
+
+        return load_diabetes(return_X_y=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._prepared:
+            return
+        super().setup(stage)
+        y_train = self.splits["train"][1]
+        mean, std = y_train.mean(), y_train.std()
+        self.splits = {k: (x, ((y - mean) / std).astype(np.float32)) for k, (x, y) in self.splits.items()}
+
+
+class MoonsDataModule(ArrayDataModule):
+    """Two interleaving half circles: synthetic binary task."""
+
+    task = Task.BINARY
+    class_names = ["moon_0", "moon_1"]
+
+    def __init__(self, n_samples: int = 1000, noise: float = 0.2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if n_samples < 20:
+            raise ValueError(f"data.n_samples={n_samples}: need at least 20 samples to split")
+        if noise < 0:
+            raise ValueError(f"data.noise={noise}: must be >= 0")
+        self.n_samples, self.noise = n_samples, noise
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import make_moons
+
+        return make_moons(n_samples=self.n_samples, noise=self.noise, random_state=self.seed)

@@ -1,0 +1,77 @@
+"""Turn any failure of a command into one clear line (full traceback on request).
+
+Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR is set, so
+the console scripts set it, catch what comes out, and print one line. A user
+who sets HYDRA_FULL_ERROR=1 or SWEEPLAB_DEBUG=1 gets the traceback.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def _debug_requested() -> bool:
+    return os.environ.get("SWEEPLAB_DEBUG", "") not in ("", "0") or os.environ.get("_SWEEPLAB_USER_FULL_ERROR") == "1"
+
+
+def _close_keys(full_key: str) -> list[str]:
+    """Keys near a misspelled one, from the default config."""
+    try:
+        from sweeplab.config import compose
+
+        cfg = compose()
+        from omegaconf import OmegaConf
+
+        parent, _, leaf = full_key.rpartition(".")
+
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        keys = list(node.keys()) if hasattr(node, "keys") else []
+        return [f"{parent + '.' if parent else ''}{k}" for k in difflib.get_close_matches(leaf, keys, n=3, cutoff=0.5)]
+    except Exception:
+        return []
+
+
+def one_line(exc: BaseException) -> str:
+    """A single line saying what was wrong and what would be right."""
+    text = str(exc).strip()
+    missing = re.search(r"Could not find '([^']+)'", text)
+    if missing:
+        group, _, option = missing.group(1).rpartition("/")
+        options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
+        if options:
+            return f"{group}={option}: no such option; valid choices: {', '.join(options)}"
+        return f"no config '{missing.group(1)}' in the search path"
+    override = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if override:
+        full = re.search(r"full_key: (\S+)", text + " " + str(exc.__cause__ or ""))
+        key = full.group(1) if full else override.group(1)
+        close = _close_keys(key)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"to add a new key use +{key}=..."
+        return f"{key}: no such config key; {hint}"
+    if "Error parsing override" in text or "mismatched input" in text:
+        return "bad override syntax: " + " ".join(text.split())
+    line = " ".join(text.split()) or type(exc).__name__
+    return line if isinstance(exc, (ValueError, FileNotFoundError, KeyError)) else f"{type(exc).__name__}: {line}"
+
+
+def run_cli(entry: Callable[[], Any], prog: str) -> None:
+    """Run a Hydra entry point; on failure print `prog: error: <one line>` and exit 1."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ["_SWEEPLAB_USER_FULL_ERROR"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        entry()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the command's last line of defence
+        if _debug_requested():
+            raise
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(1)

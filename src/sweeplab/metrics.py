@@ -1,0 +1,73 @@
+"""The one place metrics are defined, for Lightning runs and scikit-learn models alike.
+
+Classification: accuracy is (TP+TN)/all (torchmetrics ``average="micro"``,
+equal to scikit-learn's ``accuracy_score``); precision, recall and F1 are
+macro averages for multi-class and the positive class (label 1) for binary.
+Regression: mse, mae, r2. Metrics always receive hard predictions (class
+ids, or values for regression), never logits, so no threshold guessing.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics import MetricCollection
+
+from sweeplab.data.base import Task
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1")
+REGRESSION_METRICS = ("mse", "mae", "r2")
+
+
+def build_metrics(task: Task, num_classes: int | None = None) -> MetricCollection:
+    """Metric collection for ``task``, without prefix; clone it per stage."""
+    if task is Task.BINARY:
+        from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
+
+        return MetricCollection(
+            {"accuracy": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(), "f1": BinaryF1Score()}
+        )
+    if task is Task.MULTICLASS:
+        from torchmetrics.classification import (
+            MulticlassAccuracy,
+            MulticlassF1Score,
+            MulticlassPrecision,
+            MulticlassRecall,
+        )
+
+        if not num_classes or num_classes < 2:
+            raise ValueError(f"multiclass metrics need num_classes >= 2, got {num_classes}")
+        return MetricCollection(
+            {
+                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+                "precision": MulticlassPrecision(num_classes, average="macro"),
+                "recall": MulticlassRecall(num_classes, average="macro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+    if task in (Task.REGRESSION, Task.RECONSTRUCTION):
+        from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
+
+        metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}
+        if task is Task.REGRESSION:
+            metrics["r2"] = R2Score()
+        return MetricCollection(metrics)
+    raise ValueError(f"no supervised metrics for task {task.value!r}")
+
+
+def predictions(task: Task, output: torch.Tensor) -> torch.Tensor:
+    """Turn a network's raw output into what the metrics compare with targets."""
+    if task is Task.BINARY:
+        return (output.reshape(-1) > 0).long()  # logit > 0  <=>  probability > 0.5
+    if task is Task.MULTICLASS:
+        return output.argmax(dim=-1)
+    if task is Task.REGRESSION:
+        return output.reshape(-1)
+    return output
+
+
+def score(task: Task, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None, prefix: str = "") -> dict[str, float]:
+    """Metrics of whole-split predictions (numpy), through the same collection."""
+    metrics = build_metrics(task, num_classes)
+    dtype = torch.float32 if task in (Task.REGRESSION, Task.RECONSTRUCTION) else torch.long
+    metrics.update(torch.as_tensor(np.asarray(y_pred), dtype=dtype), torch.as_tensor(np.asarray(y_true), dtype=dtype))
+    return {f"{prefix}{k}": float(v) for k, v in metrics.compute().items()}

@@ -1,0 +1,161 @@
+"""The LightningModule every torch model trains in.
+
+It owns the loss, the per-stage metric collections, the optimizer (a
+``_partial_`` from conf/optimizer, bound to the parameters here) and the
+scheduler (from conf/scheduler, with its own interval and monitor).
+Device placement is Lightning's job: nothing here mentions a device.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from sweeplab.data.base import Task
+from sweeplab.metrics import build_metrics, predictions
+
+# Which losses fit which task; the first is the task's default.
+LOSSES_BY_TASK: dict[Task, tuple[type[nn.Module], ...]] = {
+    Task.BINARY: (nn.BCEWithLogitsLoss, nn.BCELoss),
+    Task.MULTICLASS: (nn.CrossEntropyLoss, nn.NLLLoss),
+    Task.REGRESSION: (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss),
+    Task.RECONSTRUCTION: (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss),
+}
+
+
+def resolve_loss(loss: nn.Module | None, task: Task) -> nn.Module:
+    """The configured loss, or the task's default; refuse a loss that does not fit the task."""
+    allowed = LOSSES_BY_TASK.get(task)
+    if allowed is None:
+        raise ValueError(f"task {task.value!r} is not trained with a loss function")
+    if loss is None:
+        return allowed[0]()
+    if not isinstance(loss, allowed):
+        fits = [t.value for t, losses in LOSSES_BY_TASK.items() if isinstance(loss, losses)]
+        raise ValueError(
+            f"loss={type(loss).__name__} does not fit the data's {task.value} task "
+            f"(it is for {', '.join(fits) or 'other tasks'}); for {task.value} use one of: "
+            f"{', '.join(c.__name__ for c in allowed)} (or loss=auto)"
+        )
+    return loss
+
+
+class SweepModule(pl.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        task: Task,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss: nn.Module | None = None,
+        num_classes: int | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_options: dict[str, Any] | None = None,
+        param_groups: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.task = Task(task)
+        self.loss_fn = resolve_loss(loss, self.task)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_options = dict(scheduler_options or {})
+        self.param_group_specs = [dict(g) for g in param_groups]
+        # Built once, cloned per stage: same metrics, different prefixes.
+        metrics = build_metrics(self.task, num_classes)
+        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        self.test_predictions: list[torch.Tensor] = []
+        self.test_targets: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def compute_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task is Task.MULTICLASS:
+            if isinstance(self.loss_fn, nn.NLLLoss):
+                output = torch.log_softmax(output, dim=-1)
+            return self.loss_fn(output, target)
+        if self.task is Task.RECONSTRUCTION:
+            return self.loss_fn(output.reshape(target.shape), target)
+        output = output.reshape(-1)
+        if isinstance(self.loss_fn, nn.BCELoss):
+            output = torch.sigmoid(output)  # BCELoss wants probabilities
+        return self.loss_fn(output, target.to(output.dtype))
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        output = self.net(x)
+        loss = self.compute_loss(output, y)
+        preds = predictions(self.task, output.detach())
+        self.metrics[f"{stage}_metrics"].update(preds, y)
+        # Epoch values only: per-step MLflow writes cost ~9 ms each on SQLite.
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(x))
+        self.log_dict(self.metrics[f"{stage}_metrics"], on_step=False, on_epoch=True, prog_bar=False)
+        return loss, preds
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "lower optimizer.lr, add a scheduler, or check the data for NaN/inf"
+            )
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        _, preds = self._step(batch, "test")
+        self.test_predictions.append(preds.cpu())
+        self.test_targets.append(batch[1].cpu())
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions, self.test_targets = [], []
+
+    def on_train_epoch_end(self) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
+
+    # -- optimisation ---------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]] | list[nn.Parameter]:
+        """All trainable parameters, split by the ``param_groups`` regex specs if any."""
+        named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        if not self.param_group_specs:
+            return [p for _, p in named]
+        taken: set[str] = set()
+        groups: list[dict[str, Any]] = []
+        for spec in self.param_group_specs:
+            spec = dict(spec)
+            pattern = spec.pop("params", None)
+            if not pattern:
+                raise ValueError(f"param_groups entry {spec}: needs 'params', a regex on parameter names")
+            members = [(n, p) for n, p in named if re.search(pattern, n) and n not in taken]
+            if not members:
+                raise ValueError(
+                    f"param_groups params={pattern!r} matches no trainable parameter; names are like: "
+                    + ", ".join(n for n, _ in named[:6])
+                )
+            taken.update(n for n, _ in members)
+            groups.append({"params": [p for _, p in members], **spec})
+        rest = [p for n, p in named if n not in taken]
+        return ([{"params": rest}] if rest else []) + groups
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        options = dict(self.scheduler_options)
+        interval = options.get("interval", "epoch")
+        if interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler.interval={interval!r}: choose epoch or step")
+        config: dict[str, Any] = {
+            "scheduler": self.scheduler_factory(optimizer),
+            "interval": interval,
+            "frequency": int(options.get("frequency", 1)),
+        }
+        if isinstance(config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = options.get("monitor") or "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}

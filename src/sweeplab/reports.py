@@ -1,0 +1,50 @@
+"""Test-set reports written to the run folder (and logged to MLflow by train.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sweeplab.data.base import Task
+
+
+def write_test_report(
+    task: Task, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, class_names: list[str] | None = None
+) -> list[Path]:
+    """Confusion matrix PNG + classification_report for classifiers; a
+    predicted-vs-true scatter for regressors. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if task.is_classification:
+        from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
+
+        labels = list(range(len(class_names))) if class_names else sorted(set(y_true) | set(y_pred))
+        names = class_names or [str(label) for label in labels]
+        report = classification_report(y_true, y_pred, labels=labels, target_names=names, digits=4, zero_division=0)
+        path = out_dir / "classification_report.txt"
+        path.write_text(report)
+        written.append(path)
+        matrix = confusion_matrix(y_true, y_pred, labels=labels)
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels) + 2), max(4, 0.6 * len(labels) + 1.5)))
+        ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, colorbar=False, xticks_rotation=45)
+        ax.set_title("Test confusion matrix")
+        path = out_dir / "confusion_matrix.png"
+    else:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.scatter(y_true, y_pred, s=10, alpha=0.6)
+        lo, hi = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.set_title("Test predictions")
+        path = out_dir / "predicted_vs_true.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written

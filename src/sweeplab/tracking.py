@@ -1,0 +1,111 @@
+"""MLflow store location, run identity (name, tags, config hash) and params.
+
+mlflow is imported only inside the functions that need it (about 2 s).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+SECRET_KEY = re.compile(r"(password|passwd|token|secret|api[_-]?key|access[_-]?key|credential)", re.IGNORECASE)
+MASK = "***"
+# Keys that name or place a run but do not change what it computes.
+NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_finished")
+
+
+def uses_mlflow(cfg: DictConfig) -> bool:
+    return str(cfg.get("logger", {}).get("_target_", "")).endswith("MLFlowLogger")
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """logger.tracking_uri, else $MLFLOW_TRACKING_URI, else <paths.outputs>/mlflow.db (SQLite)."""
+    uri = cfg.get("logger", {}).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return str(uri)
+    return "sqlite:///" + str((Path(cfg.paths.outputs) / "mlflow.db").resolve())
+
+
+def artifact_root(cfg: DictConfig, uri: str) -> str | None:
+    """Local stores keep artifacts beside the database; a server decides its own."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (Path(cfg.paths.outputs).resolve() / "mlartifacts").as_uri()
+
+
+def ensure_experiment(cfg: DictConfig) -> str:
+    """Create the store's tables and the experiment once, return the experiment id.
+
+    Several processes creating a NEW SQLite store at once race in MLflow's
+    schema migration (`table ... already exists`). Doing it here, in the
+    parent before any job starts, leaves the jobs only existing tables to open.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(cfg.experiment_name, artifact_location=artifact_root(cfg, uri))
+    except Exception:  # another process created it between our two calls
+        experiment = client.get_experiment_by_name(cfg.experiment_name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+class PrepareStoreCallback(Callback):
+    """Hydra callback: prepare the MLflow store before a multirun's jobs start."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if uses_mlflow(config):
+            ensure_experiment(config)
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def mask_secrets(value: Any) -> Any:
+    """Replace the values of secret-looking keys, at any depth."""
+    if isinstance(value, dict):
+        return {k: MASK if SECRET_KEY.search(str(k)) else mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def run_params(cfg: DictConfig) -> dict[str, str]:
+    """Every resolved config value, flattened (``optimizer.lr``), secrets masked."""
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten(mask_secrets(resolved(cfg))).items()}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of what a run computes: equal hashes, equal results."""
+    container = {k: v for k, v in resolved(cfg).items() if k not in NOT_HASHED}
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"

@@ -1,0 +1,210 @@
+"""sweeplab-train: compose the config, train, test, log everything to MLflow.
+
+    sweeplab-train                                   # digits, MLP, Adam
+    sweeplab-train data=breast_cancer optimizer=sgd optimizer.lr=0.05 scheduler=cosine
+    sweeplab-train -m optimizer=adam,sgd,rmsprop scheduler=none,step
+    sweeplab-train experiment=optimizers_digits      # a preset from experiments/
+
+The whole run reads top to bottom in ``run``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from sweeplab import __version__, tracking
+from sweeplab.config import CONFIG_PATH, check_config, register_experiments
+
+log = logging.getLogger("sweeplab")
+
+
+def _overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed outside the CLI (tests, notebooks)
+        return []
+
+
+def _run_name(cfg: DictConfig) -> str:
+    hidden = ("paths.", "hydra.", "logger.tracking_uri")
+    return cfg.run_name or ",".join(o for o in _overrides() if not o.lstrip("+~").startswith(hidden)) or "default"
+
+
+def _build_logger(cfg: DictConfig, run_name: str) -> Any:
+    if not cfg.get("logger"):
+        return None
+    if not tracking.uses_mlflow(cfg):
+        return hydra.utils.instantiate(cfg.logger)
+    uri = tracking.tracking_uri(cfg)
+    tracking.ensure_experiment(cfg)
+    tags = {
+        "sweeplab.version": __version__,
+        "sweeplab.overrides": " ".join(_overrides()),
+        "sweeplab.config_hash": tracking.config_hash(cfg),
+        "sweeplab.task": "",  # filled once the data module is built
+        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
+    }
+    return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_name=run_name, tags=tags)
+
+
+def _quiet_lightning() -> None:
+    """Keep the console to the progress bar and results: Lightning's INFO lines
+    (device summary, tips) and two known-harmless warnings add nothing."""
+    import warnings
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and test one config; return the logged metrics."""
+    import lightning.pytorch as pl
+    import torch
+
+    from sweeplab.module import SweepModule
+
+    _quiet_lightning()
+    check_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1. data: it declares task, input shape and classes for everything below
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    task = datamodule.task
+
+    # 2. model, 3. loss / optimizer / scheduler
+    net = hydra.utils.instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+    loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") else None
+    scheduler, scheduler_options = None, {}
+    if cfg.get("scheduler"):
+        scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        scheduler_options = {k: scheduler_cfg.pop(k) for k in ("interval", "frequency", "monitor") if k in scheduler_cfg}
+        scheduler = hydra.utils.instantiate(scheduler_cfg)
+    module = SweepModule(
+        net=net,
+        task=task,
+        loss=loss,
+        num_classes=datamodule.num_classes,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        scheduler_options=scheduler_options,
+        param_groups=OmegaConf.to_container(cfg.param_groups, resolve=True),
+    )
+
+    # 4. train and test, tracked
+    run_name = _run_name(cfg)
+    logger = _build_logger(cfg, run_name)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    has_bar = any(type(c).__name__.endswith("ProgressBar") for c in callbacks)
+    has_checkpoint = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=logger or False, callbacks=callbacks, enable_progress_bar=has_bar,
+        enable_checkpointing=has_checkpoint, default_root_dir=str(run_dir),
+    )
+    run_id = getattr(logger, "run_id", None) if logger is not None and tracking.uses_mlflow(cfg) else None
+    try:
+        if run_id:
+            logger.experiment.set_tag(run_id, "sweeplab.task", task.value)
+            logger.log_hyperparams(tracking.run_params(cfg))
+        config_file = run_dir / "config.yaml"
+        config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
+
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        ckpt = "best" if has_checkpoint and trainer.checkpoint_callback.best_model_path else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/", "test/"))}
+
+        # 5. evaluate on held-out data: reports a person reads, next to the numbers
+        from sweeplab.reports import write_test_report
+
+        y_pred = torch.cat(module.test_predictions).numpy()
+        y_true = torch.cat(module.test_targets).numpy()
+        artifacts = [config_file, *write_test_report(task, y_true, y_pred, run_dir, datamodule.class_names)]
+        if run_id:
+            for path in artifacts:
+                logger.experiment.log_artifact(run_id, str(path))
+            logger.experiment.set_terminated(run_id, "FINISHED")
+    except BaseException as exc:
+        if run_id:
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
+            logger.experiment.set_terminated(run_id, status)
+        raise
+
+    _print_summary(cfg, run_name, metrics, run_dir, run_id)
+    return metrics
+
+
+def _print_summary(cfg: DictConfig, run_name: str, metrics: dict[str, float], run_dir: Path, run_id: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{run_name}: test metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(k for k in metrics if k.startswith("test/")):
+        table.add_row(key, f"{metrics[key]:.4f}")
+    console = Console(stderr=False)
+    console.print(table)
+    console.print(f"run folder: {run_dir}")
+    if run_id:
+        console.print(f"MLflow run {run_id} in experiment '{cfg.experiment_name}'")
+        console.print(f"compare runs: {tracking.ui_command(tracking.tracking_uri(cfg))}", soft_wrap=True)
+
+
+def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """What a sweeper optimises: ``optimized_metric`` if set."""
+    key = cfg.get("optimized_metric")
+    return None if not key else metrics.get(key, math.nan)
+
+
+_failure: list[BaseException] = []
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def _hydra_entry(cfg: DictConfig) -> float | None:
+    try:
+        return _objective(cfg, run(cfg))
+    except Exception as exc:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            # Handed to main() rather than raised through Hydra, which would
+            # print its own extra line before ours.
+            _failure.append(exc)
+            return None
+        # In a sweep one bad run must not end the others: it is recorded
+        # FAILED in MLflow, reported here, and the sweeper gets a worst value.
+        from sweeplab.errors import one_line
+
+        print(f"sweeplab-train: run {HydraConfig.get().job.num} failed: {one_line(exc)}", file=sys.stderr)
+        return -math.inf if cfg.get("optimized_mode", "max") == "max" else math.inf
+
+
+def main() -> None:
+    """Console script ``sweeplab-train``."""
+    from sweeplab.errors import run_cli
+
+    register_experiments()
+    def entry() -> None:
+        _hydra_entry()
+        if _failure:
+            raise _failure.pop()
+
+    run_cli(entry, "sweeplab-train")
+
+
+if __name__ == "__main__":
+    main()
