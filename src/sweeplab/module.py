@@ -44,6 +44,15 @@ def resolve_loss(loss: nn.Module | None, task: Task) -> nn.Module:
     return loss
 
 
+def _sparse_capable() -> tuple[type[torch.optim.Optimizer], ...]:
+    from sweeplab.optim import SparseAdam
+
+    return (SparseAdam, torch.optim.SparseAdam, torch.optim.SGD, torch.optim.Adagrad)
+
+
+SPARSE_CAPABLE = _sparse_capable()
+
+
 class SweepModule(pl.LightningModule):
     def __init__(
         self,
@@ -145,6 +154,12 @@ class SweepModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameter_groups())
+        has_sparse = any(getattr(m, "sparse", False) for m in self.net.modules())
+        if has_sparse and not isinstance(optimizer, SPARSE_CAPABLE):
+            raise ValueError(
+                f"this model's embedding gets sparse gradients, which {type(optimizer).__name__} cannot take: "
+                "use optimizer=sparse_adam (or sgd, adagrad)"
+            )
         if self.scheduler_factory is None:
             return optimizer
         options = dict(self.scheduler_options)

@@ -11,15 +11,18 @@ from sweeplab.data.base import Task
 def write_test_report(
     task: Task, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, class_names: list[str] | None = None
 ) -> list[Path]:
-    """Confusion matrix PNG + classification_report for classifiers; a
-    predicted-vs-true scatter for regressors. Returns the files written."""
+    """test_predictions.csv, and a confusion matrix PNG + classification_report
+    for classifiers or a predicted-vs-true scatter for regressors. Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    # The raw predictions, so any metric can be recomputed from the run alone.
+    predictions = out_dir / "test_predictions.csv"
+    np.savetxt(predictions, np.column_stack([y_true, y_pred]), delimiter=",", header="y_true,y_pred", comments="", fmt="%.9g")
+    written: list[Path] = [predictions]
     if task.is_classification:
         from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 

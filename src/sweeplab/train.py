@@ -68,13 +68,13 @@ def _quiet_lightning() -> None:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and test one config; return the logged metrics."""
+    check_config(cfg)  # before the ~7 s of imports below: bad input fails at once
     import lightning.pytorch as pl
     import torch
 
     from sweeplab.module import SweepModule
 
     _quiet_lightning()
-    check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,32 @@
+# Every target bootstraps .venv (python3 -m venv + pip install -e '.[dev]') if it is missing.
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sweeplab-installed
+
+.PHONY: train test ui bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	@touch $(STAMP)
+
+## Train the default experiment (digits, MLP, Adam); extra Hydra overrides via ARGS="..."
+train: $(STAMP)
+	$(BIN)/sweeplab-train $(ARGS)
+
+## The whole test suite (CI runs exactly this)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## MLflow UI for the local store on 127.0.0.1
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port 5000
+
+## Benchmarks (ratios, not pass/fail)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/epoch_time.py
+	$(BIN)/python benchmarks/startup.py
+
+clean:
+	rm -rf outputs/runs outputs/multirun

@@ -1,0 +1,68 @@
+"""Metrics must equal scikit-learn's on the same predictions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, precision_recall_fscore_support, r2_score
+
+from sweeplab.data.base import Task
+from sweeplab.metrics import build_metrics, predictions, score
+
+
+def sklearn_classification(y_true, y_pred, binary: bool) -> dict[str, float]:
+    avg = "binary" if binary else "macro"
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+    return {"accuracy": accuracy_score(y_true, y_pred), "precision": p, "recall": r, "f1": f}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multiclass_equals_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 5, 300)
+    y_pred = np.where(rng.random(300) < 0.6, y_true, rng.integers(0, 5, 300))
+    ours = score(Task.MULTICLASS, y_true, y_pred, num_classes=5)
+    for key, value in sklearn_classification(y_true, y_pred, binary=False).items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_accuracy_is_micro_not_balanced() -> None:
+    # Imbalanced: balanced accuracy (torchmetrics' macro default) would be 0.5.
+    y_true = np.array([0] * 90 + [1] * 10)
+    y_pred = np.zeros(100, dtype=int)
+    assert score(Task.MULTICLASS, y_true, y_pred, num_classes=2)["accuracy"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_equals_sklearn_positive_class(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 2, 200)
+    y_pred = np.where(rng.random(200) < 0.7, y_true, 1 - y_true)
+    ours = score(Task.BINARY, y_true, y_pred)
+    for key, value in sklearn_classification(y_true, y_pred, binary=True).items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_regression_equals_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    y_true = rng.normal(size=100)
+    y_pred = y_true + rng.normal(scale=0.5, size=100)
+    ours = score(Task.REGRESSION, y_true, y_pred)
+    assert ours["mse"] == pytest.approx(mean_squared_error(y_true, y_pred), rel=1e-5)
+    assert ours["mae"] == pytest.approx(mean_absolute_error(y_true, y_pred), rel=1e-5)
+    assert ours["r2"] == pytest.approx(r2_score(y_true, y_pred), rel=1e-5)
+
+
+def test_binary_predictions_threshold_logits_not_probabilities() -> None:
+    # Logits inside [0, 1] would fool a metric that guesses probabilities.
+    logits = torch.tensor([[0.2], [0.9], [-0.1], [-3.0]])
+    assert predictions(Task.BINARY, logits).tolist() == [1, 1, 0, 0]
+
+
+def test_stage_clones_are_independent() -> None:
+    base = build_metrics(Task.MULTICLASS, 3)
+    train, val = base.clone(prefix="train/"), base.clone(prefix="val/")
+    train.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))
+    val.update(torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1]))
+    assert train.compute()["train/accuracy"] == 1.0
+    assert val.compute()["val/accuracy"] == 0.0

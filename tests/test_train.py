@@ -1,0 +1,119 @@
+"""A run end to end, in process, against a temporary MLflow store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support, r2_score
+
+from conftest import FAST, runs_of, store_overrides, train_in_process
+
+
+def _artifacts(uri: str, run_id: str) -> set[str]:
+    from mlflow.tracking import MlflowClient
+
+    return {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+
+
+@pytest.mark.parametrize("data,binary", [("digits", False), ("breast_cancer", True)])
+def test_logged_test_metrics_equal_sklearn(data: str, binary: bool, store, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train_in_process([f"data={data}", "trainer.max_epochs=3", *store_overrides(store)], run_dir)
+    runs = runs_of(store["uri"])
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run.status == "FINISHED"
+    y = np.loadtxt(run_dir / "test_predictions.csv", delimiter=",", skiprows=1).astype(int)
+    y_true, y_pred = y[:, 0], y[:, 1]
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="binary" if binary else "macro", zero_division=0)
+    expected = {"accuracy": accuracy_score(y_true, y_pred), "precision": p, "recall": r, "f1": f}
+    for key, value in expected.items():
+        assert run[f"metrics.test/{key}"] == pytest.approx(value, abs=1e-6), key
+    for stage in ("train", "val", "test"):
+        for key in ("accuracy", "precision", "recall", "f1", "loss"):
+            assert f"metrics.{stage}/{key}" in runs.columns
+    assert "metrics.lr" in runs.columns
+
+
+def test_regression_metrics_and_artifacts(store, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    metrics = train_in_process(["data=diabetes", "trainer.max_epochs=3", *store_overrides(store)], run_dir)
+    y = np.loadtxt(run_dir / "test_predictions.csv", delimiter=",", skiprows=1)
+    assert metrics["test/r2"] == pytest.approx(r2_score(y[:, 0], y[:, 1]), abs=1e-5)
+    run = runs_of(store["uri"]).iloc[0]
+    assert {"metrics.test/mse", "metrics.test/mae", "metrics.test/r2"} <= set(run.index)
+    assert "predicted_vs_true.png" in _artifacts(store["uri"], run.run_id)
+
+
+def test_params_tags_and_artifacts(store, tmp_path: Path) -> None:
+    overrides = ["optimizer=sgd", "optimizer.lr=0.07", "scheduler=step", "trainer.max_epochs=2", "+tags.owner=ana"]
+    train_in_process([*overrides, *store_overrides(store)], tmp_path / "run")
+    run = runs_of(store["uri"]).iloc[0]
+    assert run["params.optimizer.lr"] == "0.07"
+    assert run["params.optimizer._target_"] == "torch.optim.SGD"
+    assert run["params.scheduler.step_size"] == "5"
+    assert run["params.data.batch_size"] == "64"
+    assert run["tags.sweeplab.version"] == "0.1.0"
+    assert run["tags.sweeplab.task"] == "multiclass"
+    assert run["tags.owner"] == "ana"
+    assert len(run["tags.sweeplab.config_hash"]) == 16
+    assert {"config.yaml", "confusion_matrix.png", "classification_report.txt", "test_predictions.csv"} <= _artifacts(
+        store["uri"], run.run_id
+    )
+
+
+def test_same_seed_same_metrics(store, tmp_path: Path) -> None:
+    first = train_in_process(["seed=3", *FAST, "logger=none"], tmp_path / "a")
+    second = train_in_process(["seed=3", *FAST, "logger=none"], tmp_path / "b")
+    other = train_in_process(["seed=4", *FAST, "logger=none"], tmp_path / "c")
+    assert first == second
+    assert first != other
+
+
+def test_a_run_that_raises_is_failed_not_running(store, tmp_path: Path, monkeypatch) -> None:
+    from sweeplab.module import SweepModule
+
+    def boom(self, batch, batch_idx):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(SweepModule, "training_step", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_in_process([*FAST, *store_overrides(store)], tmp_path / "run")
+    run = runs_of(store["uri"]).iloc[0]
+    assert run.status == "FAILED"
+    assert "simulated crash" in run["tags.sweeplab.error"]
+
+
+def test_exploding_loss_stops_with_epoch_and_step(store, tmp_path: Path) -> None:
+    overrides = ["optimizer=sgd", "optimizer.lr=1e12", "optimizer.momentum=0.0", "trainer.max_epochs=3", "callbacks=none"]
+    with pytest.raises(FloatingPointError, match=r"loss became .* at epoch \d+, step \d+"):
+        train_in_process([*overrides, *store_overrides(store)], tmp_path / "run")
+    assert runs_of(store["uri"]).iloc[0].status == "FAILED"
+
+
+def test_secret_looking_values_never_reach_the_store(store, tmp_path: Path) -> None:
+    secret = "hunter2-do-not-log"
+    train_in_process([*FAST, f"+data_api_token={secret}", f"+tags.note=ok", *store_overrides(store)], tmp_path / "run")
+    run = runs_of(store["uri"]).iloc[0]
+    assert run["params.data_api_token"] == "***"
+    assert secret not in (tmp_path / "run" / "config.yaml").read_text()
+    assert secret.encode() not in Path(store["uri"].removeprefix("sqlite:///")).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number > 0"),
+        ("optimizer.lr=0", "optimizer.lr=0: must be a number > 0"),
+        ("data.batch_size=0", "data.batch_size=0: must be a positive integer"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc': must be a positive integer"),
+        ("trainer.accelerator=tpx", "trainer.accelerator='tpx': choose one of"),
+        ("loss=mse", "loss=MSELoss does not fit the data's multiclass task"),
+    ],
+)
+def test_bad_values_fail_before_any_run_is_created(override: str, message: str, store, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        train_in_process([*FAST, *store_overrides(store), override], tmp_path / "run")
+    runs = runs_of(store["uri"]) if Path(store["uri"].removeprefix("sqlite:///")).exists() else []
+    assert len(runs) == 0 or set(runs.status) <= {"FAILED"}
