@@ -75,3 +75,30 @@ def check_config(cfg: DictConfig) -> None:
     scheduler = cfg.get("scheduler") or {}
     if scheduler.get("interval", "epoch") not in ("epoch", "step"):
         raise ValueError(f"scheduler.interval={scheduler.interval!r}: choose epoch or step")
+
+
+def available_accelerators() -> list[str]:
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append(f"gpu ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """Fail at once, naming what this machine has, when the asked-for device is missing."""
+    import torch
+
+    wanted = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
+    missing = (
+        wanted in ("gpu", "cuda") and not torch.cuda.is_available()
+        or wanted == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    )
+    if missing:
+        raise ValueError(
+            f"trainer.accelerator={wanted}: this machine has none; available here: "
+            f"{', '.join(available_accelerators())} (use trainer.accelerator=cpu or auto)"
+        )

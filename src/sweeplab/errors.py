@@ -37,6 +37,13 @@ def _close_keys(full_key: str) -> list[str]:
 
 def one_line(exc: BaseException) -> str:
     """A single line saying what was wrong and what would be right."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        # "Error in call to target 'X': ValueError(...)": the cause is the message.
+        where = re.search(r"full_key: (\S+)", str(exc))
+        inner = one_line(exc.__cause__)
+        return f"{where.group(1)}: {inner}" if where else inner
     text = str(exc).strip()
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:

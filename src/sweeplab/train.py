@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab import __version__, tracking
-from sweeplab.config import CONFIG_PATH, check_config, register_experiments
+from sweeplab.config import CONFIG_PATH, check_accelerator, check_config, register_experiments
 
 log = logging.getLogger("sweeplab")
 
@@ -75,6 +75,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from sweeplab.module import SweepModule
 
     _quiet_lightning()
+    check_accelerator(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

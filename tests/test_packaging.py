@@ -1,0 +1,35 @@
+"""Configs and presets must ship in the wheel, not only in an editable checkout."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_carries_configs_and_composes_from_them(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    wheel = next(tmp_path.glob("sweeplab-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ("sweeplab/conf/train.yaml", "sweeplab/conf/optimizer/lbfgs.yaml", "sweeplab/experiments/optimizers_digits.yaml"):
+        assert expected in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    # A fresh interpreter that sees only the unpacked wheel's sweeplab (not the checkout).
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import sweeplab, sweeplab.config as c;"
+        "assert sweeplab.__file__.startswith(sys.argv[1]), sweeplab.__file__;"
+        "cfg = c.compose(['experiment=schedulers_digits', 'optimizer=rprop']);"
+        "print(cfg.optimizer._target_, cfg.experiment_name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["torch.optim.Rprop", "schedulers_digits"]
