@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # 4. train and test, tracked
     run_name = _run_name(cfg)
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     logger = _build_logger(cfg, run_name)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     has_bar = any(type(c).__name__.endswith("ProgressBar") for c in callbacks)
@@ -145,6 +147,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
             logger.experiment.set_terminated(run_id, status)
         raise
+    finally:
+        # MLFlowLogger calls mlflow.set_tracking_uri, which sets this variable
+        # for the whole process; the next run in it must not inherit our store.
+        if user_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_uri
 
     _print_summary(cfg, run_name, metrics, run_dir, run_id)
     return metrics

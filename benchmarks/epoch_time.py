@@ -1,0 +1,121 @@
+"""Per-epoch time: a sweeplab run (4 metrics, MLflow on) vs a hand-written loop.
+
+Both train the same MLP on the same split with the same batch size and
+thread count, and both compute loss, accuracy, precision, recall and F1 on
+train and validation every epoch; the hand loop computes them by hand from a
+confusion matrix. An epoch is timed from one training-epoch start to the
+next (training, validation and logging included); the first epoch is
+dropped as warm-up. Reports the median per-epoch ratio (target <= 1.15).
+
+    python benchmarks/epoch_time.py                      # digits and a larger moons set
+    python benchmarks/epoch_time.py --epochs 20 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_callbacks  # noqa: E402
+
+from sweeplab.config import compose  # noqa: E402
+from sweeplab.train import run  # noqa: E402
+
+
+def sweeplab_epochs(overrides: list[str], epochs: int, outputs: Path) -> list[float]:
+    bench_callbacks.EPOCH_STARTS.clear()
+    cfg = compose(
+        [
+            *overrides,
+            f"trainer.max_epochs={epochs}",
+            "callbacks=none",
+            f"paths.outputs={outputs}",
+            "+callbacks.timer._target_=bench_callbacks.EpochTimer",
+            "trainer.enable_model_summary=false",
+        ],
+        run_dir=outputs / "run",
+    )
+    run(cfg)
+    starts = bench_callbacks.EPOCH_STARTS
+    return [b - a for a, b in zip(starts, starts[1:])]
+
+
+def _macro_scores(confusion: torch.Tensor, binary: bool) -> tuple[float, float, float, float]:
+    tp = confusion.diag().double()
+    fp = confusion.sum(0).double() - tp
+    fn = confusion.sum(1).double() - tp
+    accuracy = (tp.sum() / confusion.sum()).item()
+    precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.zeros_like(tp))
+    recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
+    if binary:
+        return accuracy, precision[1].item(), recall[1].item(), f1[1].item()
+    present = (tp + fp + fn) > 0
+    return accuracy, precision[present].mean().item(), recall[present].mean().item(), f1[present].mean().item()
+
+
+def hand_loop_epochs(overrides: list[str], epochs: int) -> list[float]:
+    """Plain PyTorch: same data module, same network builder, same optimizer settings."""
+    import hydra
+
+    cfg = compose([*overrides, f"trainer.max_epochs={epochs}"])
+    torch.manual_seed(cfg.seed)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup()
+    binary = dm.task.value == "binary"
+    n_classes = 2 if binary else dm.num_classes
+    net = hydra.utils.instantiate(cfg.model, input_shape=dm.input_shape, num_outputs=dm.num_outputs)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(net.parameters())
+    loss_fn = torch.nn.BCEWithLogitsLoss() if binary else torch.nn.CrossEntropyLoss()
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    history = []
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for stage, loader in (("train", train), ("val", val)):
+            net.train(stage == "train")
+            confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
+            total, count = 0.0, 0
+            with torch.set_grad_enabled(stage == "train"):
+                for x, y in loader:
+                    out = net(x)
+                    loss = loss_fn(out.reshape(-1), y.float()) if binary else loss_fn(out, y)
+                    if stage == "train":
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                    preds = (out.reshape(-1) > 0).long() if binary else out.argmax(-1)
+                    confusion += torch.bincount(y * n_classes + preds.detach(), minlength=n_classes**2).reshape(n_classes, n_classes)
+                    total += loss.item() * len(y)
+                    count += len(y)
+            history.append((stage, total / count, *_macro_scores(confusion, binary)))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = {
+        "digits (1257 train rows, batch 64, 20 steps/epoch)": ["data=digits"],
+        "moons 100k (70k train rows, batch 256, 274 steps/epoch)": ["data=moons", "data.n_samples=100000", "data.batch_size=256"],
+    }
+    print(f"threads={args.threads}, epochs={args.epochs} (first dropped), MLP 128-64, Adam, MLflow on (SQLite)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, overrides) in enumerate(cases.items()):
+            ours = statistics.median(sweeplab_epochs(overrides, args.epochs, Path(tmp) / str(i))[1:])
+            hand = statistics.median(hand_loop_epochs(overrides, args.epochs)[1:])
+            print(f"{name}: sweeplab {ours * 1000:.1f} ms/epoch, hand loop {hand * 1000:.1f} ms/epoch, ratio {ours / hand:.2f} (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
