@@ -65,9 +65,47 @@ def predictions(task: Task, output: torch.Tensor) -> torch.Tensor:
     return output
 
 
-def score(task: Task, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None, prefix: str = "") -> dict[str, float]:
-    """Metrics of whole-split predictions (numpy), through the same collection."""
+def score(
+    task: Task,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_classes: int | None = None,
+    prefix: str = "",
+    features: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Metrics of whole-split predictions (numpy), through the same collections
+    the Lightning module uses. Clustering: ``y_pred`` are cluster ids, scored
+    against the labels (ARI, NMI) and by ``features`` (silhouette)."""
+    if task is Task.CLUSTERING:
+        return {f"{prefix}{k}": v for k, v in cluster_scores(y_true, y_pred, features).items()}
+    if task is Task.RECONSTRUCTION:
+        y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     metrics = build_metrics(task, num_classes)
     dtype = torch.float32 if task in (Task.REGRESSION, Task.RECONSTRUCTION) else torch.long
     metrics.update(torch.as_tensor(np.asarray(y_pred), dtype=dtype), torch.as_tensor(np.asarray(y_true), dtype=dtype))
     return {f"{prefix}{k}": float(v) for k, v in metrics.compute().items()}
+
+
+def cluster_scores(labels: np.ndarray, clusters: np.ndarray, features: np.ndarray | None) -> dict[str, float]:
+    """Adjusted Rand index and normalised mutual information against the labels,
+    silhouette on the features (undefined, so NaN, with fewer than 2 clusters)."""
+    from sklearn.metrics import silhouette_score
+    from torchmetrics.functional.clustering import adjusted_rand_score, normalized_mutual_info_score
+
+    import warnings
+
+    labels_t, clusters_t = torch.as_tensor(np.asarray(labels)), torch.as_tensor(np.asarray(clusters))
+    with warnings.catch_warnings():  # torchmetrics' internal sparse tensors warn about invariant checks
+        warnings.simplefilter("ignore", UserWarning)
+        ari = float(adjusted_rand_score(clusters_t, labels_t))
+        nmi = float(normalized_mutual_info_score(clusters_t, labels_t))
+    out = {
+        "adjusted_rand": ari,
+        "nmi": nmi,
+        "n_clusters": float(len(set(np.asarray(clusters).tolist()) - {-1})),
+    }
+    n_found = len(set(np.asarray(clusters).tolist()))
+    out["silhouette"] = (
+        float(silhouette_score(features, clusters)) if features is not None and 1 < n_found < len(clusters) else float("nan")
+    )
+    return out

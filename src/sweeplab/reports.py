@@ -8,16 +8,60 @@ import numpy as np
 from sweeplab.data.base import Task
 
 
-def write_test_report(
-    task: Task, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, class_names: list[str] | None = None
-) -> list[Path]:
-    """test_predictions.csv, and a confusion matrix PNG + classification_report
-    for classifiers or a predicted-vs-true scatter for regressors. Returns the files written."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_cluster_plot(features: np.ndarray, clusters: np.ndarray, labels: np.ndarray | None, out_dir: Path) -> Path:
+    """Test samples in 2-D (PCA projection), coloured by cluster and, beside, by label."""
+    from sklearn.decomposition import PCA
+
+    plt = _pyplot()
+    points = PCA(n_components=2).fit_transform(features) if features.shape[1] > 2 else features
+    panels = [("clusters", clusters)] + ([("labels", labels)] if labels is not None else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (title, colours) in zip(axes[0], panels):
+        ax.scatter(points[:, 0], points[:, 1], c=colours, s=10, cmap="tab10")
+        ax.set_title(f"test samples by {title} (PCA 2-D)")
+    fig.tight_layout()
+    path = out_dir / "clusters.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_reconstructions(original: np.ndarray, reconstructed: np.ndarray, shape: tuple[int, ...], out_dir: Path, n: int = 10) -> Path:
+    """Top row: test images; bottom row: their reconstructions."""
+    plt = _pyplot()
+    n = min(n, len(original))
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
+    for i in range(n):
+        for row, images in enumerate((original, reconstructed)):
+            image = np.asarray(images[i]).reshape(shape)
+            axes[row][i].imshow(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1), cmap="gray")
+            axes[row][i].axis("off")
+    axes[0][0].set_title("original", fontsize=8, loc="left")
+    axes[1][0].set_title("reconstructed", fontsize=8, loc="left")
+    fig.tight_layout()
+    path = out_dir / "reconstructions.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_test_report(
+    task: Task, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, class_names: list[str] | None = None
+) -> list[Path]:
+    """test_predictions.csv, and a confusion matrix PNG + classification_report
+    for classifiers or a predicted-vs-true scatter for regressors. Returns the files written."""
+    plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     # The raw predictions, so any metric can be recomputed from the run alone.
     predictions = out_dir / "test_predictions.csv"

@@ -34,6 +34,14 @@ def _overrides() -> list[str]:
         return []
 
 
+def _model_choice(cfg: DictConfig) -> str:
+    """The conf/model option name (e.g. knn), or the class name outside the CLI."""
+    try:
+        return str(HydraConfig.get().runtime.choices["model"])
+    except (ValueError, KeyError):
+        return str(cfg.model._target_).rsplit(".", 1)[-1]
+
+
 def _run_name(cfg: DictConfig) -> str:
     hidden = ("paths.", "hydra.", "logger.tracking_uri")
     return cfg.run_name or ",".join(o for o in _overrides() if not o.lstrip("+~").startswith(hidden)) or "default"
@@ -67,13 +75,65 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -> tuple[Any, Any]:
+    """Steps 2-3 for a torch network: model, loss, optimizer, scheduler, trainer."""
+    import lightning.pytorch as pl
+
+    from sweeplab.module import SweepModule
+
+    net = hydra.utils.instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+    loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") else None
+    scheduler, scheduler_options = None, {}
+    if cfg.get("scheduler"):
+        scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        scheduler_options = {k: scheduler_cfg.pop(k) for k in ("interval", "frequency", "monitor") if k in scheduler_cfg}
+        scheduler = hydra.utils.instantiate(scheduler_cfg)
+    module = SweepModule(
+        net=net,
+        task=datamodule.task,
+        loss=loss,
+        num_classes=datamodule.num_classes,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        scheduler_options=scheduler_options,
+        param_groups=OmegaConf.to_container(cfg.param_groups, resolve=True),
+    )
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=logger or False,
+        callbacks=callbacks,
+        enable_progress_bar=any(type(c).__name__.endswith("ProgressBar") for c in callbacks),
+        enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
+        default_root_dir=str(run_dir),
+    )
+    return module, trainer
+
+
+def _fit_torch(module: Any, trainer: Any, datamodule: Any, run_dir: Path) -> tuple[dict[str, float], list[Path]]:
+    """Step 4-5 for a torch network: fit, test the best checkpoint, write reports."""
+    import torch
+
+    from sweeplab.reports import write_test_report
+
+    trainer.fit(module, datamodule=datamodule)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    checkpoint = trainer.checkpoint_callback
+    ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/", "test/"))}
+    y_pred = torch.cat(module.test_predictions).numpy()
+    y_true = torch.cat(module.test_targets).numpy()
+    return metrics, write_test_report(datamodule.task, y_true, y_pred, run_dir, datamodule.class_names)
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and test one config; return the logged metrics."""
     check_config(cfg)  # before the ~7 s of imports below: bad input fails at once
     import lightning.pytorch as pl
-    import torch
 
-    from sweeplab.module import SweepModule
+    from sweeplab import classical
 
     _quiet_lightning()
     check_accelerator(cfg)
@@ -84,61 +144,36 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # 1. data: it declares task, input shape and classes for everything below
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    task = datamodule.task
 
-    # 2. model, 3. loss / optimizer / scheduler
-    net = hydra.utils.instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
-    loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") else None
-    scheduler, scheduler_options = None, {}
-    if cfg.get("scheduler"):
-        scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
-        scheduler_options = {k: scheduler_cfg.pop(k) for k in ("interval", "frequency", "monitor") if k in scheduler_cfg}
-        scheduler = hydra.utils.instantiate(scheduler_cfg)
-    module = SweepModule(
-        net=net,
-        task=task,
-        loss=loss,
-        num_classes=datamodule.num_classes,
-        optimizer=hydra.utils.instantiate(cfg.optimizer),
-        scheduler=scheduler,
-        scheduler_options=scheduler_options,
-        param_groups=OmegaConf.to_container(cfg.param_groups, resolve=True),
-    )
-
-    # 4. train and test, tracked
+    # 2-3. model: a scikit-learn estimator, or a torch network with its loss,
+    # optimizer, scheduler and trainer
+    estimator = hydra.utils.instantiate(cfg.model) if classical.is_estimator_config(cfg.model) else None
+    if estimator is not None:
+        classical.check_pairing(_model_choice(cfg), classical.estimator_task(estimator), datamodule.task)
     run_name = _run_name(cfg)
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     logger = _build_logger(cfg, run_name)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    has_bar = any(type(c).__name__.endswith("ProgressBar") for c in callbacks)
-    has_checkpoint = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=logger or False, callbacks=callbacks, enable_progress_bar=has_bar,
-        enable_checkpointing=has_checkpoint, default_root_dir=str(run_dir),
-    )
-    run_id = getattr(logger, "run_id", None) if logger is not None and tracking.uses_mlflow(cfg) else None
+    if estimator is None:
+        module, trainer = _build_torch(cfg, datamodule, logger, run_dir)
+
+    # 4-5. fit, then evaluate on held-out data, tracked
+    run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
     try:
         if run_id:
+            task = classical.run_task(estimator, datamodule.task) if estimator is not None else datamodule.task
             logger.experiment.set_tag(run_id, "sweeplab.task", task.value)
+            logger.experiment.set_tag(run_id, "sweeplab.model_kind", "classical" if estimator is not None else "torch")
             logger.log_hyperparams(tracking.run_params(cfg))
         config_file = run_dir / "config.yaml"
         config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
-
-        trainer.fit(module, datamodule=datamodule)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        ckpt = "best" if has_checkpoint and trainer.checkpoint_callback.best_model_path else None
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/", "test/"))}
-
-        # 5. evaluate on held-out data: reports a person reads, next to the numbers
-        from sweeplab.reports import write_test_report
-
-        y_pred = torch.cat(module.test_predictions).numpy()
-        y_true = torch.cat(module.test_targets).numpy()
-        artifacts = [config_file, *write_test_report(task, y_true, y_pred, run_dir, datamodule.class_names)]
+        if estimator is not None:
+            metrics, reports = classical.fit_and_score(estimator, datamodule, run_dir)
+            if logger is not None:
+                logger.log_metrics(metrics, step=0)
+        else:
+            metrics, reports = _fit_torch(module, trainer, datamodule, run_dir)
         if run_id:
-            for path in artifacts:
+            for path in (config_file, *reports):
                 logger.experiment.log_artifact(run_id, str(path))
             logger.experiment.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
