@@ -13,6 +13,7 @@ from sweeplab.config import compose, register_experiments
 NEEDS = {
     ("optimizer", "sparse_adam"): ["model=embedding_bag"],
     ("model", "embedding_bag"): ["optimizer=sparse_adam"],
+    ("model", "linear_regression"): ["data=diabetes"],
     ("loss", "bce"): ["data=breast_cancer"],
     ("loss", "mse"): ["data=diabetes"],
     ("loss", "mae"): ["data=diabetes"],
