@@ -44,8 +44,8 @@ def test_every_group_has_its_options() -> None:
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_trains_one_epoch(group: str, option: str, store, tmp_path: Path) -> None:
     overrides = [f"{group}={option}", *NEEDS.get((group, option), [])]
-    if group != "callbacks":
-        overrides += ["callbacks=none"]
+    if group not in ("callbacks", "optimizer", "scheduler"):
+        overrides += ["callbacks=none"]  # optimizers and schedulers keep checkpointing: their state must reload
     cfg = compose(overrides, run_dir=tmp_path / "run")
     assert cfg.get(group) is not None
     if (group, option) in NOT_ON_THIS_MACHINE:
@@ -55,6 +55,8 @@ def test_option_composes_and_trains_one_epoch(group: str, option: str, store, tm
         overrides += ["logger=none"]
     metrics = train_in_process([*overrides, "trainer.max_epochs=1", *store_overrides(store)], tmp_path / "run")
     assert any(k.startswith("test/") for k in metrics)
+    if group in ("optimizer", "scheduler"):  # the test stage reloaded the best checkpoint safely
+        assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
     assert all(v == v for v in metrics.values()), metrics  # no NaN
 
 

@@ -81,7 +81,9 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
 
     from sweeplab.module import SweepModule
 
-    net = hydra.utils.instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+    net = hydra.utils.instantiate(
+        cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs, _convert_="all"
+    )
     loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") else None
     scheduler, scheduler_options = None, {}
     if cfg.get("scheduler"):
@@ -93,7 +95,9 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
         task=datamodule.task,
         loss=loss,
         num_classes=datamodule.num_classes,
-        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        # _convert_="all": plain lists, not ListConfig, in param_groups, so
+        # checkpoints load with torch.load(weights_only=True).
+        optimizer=hydra.utils.instantiate(cfg.optimizer, _convert_="all"),
         scheduler=scheduler,
         scheduler_options=scheduler_options,
         param_groups=OmegaConf.to_container(cfg.param_groups, resolve=True),
@@ -147,7 +151,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # 2-3. model: a scikit-learn estimator, or a torch network with its loss,
     # optimizer, scheduler and trainer
-    estimator = hydra.utils.instantiate(cfg.model) if classical.is_estimator_config(cfg.model) else None
+    estimator = hydra.utils.instantiate(cfg.model, _convert_="all") if classical.is_estimator_config(cfg.model) else None
     if estimator is not None:
         classical.check_pairing(_model_choice(cfg), classical.estimator_task(estimator), datamodule.task)
     run_name = _run_name(cfg)
