@@ -32,6 +32,38 @@ def tracking_uri(cfg: DictConfig) -> str:
     return "sqlite:///" + str((Path(cfg.paths.outputs) / "mlflow.db").resolve())
 
 
+def default_tracking_uri(outputs: str = "outputs") -> str:
+    """What a run launched here with no overrides would use."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str((Path(outputs) / "mlflow.db").resolve())
+
+
+def sweep_id() -> str | None:
+    """One id shared by every job of a multirun (its sweep folder), None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return "_".join(Path(hc.sweep.dir).parts[-2:])
+
+
+def find_finished(cfg: DictConfig) -> Any | None:
+    """A FINISHED run of this experiment with the same config hash, if any."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    runs = mlflow.search_runs(
+        experiment_names=[cfg.experiment_name],
+        filter_string=f"tags.`sweeplab.config_hash` = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return None if runs.empty else runs.iloc[0]
+
+
 def artifact_root(cfg: DictConfig, uri: str) -> str | None:
     """Local stores keep artifacts beside the database; a server decides its own."""
     if uri.startswith(("http://", "https://", "databricks")):

@@ -59,6 +59,7 @@ def _build_logger(cfg: DictConfig, run_name: str) -> Any:
         "sweeplab.overrides": " ".join(_overrides()),
         "sweeplab.config_hash": tracking.config_hash(cfg),
         "sweeplab.task": "",  # filled once the data module is built
+        **({"sweeplab.sweep_id": sid} if (sid := tracking.sweep_id()) else {}),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
     return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_name=run_name, tags=tags)
@@ -227,6 +228,12 @@ _failure: list[BaseException] = []
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float | None:
     try:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and cfg.get("skip_finished") and tracking.uses_mlflow(cfg):
+            # Resumable sweeps: a config that already FINISHED here is not trained again.
+            done = tracking.find_finished(cfg)
+            if done is not None:
+                print(f"sweeplab-train: skipping job {HydraConfig.get().job.num}: identical config finished as run {done.run_id}")
+                return _objective(cfg, {k.removeprefix("metrics."): v for k, v in done.items() if k.startswith("metrics.")})
         return _objective(cfg, run(cfg))
     except Exception as exc:
         if HydraConfig.get().mode != RunMode.MULTIRUN:

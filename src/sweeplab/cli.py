@@ -1,0 +1,39 @@
+"""The `sweeplab` command: compare runs, open the MLflow UI."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _ui(args: argparse.Namespace) -> None:
+    import os
+    import shutil
+
+    from sweeplab.tracking import default_tracking_uri
+
+    uri = args.store or default_tracking_uri()
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
+    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sweeplab import compare
+    from sweeplab.errors import run_cli
+
+    parser = argparse.ArgumentParser(prog="sweeplab", description="Compare sweeplab runs tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_compare = sub.add_parser("compare", help="rank runs by a metric: table, CSV, PNG, best command line")
+    compare.add_arguments(p_compare)
+    p_compare.set_defaults(func=compare.run_from_args)
+    p_ui = sub.add_parser("ui", help="start the MLflow UI for the local store (127.0.0.1 unless --host)")
+    p_ui.add_argument("--store", default=None)
+    p_ui.add_argument("--host", default="127.0.0.1")
+    p_ui.add_argument("--port", type=int, default=5000)
+    p_ui.set_defaults(func=_ui)
+    args = parser.parse_args(argv)
+    run_cli(lambda: args.func(args), "sweeplab")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""sweeplab compare: rank the runs of an experiment (or one sweep) by a metric.
+
+Prints a table of the runs with the config values that differ between them,
+writes it as CSV, draws the metric per run (and against the swept value when
+one numeric hyper-parameter varies) as PNG, and prints the command line that
+reproduces the best run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+LOWER_IS_BETTER = ("loss", "mse", "mae", "error")
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric.rsplit("/", 1)[-1] for word in LOWER_IS_BETTER)
+
+
+def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
+    """The experiment's runs as a DataFrame (mlflow.search_runs), optionally one sweep's."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        names = [e.name for e in mlflow.search_experiments()]
+        raise ValueError(f"--experiment {experiment!r}: no such experiment in {uri}; experiments there: {', '.join(names) or 'none'}")
+    filter_string = f"tags.`sweeplab.sweep_id` = '{sweep}'" if sweep else ""
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)
+    if runs.empty:
+        raise ValueError(f"no runs in experiment {experiment!r}" + (f" for --sweep {sweep}" if sweep else ""))
+    return runs
+
+
+def differing_overrides(runs: Any) -> list[str]:
+    """Add one column per command-line override key whose value differs between
+    runs (from the tag sweeplab.overrides); return the column names."""
+    hidden = ("paths.", "hydra.", "logger.tracking_uri")
+    parsed = []
+    for text in runs.get("tags.sweeplab.overrides", [""] * len(runs)).fillna(""):
+        pairs = (item.split("=", 1) for item in str(text).split() if "=" in item)
+        parsed.append({k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith(hidden)})
+    keys = sorted({k for p in parsed for k in p})
+    differing = [k for k in keys if len({p.get(k, "") for p in parsed}) > 1]
+    for key in differing:
+        runs[f"override.{key}"] = [p.get(key, "") for p in parsed]
+    return [f"override.{k}" for k in differing]
+
+
+def rank(runs: Any, metric: str) -> Any:
+    column = f"metrics.{metric}"
+    if column not in runs.columns:
+        available = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
+        raise ValueError(f"--metric {metric}: not logged by these runs; available: {', '.join(available)}")
+    return runs.sort_values(column, ascending=lower_is_better(metric), na_position="last").reset_index(drop=True)
+
+
+def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    numeric = [p for p in params if pd.to_numeric(ranked[p], errors="coerce").notna().all()]
+    panels = 2 if len(numeric) == 1 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, max(3, 0.35 * len(ranked) + 1.5)), squeeze=False)
+    ax = axes[0][0]
+    if params:
+        labels = [" / ".join(str(row[p]) for p in params) for _, row in ranked.iterrows()][::-1]
+    else:
+        labels = ranked["tags.mlflow.runName"].fillna(ranked["run_id"].str[:8]).tolist()[::-1]
+    values = ranked[f"metrics.{metric}"].tolist()[::-1]
+    ax.barh(range(len(values)), values, color=["tab:orange" if i == len(values) - 1 else "tab:blue" for i in range(len(values))])
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    low, high = min(values), max(values)
+    span = (high - low) or abs(high) or 1.0
+    ax.set_xlim(low - 0.25 * span if low - 0.25 * span > 0 or low < 0 else 0, high + 0.15 * span)  # zoom: differences must show
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.4f}", va="center", fontsize=7)
+    if params:
+        ax.set_ylabel(" / ".join(p.removeprefix("override.") for p in params))
+    ax.set_xlabel(metric)
+    ax.set_title(f"{metric} per run ({'lower' if lower_is_better(metric) else 'higher'} is better)")
+    if panels == 2:
+        x = pd.to_numeric(ranked[numeric[0]])
+        axes[0][1].plot(x, ranked[f"metrics.{metric}"], "o")
+        axes[0][1].set_xlabel(numeric[0].removeprefix("override."))
+        axes[0][1].set_ylabel(metric)
+        if x.min() > 0 and x.max() / x.min() > 50:
+            axes[0][1].set_xscale("log")
+        axes[0][1].set_title(f"{metric} vs {numeric[0].removeprefix('override.')}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def compare(uri: str, experiment: str, metric: str, sweep: str | None, out_dir: Path, extra: list[str]) -> dict[str, Any]:
+    """Rank, print, write CSV and PNG; return what was written and the best run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ranked = rank(load_runs(uri, experiment, sweep), metric)
+    params = differing_overrides(ranked)
+    shown_metrics = [metric, *[m for m in extra if m != metric and f"metrics.{m}" in ranked.columns]]
+    table = Table(title=f"{experiment}{' / sweep ' + sweep if sweep else ''}: ranked by {metric}")
+    # The differing overrides say what a run is; its name only when nothing differs.
+    for col in ["#", *([] if params else ["run"]), "status", *[p.removeprefix("override.") for p in params], *shown_metrics]:
+        table.add_column(col, justify="right" if col in shown_metrics or col == "#" else "left")
+    for i, row in ranked.iterrows():
+        cells = [str(i + 1), *([] if params else [str(row.get("tags.mlflow.runName") or row.run_id[:8])]), row.status]
+        cells += [str(row[p]) for p in params]
+        cells += ["-" if row[f"metrics.{m}"] is None or math.isnan(row[f"metrics.{m}"]) else f"{row[f'metrics.{m}']:.4f}" for m in shown_metrics]
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = metric.replace("/", "_")
+    csv_path = out_dir / f"compare_{experiment}_{slug}.csv"
+    columns = ["run_id", "tags.mlflow.runName", "status", *params, *[f"metrics.{m}" for m in shown_metrics]]
+    ranked[columns].rename(columns=lambda c: c.removeprefix("override.").removeprefix("tags.mlflow.")).to_csv(csv_path, index=False)
+    png_path = _plot(ranked[ranked[f"metrics.{metric}"].notna()], metric, params, out_dir / f"compare_{experiment}_{slug}.png")
+
+    best = ranked.iloc[0]
+    overrides = str(best.get("tags.sweeplab.overrides") or "")
+    command = "sweeplab-train " + " ".join(shlex.quote(o) for o in overrides.split()) if overrides else "sweeplab-train"
+    console.print(f"best: {best.get('tags.mlflow.runName')} ({metric} = {best[f'metrics.{metric}']:.4f}, run {best.run_id})")
+    console.print(f"reproduce: {command}", soft_wrap=True)
+    console.print(f"wrote {csv_path} and {png_path}", soft_wrap=True)
+    return {"csv": csv_path, "png": png_path, "best_run_id": best.run_id, "command": command, "ranked": ranked}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", default="sweeplab", help="MLflow experiment name (default: sweeplab)")
+    parser.add_argument("--sweep", default=None, help="only runs of this sweep id (tag sweeplab.sweep_id)")
+    parser.add_argument("--metric", default="test/f1", help="metric to rank by (default: test/f1)")
+    parser.add_argument("--also", nargs="*", default=["test/accuracy", "test/precision", "test/recall", "test/mse", "test/r2", "val/loss"],
+                        help="further metrics to show when logged")
+    parser.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
+    parser.add_argument("--out", default="outputs/compare", help="folder for the CSV and PNG")
+
+
+def run_from_args(args: argparse.Namespace) -> None:
+    from sweeplab.tracking import default_tracking_uri
+
+    compare(args.store or default_tracking_uri(), args.experiment, args.metric, args.sweep, Path(args.out), args.also)

@@ -1,0 +1,74 @@
+"""sweeplab compare, sweep ids and resumable sweeps, through real sweeps."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import cli, runs_of
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    """One 3-run sweep over lr, in its own folder."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    result = cli(["-m", "model=linear", "optimizer=sgd", "optimizer.lr=0.001,0.01,0.1", "trainer.max_epochs=2", "callbacks=none"], cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return cwd
+
+
+def _compare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("sweeplab")
+    return subprocess.run([str(exe), "compare", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+def test_every_run_of_a_sweep_shares_one_sweep_id(swept: Path) -> None:
+    runs = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")
+    assert len(runs) == 3
+    assert runs["tags.sweeplab.sweep_id"].nunique() == 1
+    assert runs["tags.sweeplab.sweep_id"].iloc[0]
+
+
+def test_compare_ranks_writes_csv_png_and_best_command(swept: Path) -> None:
+    runs = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")
+    result = _compare(swept, "--metric", "test/accuracy", "--out", "cmp")
+    assert result.returncode == 0, result.stderr
+    best = runs.sort_values("metrics.test/accuracy", ascending=False).iloc[0]
+    lr = best["params.optimizer.lr"]
+    reproduce = next(line for line in result.stdout.splitlines() if line.startswith("reproduce:"))
+    assert reproduce.startswith("reproduce: sweeplab-train model=linear optimizer=sgd")
+    assert f"optimizer.lr={lr} " in reproduce
+    csv = pd.read_csv(swept / "cmp" / "compare_sweeplab_test_accuracy.csv")
+    assert list(csv["metrics.test/accuracy"]) == sorted(runs["metrics.test/accuracy"], reverse=True)
+    assert "optimizer.lr" in csv.columns and "model" not in csv.columns  # only what differs
+    assert (swept / "cmp" / "compare_sweeplab_test_accuracy.png").stat().st_size > 5000
+
+
+def test_compare_filters_by_sweep_and_rejects_unknown_metric(swept: Path) -> None:
+    sweep = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")["tags.sweeplab.sweep_id"].iloc[0]
+    ok = _compare(swept, "--sweep", sweep, "--metric", "val/loss", "--out", "cmp")
+    assert ok.returncode == 0 and "lower is better" not in ok.stderr
+    bad = _compare(swept, "--metric", "test/auc")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].startswith("sweeplab: error: --metric test/auc: not logged by these runs; available:")
+    missing = _compare(swept, "--experiment", "nope")
+    assert "--experiment 'nope': no such experiment" in missing.stderr
+
+
+def test_rerunning_a_sweep_skips_finished_configs(swept: Path) -> None:
+    args = ["-m", "model=linear", "optimizer=sgd", "optimizer.lr=0.001,0.01,0.1,0.2", "trainer.max_epochs=2", "callbacks=none"]
+    result = cli(args, cwd=swept)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("identical config finished as run") == 3
+    runs = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")
+    assert len(runs) == 4  # only lr=0.2 was new
+    forced = cli([*args[:-1], "trainer.max_epochs=2", "skip_finished=false", "callbacks=none"], cwd=swept)
+    assert forced.returncode == 0
+    assert "identical config" not in forced.stdout
+    assert len(runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")) == 8
