@@ -117,3 +117,13 @@ def test_bad_values_fail_before_any_run_is_created(override: str, message: str, 
         train_in_process([*FAST, *store_overrides(store), override], tmp_path / "run")
     runs = runs_of(store["uri"]) if Path(store["uri"].removeprefix("sqlite:///")).exists() else []
     assert len(runs) == 0 or set(runs.status) <= {"FAILED"}
+
+
+def test_config_hash_ignores_where_a_run_writes() -> None:
+    from sweeplab.config import compose
+    from sweeplab.tracking import config_hash
+
+    base = ["optimizer=sgd"]
+    assert config_hash(compose(base, run_dir="/a")) == config_hash(compose([*base, "paths.outputs=/elsewhere"], run_dir="/b"))
+    assert config_hash(compose(base, run_dir="/a")) == config_hash(compose([*base, "resume=auto", "run_name=x"], run_dir="/a"))
+    assert config_hash(compose(base, run_dir="/a")) != config_hash(compose([*base, "optimizer.lr=0.5"], run_dir="/a"))

@@ -38,7 +38,7 @@ def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
 def differing_overrides(runs: Any) -> list[str]:
     """Add one column per command-line override key whose value differs between
     runs (from the tag sweeplab.overrides); return the column names."""
-    hidden = ("paths.", "hydra.", "logger.tracking_uri")
+    hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume", "skip_finished")
     parsed = []
     for text in runs.get("tags.sweeplab.overrides", [""] * len(runs)).fillna(""):
         pairs = (item.split("=", 1) for item in str(text).split() if "=" in item)

@@ -102,3 +102,10 @@ def check_accelerator(cfg: DictConfig) -> None:
             f"trainer.accelerator={wanted}: this machine has none; available here: "
             f"{', '.join(available_accelerators())} (use trainer.accelerator=cpu or auto)"
         )
+    on_cpu = wanted == "cpu" or wanted == "auto" and not torch.cuda.is_available()
+    precision = str((cfg.get("trainer") or {}).get("precision", "32-true"))
+    if on_cpu and precision in ("16-mixed", "16", "16-true"):
+        raise ValueError(
+            f"trainer.precision={precision}: the CPU has no float16 mixed precision; "
+            "use bf16-mixed, 32-true or 64-true (or a GPU)"
+        )

@@ -43,8 +43,13 @@ def one_line(exc: BaseException) -> str:
         # "Error in call to target 'X': ValueError(...)": the cause is the message.
         where = re.search(r"full_key: (\S+)", str(exc))
         inner = one_line(exc.__cause__)
-        return f"{where.group(1)}: {inner}" if where else inner
+        if not where or inner.startswith((where.group(1) + ".", where.group(1) + "=")):
+            return inner
+        return f"{where.group(1)}: {inner}"
     text = str(exc).strip()
+    mandatory = re.search(r"Missing mandatory value: (\S+)", text)
+    if mandatory:
+        return f"{mandatory.group(1)} is required and has no value: add {mandatory.group(1)}=..."
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:
         group, _, option = missing.group(1).rpartition("/")

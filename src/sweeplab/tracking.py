@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 SECRET_KEY = re.compile(r"(password|passwd|token|secret|api[_-]?key|access[_-]?key|credential)", re.IGNORECASE)
 MASK = "***"
 # Keys that name or place a run but do not change what it computes.
-NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_finished")
+NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_finished", "resume")
+# Keys not logged as params: they say how a run was started, and a resumed
+# run logs its params again (MLflow refuses a changed value).
+NOT_LOGGED = ("resume",)
 
 
 def uses_mlflow(cfg: DictConfig) -> bool:
@@ -49,6 +52,58 @@ def sweep_id() -> str | None:
     if hc.mode != RunMode.MULTIRUN:
         return None
     return "_".join(Path(hc.sweep.dir).parts[-2:])
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail within seconds, not after MLflow's minutes of retries, when no server answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise ValueError(
+        f"logger.tracking_uri={uri}: no MLflow server answers there ({reason}); start it, or drop the override "
+        "to use the local store outputs/mlflow.db"
+    )
+
+
+def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
+    """(run id, run folder, checkpoint) of the run ``resume`` names, or of the
+    latest unfinished run with this config's hash when it is ``auto``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(cfg))
+    if str(cfg.resume) != "auto":
+        try:
+            candidates = [client.get_run(str(cfg.resume))]
+        except Exception:
+            raise ValueError(f"resume={cfg.resume}: no such MLflow run in {tracking_uri(cfg)} (use resume=auto or a run id)") from None
+        if candidates[0].info.status == "FINISHED":
+            raise ValueError(f"resume={cfg.resume}: that run already FINISHED; nothing to continue")
+    else:
+        experiment = client.get_experiment_by_name(cfg.experiment_name)
+        if experiment is None:
+            return None
+        candidates = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`sweeplab.config_hash` = '{config_hash(cfg)}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+    for run in candidates:
+        run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
+        for name in ("last.ckpt", "interrupted.ckpt"):
+            if run_dir.name and (run_dir / "checkpoints" / name).exists():
+                return run.info.run_id, run_dir, run_dir / "checkpoints" / name
+    if str(cfg.resume) != "auto":
+        raise ValueError(f"resume={cfg.resume}: that run has no checkpoint to continue from")
+    return None
 
 
 def find_finished(cfg: DictConfig) -> Any | None:
@@ -83,6 +138,8 @@ def ensure_experiment(cfg: DictConfig) -> str:
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     if experiment is not None:
@@ -130,11 +187,19 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
     """Every resolved config value, flattened (``optimizer.lr``), secrets masked."""
-    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten(mask_secrets(resolved(cfg))).items()}
+    values = {k: v for k, v in resolved(cfg).items() if k not in NOT_LOGGED}
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten(mask_secrets(values)).items()}
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of what a run computes: equal hashes, equal results."""
+    """Identity of what a run computes: equal hashes, equal results.
+
+    Where a run writes (paths.*, and what interpolates them, such as the
+    checkpoint folder) is not part of what it computes.
+    """
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.paths = {"outputs": "<outputs>", "run_dir": "<run_dir>"}
     container = {k: v for k, v in resolved(cfg).items() if k not in NOT_HASHED}
     return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab import __version__, tracking
+from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_config, register_experiments
 
 log = logging.getLogger("sweeplab")
@@ -43,17 +45,19 @@ def _model_choice(cfg: DictConfig) -> str:
 
 
 def _run_name(cfg: DictConfig) -> str:
-    hidden = ("paths.", "hydra.", "logger.tracking_uri")
+    hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume=", "skip_finished=")
     return cfg.run_name or ",".join(o for o in _overrides() if not o.lstrip("+~").startswith(hidden)) or "default"
 
 
-def _build_logger(cfg: DictConfig, run_name: str) -> Any:
+def _build_logger(cfg: DictConfig, run_name: str, resume_run_id: str | None = None) -> Any:
     if not cfg.get("logger"):
         return None
     if not tracking.uses_mlflow(cfg):
         return hydra.utils.instantiate(cfg.logger)
     uri = tracking.tracking_uri(cfg)
     tracking.ensure_experiment(cfg)
+    if resume_run_id:
+        return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_id=resume_run_id)
     tags = {
         "sweeplab.version": __version__,
         "sweeplab.overrides": " ".join(_overrides()),
@@ -74,6 +78,9 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Lightning 2.6 reports its implicit ckpt_path="last" lookup on every fresh fit.
+    warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=None\)` was called without a model.*")
+    warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
 
 
 def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -> tuple[Any, Any]:
@@ -115,13 +122,15 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
     return module, trainer
 
 
-def _fit_torch(module: Any, trainer: Any, datamodule: Any, run_dir: Path) -> tuple[dict[str, float], list[Path]]:
+def _fit_torch(
+    module: Any, trainer: Any, datamodule: Any, run_dir: Path, ckpt_path: Path | None = None
+) -> tuple[dict[str, float], list[Path]]:
     """Step 4-5 for a torch network: fit, test the best checkpoint, write reports."""
     import torch
 
     from sweeplab.reports import write_test_report
 
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if trainer.interrupted:
         raise KeyboardInterrupt
     checkpoint = trainer.checkpoint_callback
@@ -143,6 +152,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
     _quiet_lightning()
     check_accelerator(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    # An interrupted run continues in its own folder and MLflow run.
+    start_from, resume_run_id = None, None
+    if cfg.get("resume") and tracking.uses_mlflow(cfg) and not classical.is_estimator_config(cfg.model):
+        found = tracking.find_resumable(cfg)
+        if found is None:
+            print("sweeplab-train: resume=auto: no unfinished run of this config with a checkpoint; starting a new run")
+        else:
+            resume_run_id, old_dir, start_from = found
+            with open_dict(cfg):
+                cfg.paths.run_dir = str(old_dir)
+            print(f"sweeplab-train: resuming MLflow run {resume_run_id} from {start_from}")
+    elif cfg.get("ckpt_path"):
+        start_from = Path(cfg.ckpt_path)
+    if start_from is not None:
+        load_checkpoint(start_from)  # refuse a missing, foreign or unsafe file before any run exists
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -157,14 +182,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         classical.check_pairing(_model_choice(cfg), classical.estimator_task(estimator), datamodule.task)
     run_name = _run_name(cfg)
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    logger = _build_logger(cfg, run_name)
+    logger = _build_logger(cfg, run_name, resume_run_id)
     if estimator is None:
         module, trainer = _build_torch(cfg, datamodule, logger, run_dir)
 
     # 4-5. fit, then evaluate on held-out data, tracked
     run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
     try:
+        if resume_run_id:
+            logger.experiment.update_run(run_id, status="RUNNING")
         if run_id:
+            logger.experiment.set_tag(run_id, "sweeplab.run_dir", str(run_dir.resolve()))
             task = classical.run_task(estimator, datamodule.task) if estimator is not None else datamodule.task
             logger.experiment.set_tag(run_id, "sweeplab.task", task.value)
             logger.experiment.set_tag(run_id, "sweeplab.model_kind", "classical" if estimator is not None else "torch")
@@ -176,16 +204,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if logger is not None:
                 logger.log_metrics(metrics, step=0)
         else:
-            metrics, reports = _fit_torch(module, trainer, datamodule, run_dir)
+            metrics, reports = _fit_torch(module, trainer, datamodule, run_dir, start_from)
         if run_id:
             for path in (config_file, *reports):
                 logger.experiment.log_artifact(run_id, str(path))
             logger.experiment.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
         if run_id:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            # Lightning turns Ctrl-C / SIGTERM into a graceful stop and sys.exit(1).
+            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
             logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
             logger.experiment.set_terminated(run_id, status)
+            if status == "KILLED":
+                print(
+                    f"sweeplab-train: interrupted; MLflow run {run_id} marked KILLED, checkpoints in "
+                    f"{run_dir / 'checkpoints'}; add resume=auto to the same command to continue it",
+                    file=sys.stderr,
+                )
         raise
     finally:
         # MLFlowLogger calls mlflow.set_tracking_uri, which sets this variable
@@ -249,11 +284,19 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         return -math.inf if cfg.get("optimized_mode", "max") == "max" else math.inf
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
     """Console script ``sweeplab-train``."""
     from sweeplab.errors import run_cli
 
     register_experiments()
+    # SIGTERM (a scheduler, `kill`) stops a run like Ctrl-C: checkpoint kept,
+    # MLflow run KILLED. Lightning chains this handler during fit.
+    signal.signal(signal.SIGTERM, _terminate)
+
     def entry() -> None:
         _hydra_entry()
         if _failure:
