@@ -18,9 +18,9 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # garbage, not a payload
+        if "GLOBAL" not in str(exc):  # garbage bytes, not a pickled object
             raise ValueError(f"{key}={path}: not a checkpoint torch can read ({' '.join(str(exc).split())[:200]})") from None
-        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
+        detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
         raise ValueError(
             f"{key}={path}: refused: it holds pickled objects beyond tensors and plain values, which could run code "
             f"when loaded ({detail or 'weights-only load failed'})"
