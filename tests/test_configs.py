@@ -44,6 +44,10 @@ def test_every_group_has_its_options() -> None:
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_trains_one_epoch(group: str, option: str, store, tmp_path: Path) -> None:
     overrides = [f"{group}={option}", *NEEDS.get((group, option), [])]
+    if (group, option) == ("data", "csv"):
+        table = tmp_path / "table.csv"
+        table.write_text("a,b,kind,y\n" + "".join(f"{i % 7},{i % 5},{'x' if i % 2 else 'z'},{i % 3}\n" for i in range(60)))
+        overrides += [f"data.path={table}", "data.target=y"]
     if group not in ("callbacks", "optimizer", "scheduler"):
         overrides += ["callbacks=none"]  # optimizers and schedulers keep checkpointing: their state must reload
     cfg = compose(overrides, run_dir=tmp_path / "run")

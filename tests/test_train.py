@@ -127,3 +127,9 @@ def test_config_hash_ignores_where_a_run_writes() -> None:
     assert config_hash(compose(base, run_dir="/a")) == config_hash(compose([*base, "paths.outputs=/elsewhere"], run_dir="/b"))
     assert config_hash(compose(base, run_dir="/a")) == config_hash(compose([*base, "resume=auto", "run_name=x"], run_dir="/a"))
     assert config_hash(compose(base, run_dir="/a")) != config_hash(compose([*base, "optimizer.lr=0.5"], run_dir="/a"))
+
+
+def test_run_returns_every_stage(tmp_path: Path) -> None:
+    metrics = train_in_process([*FAST, "logger=none"], tmp_path / "run")
+    for stage in ("train", "val", "test"):
+        assert {f"{stage}/accuracy", f"{stage}/f1", f"{stage}/loss"} <= set(metrics)

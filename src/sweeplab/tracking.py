@@ -142,6 +142,8 @@ def ensure_experiment(cfg: DictConfig) -> str:
         check_server(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if uri.startswith("sqlite:///"):
+        _use_wal(Path(uri.removeprefix("sqlite:///")))
     if experiment is not None:
         return experiment.experiment_id
     try:
@@ -151,6 +153,17 @@ def ensure_experiment(cfg: DictConfig) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def _use_wal(db: Path) -> None:
+    """Write-ahead logging: readers no longer block the writer, so parallel jobs
+    logging to one SQLite file wait less for its lock. Stored in the file itself."""
+    import sqlite3
+
+    if db.exists():
+        with sqlite3.connect(db, timeout=30) as conn:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
 
 
 class PrepareStoreCallback(Callback):

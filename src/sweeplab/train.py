@@ -86,6 +86,7 @@ def _quiet_lightning() -> None:
 def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -> tuple[Any, Any]:
     """Steps 2-3 for a torch network: model, loss, optimizer, scheduler, trainer."""
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from sweeplab.module import SweepModule
 
@@ -116,7 +117,7 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
         logger=logger or False,
         callbacks=callbacks,
         enable_progress_bar=any(type(c).__name__.endswith("ProgressBar") for c in callbacks),
-        enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=str(run_dir),
     )
     return module, trainer
@@ -133,10 +134,17 @@ def _fit_torch(
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if trainer.interrupted:
         raise KeyboardInterrupt
-    checkpoint = trainer.checkpoint_callback
-    ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
-    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/", "test/"))}
+    stages = ("train/", "val/", "test/")
+    # Last-epoch train/val values; trainer.test() replaces callback_metrics.
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)}
+    # Test the best checkpoint; named by path because OnExceptionCheckpoint is
+    # a ModelCheckpoint too, and "best" would leave Lightning to pick one.
+    from lightning.pytorch.callbacks import OnExceptionCheckpoint
+
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, OnExceptionCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)})
     y_pred = torch.cat(module.test_predictions).numpy()
     y_true = torch.cat(module.test_targets).numpy()
     return metrics, write_test_report(datamodule.task, y_true, y_pred, run_dir, datamodule.class_names)

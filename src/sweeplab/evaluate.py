@@ -1,0 +1,111 @@
+"""sweeplab-eval: re-test a trained run from its MLflow run id or a checkpoint.
+
+    sweeplab-eval <mlflow run id>           # its logged config + best checkpoint
+    sweeplab-eval path/to/checkpoints/best.ckpt
+
+The model and data are rebuilt from the run folder's config.yaml, the
+checkpoint is loaded weights-only, and the test metrics are logged to the
+same MLflow run as ``eval/test/...`` (with a ``sweeplab.evaluated_ckpt`` tag)
+rather than to a stray new run.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
+    """(run id or None, run folder, checkpoint) for a run id or a checkpoint path."""
+    path = Path(target)
+    if path.suffix == ".ckpt" or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"{target}: no such checkpoint file")
+        run_dir = path.resolve().parent.parent
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(store)
+        matches = [
+            r for e in client.search_experiments() for r in client.search_runs(
+                [e.experiment_id], filter_string=f"tags.`sweeplab.run_dir` = '{run_dir}'", max_results=1)
+        ]
+        return (matches[0].info.run_id if matches else None), run_dir, path
+    from mlflow.tracking import MlflowClient
+
+    try:
+        run = MlflowClient(store).get_run(target)
+    except Exception:
+        raise ValueError(f"{target}: neither a checkpoint file nor an MLflow run id in {store}") from None
+    if run.data.tags.get("sweeplab.model_kind") == "classical":
+        raise ValueError(f"run {target} is a scikit-learn run: it has no checkpoint to re-test")
+    run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
+    for name in ("best.ckpt", "last.ckpt"):
+        if (run_dir / "checkpoints" / name).exists():
+            return target, run_dir, run_dir / "checkpoints" / name
+    raise FileNotFoundError(f"run {target}: no checkpoint under {run_dir / 'checkpoints'} (was it trained with callbacks=none?)")
+
+
+def evaluate(target: str, store: str | None = None, accelerator: str | None = None) -> dict[str, float]:
+    import hydra
+
+    from sweeplab import tracking
+    from sweeplab.checkpoints import load_checkpoint
+    from sweeplab.train import _build_torch, _quiet_lightning
+
+    _quiet_lightning()
+    store = store or tracking.default_tracking_uri()
+    run_id, run_dir, ckpt_path = _locate(target, store)
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file}: the run's config is missing; cannot rebuild its model and data")
+    cfg: DictConfig = OmegaConf.load(config_file)  # type: ignore[assignment]
+    with open_dict(cfg):
+        cfg.callbacks = None
+        if accelerator:
+            cfg.trainer.accelerator = accelerator
+    checkpoint = load_checkpoint(ckpt_path, key="checkpoint")
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    module, trainer = _build_torch(cfg, datamodule, None, run_dir)
+    module.load_state_dict(checkpoint["state_dict"])
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+    if run_id:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(store)
+        for key, value in metrics.items():
+            client.log_metric(run_id, f"eval/{key}", value)
+        client.set_tag(run_id, "sweeplab.evaluated_ckpt", str(ckpt_path))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"re-test of {run_id or ckpt_path}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        table.add_row(key, f"{metrics[key]:.6f}")
+    Console().print(table)
+    if run_id:
+        print(f"logged to MLflow run {run_id} as eval/test/*")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``sweeplab-eval``."""
+    from sweeplab.errors import run_cli
+
+    parser = argparse.ArgumentParser(prog="sweeplab-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", help="an MLflow run id, or a .ckpt file inside a run folder")
+    parser.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
+    parser.add_argument("--accelerator", default=None, help="override the run's trainer.accelerator (e.g. cpu)")
+    args = parser.parse_args(argv)
+    run_cli(lambda: evaluate(args.target, args.store, args.accelerator), "sweeplab-eval")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""sweeplab-eval reproduces a run's logged test metrics from its checkpoint."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import runs_of, store_overrides, train_in_process
+from sweeplab.evaluate import evaluate
+
+
+def test_train_then_eval_agree_exactly_and_log_to_the_same_run(store, tmp_path: Path) -> None:
+    trained = train_in_process(["trainer.max_epochs=3", "data=wine", *store_overrides(store)], tmp_path / "run")
+    run_id = runs_of(store["uri"]).run_id[0]
+    again = evaluate(run_id, store=store["uri"])
+    for key in ("test/accuracy", "test/precision", "test/recall", "test/f1", "test/loss"):
+        assert again[key] == trained[key], key
+    runs = runs_of(store["uri"])
+    assert len(runs) == 1  # no stray evaluation run
+    assert runs["metrics.eval/test/f1"][0] == trained["test/f1"]
+    assert runs["tags.sweeplab.evaluated_ckpt"][0].endswith("best.ckpt")
+
+
+def test_eval_from_a_checkpoint_path(store, tmp_path: Path) -> None:
+    trained = train_in_process(["trainer.max_epochs=2", "model=cnn", *store_overrides(store)], tmp_path / "run")
+    again = evaluate(str(tmp_path / "run" / "checkpoints" / "best.ckpt"), store=store["uri"])
+    assert again["test/accuracy"] == trained["test/accuracy"]
+
+
+@pytest.mark.slow
+def test_eval_cli_bad_targets_are_one_line(store, tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("sweeplab-eval")
+    for target, expected in [
+        ("missing.ckpt", "missing.ckpt: no such checkpoint file"),
+        ("0123456789abcdef", "neither a checkpoint file nor an MLflow run id"),
+    ]:
+        result = subprocess.run([str(exe), target, "--store", store["uri"]], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1] == f"sweeplab-eval: error: {expected}" or expected in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,61 @@
+"""Hydra's launcher and sweeper plugins with sweeplab's MLflow store."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, runs_of
+
+pytestmark = pytest.mark.slow
+QUICK = ["trainer.max_epochs=2", "callbacks=none", "data=iris"]
+
+
+def _store(cwd: Path) -> str:
+    return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
+
+
+def test_parallel_jobs_on_a_new_store_lose_nothing(tmp_path: Path) -> None:
+    """8 runs, 4 at a time, on a store that does not exist yet (MLflow's schema-creation race)."""
+    seeds = ",".join(str(i) for i in range(1, 9))
+    result = cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", f"seed={seeds}", *QUICK], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 8 and set(runs.status) == {"FINISHED"}
+    assert runs["tags.sweeplab.sweep_id"].nunique() == 1
+    metric_columns = [c for c in runs.columns if c.startswith("metrics.") and c != "metrics.lr"]
+    assert runs[metric_columns].notna().all().all()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(_store(tmp_path))
+    assert {len(client.get_metric_history(r, "val/loss")) for r in runs.run_id} == {2}
+    with sqlite3.connect(tmp_path / "outputs" / "mlflow.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    dirs = {p.parent.name for p in (tmp_path / "outputs" / "multirun").glob("*/*/*/config.yaml")}
+    assert len(dirs) == 8  # parallel jobs never share an output folder
+
+
+def test_optuna_search_uses_the_returned_metric(tmp_path: Path) -> None:
+    result = cli(["hparams_search=digits_optuna", "hydra.sweeper.n_trials=3", *QUICK], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(_store(tmp_path), "digits_optuna")
+    assert len(runs) == 3 and set(runs.status) == {"FINISHED"}
+    best = next((tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")).read_text()
+    assert f"best_value: {runs['metrics.val/f1'].max()}"[:20] in best
+
+
+def test_submitit_local_launcher(tmp_path: Path) -> None:
+    result = cli(["-m", "hydra/launcher=submitit_local", "optimizer=adam,sgd", *QUICK], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(_store(tmp_path))
+    assert sorted(runs["params.optimizer._target_"]) == ["torch.optim.Adam", "torch.optim.SGD"]
+    assert set(runs.status) == {"FINISHED"}
+
+
+def test_failing_run_reports_worst_value_to_the_sweeper(tmp_path: Path) -> None:
+    result = cli(["hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "data.val_fraction=0.5", "data.test_fraction=0.45", *QUICK[:2]], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("failed: data.val_fraction + data.test_fraction") == 2
+    best = next((tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")).read_text()
+    assert "best_value: -.inf" in best
