@@ -27,6 +27,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/epoch_time.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/sweep_parallel.py
 
 clean:
 	rm -rf outputs/runs outputs/multirun

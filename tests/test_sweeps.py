@@ -59,3 +59,21 @@ def test_failing_run_reports_worst_value_to_the_sweeper(tmp_path: Path) -> None:
     assert result.stderr.count("failed: data.val_fraction + data.test_fraction") == 2
     best = next((tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")).read_text()
     assert "best_value: -.inf" in best
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
+    """trainer=ddp: two gloo processes train, rank 0 alone tracks, tests and reports."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score
+
+    args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2", "callbacks.progress_bar=null", "data=wine"]
+    result = cli(args, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("test metrics") == 1
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 1 and runs.status[0] == "FINISHED"
+    assert runs["params.trainer.strategy"][0] == "ddp"
+    predictions = next((tmp_path / "outputs" / "runs").glob("*/*/test_predictions.csv"))
+    y = np.loadtxt(predictions, delimiter=",", skiprows=1)
+    assert len(y) == 27  # the whole wine test split, each sample once
+    assert runs["metrics.test/accuracy"][0] == pytest.approx(accuracy_score(y[:, 0], y[:, 1]), abs=1e-6)

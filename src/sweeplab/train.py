@@ -123,9 +123,31 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
     return module, trainer
 
 
+def _single_device_tester(trainer: Any) -> Any:
+    """After a multi-process fit: end the process group; rank 0 gets a one-device
+    Trainer for the test (a DistributedSampler pads shards with repeated samples,
+    so a sharded test would count some twice), other ranks get None."""
+    import lightning.pytorch as pl
+    import torch.distributed as dist
+
+    rank = trainer.global_rank
+    best = trainer.checkpoint_callback
+    trainer.strategy.barrier()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    if rank != 0:
+        return None
+    tester = pl.Trainer(
+        accelerator=trainer.accelerator, devices=1, precision=trainer.precision, logger=trainer.logger,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    tester.callbacks.append(best)  # so the best checkpoint below is the one fit found
+    return tester
+
+
 def _fit_torch(
     module: Any, trainer: Any, datamodule: Any, run_dir: Path, ckpt_path: Path | None = None
-) -> tuple[dict[str, float], list[Path]]:
+) -> tuple[dict[str, float], list[Path]] | None:
     """Step 4-5 for a torch network: fit, test the best checkpoint, write reports."""
     import torch
 
@@ -137,6 +159,10 @@ def _fit_torch(
     stages = ("train/", "val/", "test/")
     # Last-epoch train/val values; trainer.test() replaces callback_metrics.
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)}
+    if trainer.world_size > 1:
+        trainer = _single_device_tester(trainer)
+        if trainer is None:
+            return None  # a non-zero rank: rank 0 tests and reports
     # Test the best checkpoint; named by path because OnExceptionCheckpoint is
     # a ModelCheckpoint too, and "best" would leave Lightning to pick one.
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
@@ -212,7 +238,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if logger is not None:
                 logger.log_metrics(metrics, step=0)
         else:
-            metrics, reports = _fit_torch(module, trainer, datamodule, run_dir, start_from)
+            fitted = _fit_torch(module, trainer, datamodule, run_dir, start_from)
+            if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
+                return {}
+            metrics, reports = fitted
         if run_id:
             for path in (config_file, *reports):
                 logger.experiment.log_artifact(run_id, str(path))
