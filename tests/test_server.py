@@ -1,12 +1,15 @@
-"""A real MLflow tracking server on loopback, written to over HTTP by a sweep."""
+"""Real MLflow tracking servers on loopback, written to over HTTP by sweeps:
+one on SQLite, one on PostgreSQL (a team server), and the UI in a browser."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -24,54 +27,131 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
+def _wait_http(url: str, timeout: float = 120) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _start_mlflow(backend: str, artifacts: Path):
     port = _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [str(mlflow), "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    if not _wait_http(url + "/health"):
         os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail("mlflow server did not answer /health within 120 s")
-    yield url
+        pytest.fail(f"mlflow server on {backend} did not answer /health within 120 s")
+    return url, proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)  # the server is a process tree: stop the whole group
     proc.wait(timeout=60)
 
 
-def _api(url: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    url, proc = _start_mlflow(f"sqlite:///{root / 'server.db'}", root / "artifacts")
+    yield url
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    """PostgreSQL on loopback (as the unprivileged postgres user), and MLflow on it."""
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; .ci/run installs it where it can)")
+    bindir = Path(initdb).resolve().parent
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as an unprivileged user")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="sweeplab-pg-", dir="/tmp"))
+    data = root / "data"
+    if as_postgres:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeplab"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start"], check=True, capture_output=True, timeout=120)
+    try:
+        url, proc = _start_mlflow(f"postgresql://sweeplab@127.0.0.1:{port}/postgres", root / "artifacts")
+        yield url
+        _stop(proc)
+    finally:
+        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
 
-def test_sweep_against_a_tracking_server_over_http(server: str, tmp_path: Path) -> None:
-    result = cli(["-m", f"logger.tracking_uri={server}", "experiment_name=team", "optimizer=adam,sgd",
-                  "trainer.max_epochs=1", "callbacks=none", "data=iris"], cwd=tmp_path)
+def _sweep_and_check(url: str, experiment: str, cwd: Path) -> list[dict]:
+    result = cli(["-m", f"logger.tracking_uri={url}", f"experiment_name={experiment}", "optimizer=adam,sgd",
+                  "trainer.max_epochs=1", "callbacks=none", "data=iris"], cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"mlflow ui --backend-store-uri {server}" in result.stdout
-    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to a local store
-    with urllib.request.urlopen(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team", timeout=30) as r:
-        experiment = json.load(r)["experiment"]
-    runs = _api(server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    assert f"mlflow ui --backend-store-uri {url}" in result.stdout
+    assert not (cwd / "outputs" / "mlflow.db").exists()  # nothing went to a local store
+    experiment_id = _get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")["experiment"]["experiment_id"]
+    runs = _post(f"{url}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
     assert len(runs) == 2
     for run in runs:
         assert run["info"]["status"] == "FINISHED"
-        metrics = {m["key"] for m in run["data"]["metrics"]}
-        assert {"test/accuracy", "test/precision", "test/recall", "test/f1", "val/loss"} <= metrics
-        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-        assert tags["sweeplab.sweep_id"]
-    with urllib.request.urlopen(f"{server}/api/2.0/mlflow/artifacts/list?run_id={runs[0]['info']['run_id']}", timeout=30) as r:
-        names = {f["path"] for f in json.load(r).get("files", [])}
+        assert {"test/accuracy", "test/precision", "test/recall", "test/f1", "val/loss"} <= {m["key"] for m in run["data"]["metrics"]}
+        assert {t["key"]: t["value"] for t in run["data"]["tags"]}["sweeplab.sweep_id"]
+    names = {f["path"] for f in _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={runs[0]['info']['run_id']}").get("files", [])}
     assert {"confusion_matrix.png", "config.yaml"} <= names
+    return runs
+
+
+def test_sweep_against_a_tracking_server_over_http(server: str, tmp_path: Path) -> None:
+    _sweep_and_check(server, "team", tmp_path)
+    tags = {t["key"]: t["value"] for t in _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team")["experiment"]["tags"]}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+
+
+def test_team_server_backed_by_postgresql(postgres_server: str, tmp_path: Path) -> None:
+    _sweep_and_check(postgres_server, "team_pg", tmp_path)
+
+
+def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (Debian package chromium; .ci/run installs it where it can)")
+    runs = _sweep_and_check(server, "browser", tmp_path)
+    experiment_id = runs[0]["info"]["experiment_id"]
+    page = f"{server}/#/experiments/{experiment_id}/runs"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1600,1000", "--virtual-time-budget=20000"]
+    shot = tmp_path / "mlflow_ui.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page], capture_output=True, timeout=180)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=180).stdout
+    for run in runs:
+        name = next(t["value"] for t in run["data"]["tags"] if t["key"] == "mlflow.runName")
+        assert name in dom, f"run {name!r} not in the rendered experiment page"
+    kept = Path(os.environ.get("SWEEPLAB_SCREENSHOTS", tmp_path))
+    kept.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, kept / "mlflow_ui.png")

@@ -21,6 +21,7 @@ NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_fi
 # Keys not logged as params: they say how a run was started, and a resumed
 # run logs its params again (MLflow refuses a changed value).
 NOT_LOGGED = ("resume",)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def uses_mlflow(cfg: DictConfig) -> bool:
@@ -144,15 +145,21 @@ def ensure_experiment(cfg: DictConfig) -> str:
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     if uri.startswith("sqlite:///"):
         _use_wal(Path(uri.removeprefix("sqlite:///")))
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(cfg.experiment_name, artifact_location=artifact_root(cfg, uri))
+        except Exception:  # another process created it between our two calls
+            experiment = client.get_experiment_by_name(cfg.experiment_name)
+            if experiment is None:
+                raise
     if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(cfg.experiment_name, artifact_location=artifact_root(cfg, uri))
-    except Exception:  # another process created it between our two calls
-        experiment = client.get_experiment_by_name(cfg.experiment_name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+        experiment_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND[0]):
+            return experiment_id
+    # MLflow 3's UI opens an experiment without this tag on its GenAI (traces)
+    # page; tagged as model development it opens on the runs table.
+    client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    return experiment_id
 
 
 def _use_wal(db: Path) -> None:
