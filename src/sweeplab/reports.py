@@ -17,6 +17,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_cluster_plot(features: np.ndarray, clusters: np.ndarray, labels: np.ndarray | None, out_dir: Path) -> Path:
     """Test samples in 2-D (PCA projection), coloured by cluster and, beside, by label."""
     from sklearn.decomposition import PCA
@@ -28,12 +38,7 @@ def write_cluster_plot(features: np.ndarray, clusters: np.ndarray, labels: np.nd
     for ax, (title, colours) in zip(axes[0], panels):
         ax.scatter(points[:, 0], points[:, 1], c=colours, s=10, cmap="tab10")
         ax.set_title(f"test samples by {title} (PCA 2-D)")
-    fig.tight_layout()
-    path = out_dir / "clusters.png"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out_dir / "clusters.png")
 
 
 def write_reconstructions(original: np.ndarray, reconstructed: np.ndarray, shape: tuple[int, ...], out_dir: Path, n: int = 10) -> Path:
@@ -48,12 +53,7 @@ def write_reconstructions(original: np.ndarray, reconstructed: np.ndarray, shape
             axes[row][i].axis("off")
     axes[0][0].set_title("original", fontsize=8, loc="left")
     axes[1][0].set_title("reconstructed", fontsize=8, loc="left")
-    fig.tight_layout()
-    path = out_dir / "reconstructions.png"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out_dir / "reconstructions.png")
 
 
 def write_test_report(
@@ -90,8 +90,5 @@ def write_test_report(
         ax.set_ylabel("predicted")
         ax.set_title("Test predictions")
         path = out_dir / "predicted_vs_true.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, path))
     return written
