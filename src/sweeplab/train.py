@@ -26,8 +26,6 @@ from sweeplab import __version__, tracking
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_config, register_experiments
 
-log = logging.getLogger("sweeplab")
-
 
 def _overrides() -> list[str]:
     try:
@@ -186,10 +184,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     _quiet_lightning()
     check_accelerator(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    is_estimator = classical.is_estimator_config(cfg.model)
 
     # An interrupted run continues in its own folder and MLflow run.
     start_from, resume_run_id = None, None
-    if cfg.get("resume") and tracking.uses_mlflow(cfg) and not classical.is_estimator_config(cfg.model):
+    if cfg.get("resume") and tracking.uses_mlflow(cfg) and not is_estimator:
         found = tracking.find_resumable(cfg)
         if found is None:
             print("sweeplab-train: resume=auto: no unfinished run of this config with a checkpoint; starting a new run")
@@ -211,7 +210,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # 2-3. model: a scikit-learn estimator, or a torch network with its loss,
     # optimizer, scheduler and trainer
-    estimator = hydra.utils.instantiate(cfg.model, _convert_="all") if classical.is_estimator_config(cfg.model) else None
+    estimator = hydra.utils.instantiate(cfg.model, _convert_="all") if is_estimator else None
     if estimator is not None:
         classical.check_pairing(_model_choice(cfg), classical.estimator_task(estimator), datamodule.task)
     run_name = _run_name(cfg)
