@@ -133,3 +133,16 @@ def test_run_returns_every_stage(tmp_path: Path) -> None:
     metrics = train_in_process([*FAST, "logger=none"], tmp_path / "run")
     for stage in ("train", "val", "test"):
         assert {f"{stage}/accuracy", f"{stage}/f1", f"{stage}/loss"} <= set(metrics)
+
+
+def test_finding_finished_runs_leaves_the_process_tracking_uri_alone(store, tmp_path: Path) -> None:
+    import os
+
+    from sweeplab.config import compose
+    from sweeplab.tracking import find_finished
+
+    overrides = [*FAST, *store_overrides(store)]
+    train_in_process(overrides, tmp_path / "run")
+    found = find_finished(compose(overrides, run_dir=tmp_path / "other"))
+    assert found is not None and "test/accuracy" in found[1]
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the next run in this process picks its own store

@@ -107,17 +107,24 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
     return None
 
 
-def find_finished(cfg: DictConfig) -> Any | None:
-    """A FINISHED run of this experiment with the same config hash, if any."""
-    import mlflow
+def find_finished(cfg: DictConfig) -> tuple[str, dict[str, float]] | None:
+    """(run id, metrics) of a FINISHED run of this experiment with the same config hash, if any.
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    runs = mlflow.search_runs(
-        experiment_names=[cfg.experiment_name],
+    Queried through a client, not mlflow.set_tracking_uri, which would set
+    MLFLOW_TRACKING_URI for the rest of the process.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(cfg))
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
         filter_string=f"tags.`sweeplab.config_hash` = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
         max_results=1,
     )
-    return None if runs.empty else runs.iloc[0]
+    return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
 
 
 def artifact_root(cfg: DictConfig, uri: str) -> str | None:

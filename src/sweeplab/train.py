@@ -303,8 +303,9 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
             # Resumable sweeps: a config that already FINISHED here is not trained again.
             done = tracking.find_finished(cfg)
             if done is not None:
-                print(f"sweeplab-train: skipping job {HydraConfig.get().job.num}: identical config finished as run {done.run_id}")
-                return _objective(cfg, {k.removeprefix("metrics."): v for k, v in done.items() if k.startswith("metrics.")})
+                run_id, metrics = done
+                print(f"sweeplab-train: skipping job {HydraConfig.get().job.num}: identical config finished as run {run_id}")
+                return _objective(cfg, metrics)
         return _objective(cfg, run(cfg))
     except Exception as exc:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
