@@ -60,7 +60,6 @@ def _build_logger(cfg: DictConfig, run_name: str, resume_run_id: str | None = No
         "sweeplab.version": __version__,
         "sweeplab.overrides": " ".join(_overrides()),
         "sweeplab.config_hash": tracking.config_hash(cfg),
-        "sweeplab.task": "",  # filled once the data module is built
         **({"sweeplab.sweep_id": sid} if (sid := tracking.sweep_id()) else {}),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
