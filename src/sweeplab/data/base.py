@@ -111,13 +111,13 @@ class ArrayDataModule(pl.LightningDataModule):
         return 1
 
     # -- split and scale -------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self._prepared:
-            return
+    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """train/val/test arrays. Default: a seeded random split of ``load_arrays``,
+        stratified for classification. Data sets with an official test set or a
+        time order override this."""
         from sklearn.model_selection import train_test_split  # lazy: ~1 s import
 
         x, y = self.load_arrays()
-        x = np.asarray(x, dtype=np.float32)
         stratify = y if self.task.is_classification else None
         x_rest, x_test, y_rest, y_test = train_test_split(
             x, y, test_size=self.test_fraction, random_state=self.seed, stratify=stratify
@@ -127,16 +127,22 @@ class ArrayDataModule(pl.LightningDataModule):
         x_train, x_val, y_train, y_val = train_test_split(
             x_rest, y_rest, test_size=val_share, random_state=self.seed, stratify=stratify
         )
+        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._prepared:
+            return
+        splits = {k: (np.asarray(x, dtype=np.float32), y) for k, (x, y) in self.load_splits().items()}
         if self.standardize:
-            flat = x_train.reshape(len(x_train), -1)
+            # Statistics of the training split only: nothing leaks from val/test.
+            flat = splits["train"][0].reshape(len(splits["train"][0]), -1)
             mean, std = flat.mean(axis=0), flat.std(axis=0)
             std[std == 0] = 1.0  # constant features (blank digit pixels) stay 0
             scale = lambda a: ((a.reshape(len(a), -1) - mean) / std).reshape(a.shape).astype(np.float32)  # noqa: E731
-            x_train, x_val, x_test = scale(x_train), scale(x_val), scale(x_test)
+            splits = {k: (scale(x), y) for k, (x, y) in splits.items()}
         if self.sample_shape is not None:
-            shape = (-1, *self.sample_shape)
-            x_train, x_val, x_test = (a.reshape(shape) for a in (x_train, x_val, x_test))
-        self.splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+            splits = {k: (x.reshape(-1, *self.sample_shape), y) for k, (x, y) in splits.items()}
+        self.splits = splits
         self._prepared = True
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
