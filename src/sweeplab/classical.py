@@ -68,7 +68,7 @@ def check_pairing(name: str, kind: Task, data_task: Task) -> None:
 
 def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[str, float], list[Path]]:
     """Fit on train, score every split, write the test report; return metrics and files."""
-    from sweeplab.reports import write_cluster_plot, write_reconstructions, write_test_report
+    from sweeplab.reports import write_cluster_plot, write_reconstruction_report, write_test_report
 
     name = type(estimator).__name__
     kind = estimator_task(estimator)
@@ -83,10 +83,7 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
         recon = {s: estimator.inverse_transform(estimator.transform(x[s])) for s in SPLITS}
         for s in SPLITS:
             metrics.update(score(Task.RECONSTRUCTION, x[s], recon[s], prefix=f"{s}/"))
-        files = []
-        if len(datamodule.input_shape) == 3:
-            files.append(write_reconstructions(x["test"], recon["test"], datamodule.input_shape, out_dir))
-        return metrics, files
+        return metrics, write_reconstruction_report(x["test"], recon["test"], datamodule.input_shape, out_dir)
 
     if kind is Task.CLUSTERING:
         estimator.fit(x["train"])

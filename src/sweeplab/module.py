@@ -96,14 +96,16 @@ class SweepModule(pl.LightningModule):
             output = torch.sigmoid(output)  # BCELoss wants probabilities
         return self.loss_fn(output, target.to(output.dtype))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch
+        # An autoencoder is its own target: the labels are not used.
+        target = x if self.task is Task.RECONSTRUCTION else y
         output = self.net(x)
-        loss = self.compute_loss(output, y)
+        loss = self.compute_loss(output, target)
         preds = predictions(self.task, output.detach())
-        self.metrics[f"{stage}_metrics"].update(preds, y)
+        self.metrics[f"{stage}_metrics"].update(preds, target)
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=len(x))
-        return loss, preds
+        return loss, preds, target
 
     def _log_epoch_metrics(self, stage: str) -> None:
         # Epoch values only, computed once per epoch (compute() syncs across
@@ -117,7 +119,7 @@ class SweepModule(pl.LightningModule):
         self.metrics[f"{stage}_metrics"].reset()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch, "train")
+        loss, _, _ = self._step(batch, "train")
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
@@ -129,9 +131,9 @@ class SweepModule(pl.LightningModule):
         self._step(batch, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        _, preds = self._step(batch, "test")
+        _, preds, target = self._step(batch, "test")
         self.test_predictions.append(preds.cpu())
-        self.test_targets.append(batch[1].cpu())
+        self.test_targets.append(target.cpu())
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions, self.test_targets = [], []

@@ -56,6 +56,18 @@ def write_reconstructions(original: np.ndarray, reconstructed: np.ndarray, shape
     return _save(fig, out_dir / "reconstructions.png")
 
 
+def write_reconstruction_report(original: np.ndarray, reconstructed: np.ndarray, shape: tuple[int, ...], out_dir: Path) -> list[Path]:
+    """reconstruction_errors.csv (per-sample mse) and, for images, reconstructions.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flat_true, flat_pred = original.reshape(len(original), -1), reconstructed.reshape(len(reconstructed), -1)
+    errors = out_dir / "reconstruction_errors.csv"
+    np.savetxt(errors, ((flat_true - flat_pred) ** 2).mean(axis=1), header="mse", comments="", fmt="%.9g")
+    written = [errors]
+    if len(shape) == 3:
+        written.append(write_reconstructions(original, reconstructed, shape, out_dir))
+    return written
+
+
 def write_test_report(
     task: Task, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, class_names: list[str] | None = None
 ) -> list[Path]:

@@ -90,6 +90,8 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
     net = hydra.utils.instantiate(
         cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs, _convert_="all"
     )
+    # The data's task, unless the network defines its own (an autoencoder reconstructs).
+    task = getattr(net, "task", datamodule.task)
     loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") else None
     scheduler, scheduler_options = None, {}
     if cfg.get("scheduler"):
@@ -98,9 +100,9 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
         scheduler = hydra.utils.instantiate(scheduler_cfg)
     module = SweepModule(
         net=net,
-        task=datamodule.task,
+        task=task,
         loss=loss,
-        num_classes=datamodule.num_classes,
+        num_classes=datamodule.num_classes if task.is_classification else None,
         # _convert_="all": plain lists, not ListConfig, in param_groups, so
         # checkpoints load with torch.load(weights_only=True).
         optimizer=hydra.utils.instantiate(cfg.optimizer, _convert_="all"),
@@ -148,7 +150,8 @@ def _fit_torch(
     """Step 4-5 for a torch network: fit, test the best checkpoint, write reports."""
     import torch
 
-    from sweeplab.reports import write_test_report
+    from sweeplab.data.base import Task
+    from sweeplab.reports import write_reconstruction_report, write_test_report
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if trainer.interrupted:
@@ -168,9 +171,12 @@ def _fit_torch(
     best = checkpoint.best_model_path if checkpoint is not None else ""
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)})
-    y_pred = torch.cat(module.test_predictions).numpy()
+    y_pred = torch.cat(module.test_predictions)
+    y_pred = (y_pred.float() if y_pred.is_floating_point() else y_pred).numpy()  # numpy has no bfloat16
     y_true = torch.cat(module.test_targets).numpy()
-    return metrics, write_test_report(datamodule.task, y_true, y_pred, run_dir, datamodule.class_names)
+    if module.task is Task.RECONSTRUCTION:
+        return metrics, write_reconstruction_report(y_true, y_pred, datamodule.input_shape, run_dir)
+    return metrics, write_test_report(module.task, y_true, y_pred, run_dir, datamodule.class_names)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -225,7 +231,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             logger.experiment.update_run(run_id, status="RUNNING")
         if run_id:
             logger.experiment.set_tag(run_id, "sweeplab.run_dir", str(run_dir.resolve()))
-            task = classical.run_task(estimator, datamodule.task) if estimator is not None else datamodule.task
+            task = classical.run_task(estimator, datamodule.task) if estimator is not None else module.task
             logger.experiment.set_tag(run_id, "sweeplab.task", task.value)
             logger.experiment.set_tag(run_id, "sweeplab.model_kind", "classical" if estimator is not None else "torch")
             logger.log_hyperparams(tracking.run_params(cfg))
