@@ -74,7 +74,7 @@ def test_loss_must_fit_task(loss, task, ok) -> None:
     if ok:
         assert resolve_loss(loss, task) is loss
     else:
-        with pytest.raises(ValueError, match=f"does not fit the data's {task.value} task"):
+        with pytest.raises(ValueError, match=f"does not fit the run's {task.value} task"):
             resolve_loss(loss, task)
 
 

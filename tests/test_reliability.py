@@ -163,7 +163,7 @@ def _csv(tmp_path: Path) -> dict[str, Path]:
         (["optimizer.lr=0"], "optimizer.lr=0: must be a number > 0"),
         (["trainer.precision=16-mixed", "trainer.accelerator=cpu"], "trainer.precision=16-mixed: the CPU has no float16 mixed precision"),
         (["model=cnn", "data=iris"], "model=cnn needs image-shaped samples"),
-        (["loss=bce"], "loss=BCEWithLogitsLoss does not fit the data's multiclass task"),
+        (["loss=bce"], "loss=BCEWithLogitsLoss does not fit the run's multiclass task"),
         (["model=kmeans", "data=diabetes"], "model=kmeans is a clustering model"),
         (["logger.tracking_uri=http://127.0.0.1:9"], "logger.tracking_uri=http://127.0.0.1:9: no MLflow server answers there"),
         (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt: no such file"),

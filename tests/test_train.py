@@ -109,7 +109,7 @@ def test_secret_looking_values_never_reach_the_store(store, tmp_path: Path) -> N
         ("data.batch_size=0", "data.batch_size=0: must be a positive integer"),
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc': must be a positive integer"),
         ("trainer.accelerator=tpx", "trainer.accelerator='tpx': choose one of"),
-        ("loss=mse", "loss=MSELoss does not fit the data's multiclass task"),
+        ("loss=mse", "loss=MSELoss does not fit the run's multiclass task"),
     ],
 )
 def test_bad_values_fail_before_any_run_is_created(override: str, message: str, store, tmp_path: Path) -> None:

@@ -21,6 +21,17 @@ CONFIG_PATH = "pkg://sweeplab.conf"
 _registered = False
 
 
+def _required(what: str) -> Any:
+    raise ValueError(f"{what} is required here; add it to the command line")
+
+
+# `key: ${required:'model.weights=/path/to.pth'}` in a preset: a value the user
+# must give. (A plain ??? does not work there: merging ??? over a group's
+# default keeps the default.)
+if not OmegaConf.has_resolver("required"):
+    OmegaConf.register_new_resolver("required", _required)
+
+
 def register_experiments() -> list[str]:
     """Put every experiments/*.yaml in Hydra's ``experiment`` group (global package)."""
     global _registered

@@ -47,6 +47,9 @@ def one_line(exc: BaseException) -> str:
             return inner
         return f"{where.group(1)}: {inner}"
     text = str(exc).strip()
+    resolver = re.match(r"\w+ raised while resolving interpolation: (.*?)\s+full_key: \S+", text, flags=re.DOTALL)
+    if resolver:  # a ${required:...} value the user has not given, or a resolver's own error
+        return " ".join(resolver.group(1).split())
     mandatory = re.search(r"Missing mandatory value: (\S+)", text)
     if mandatory:
         return f"{mandatory.group(1)} is required and has no value: add {mandatory.group(1)}=..."

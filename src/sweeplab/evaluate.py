@@ -62,6 +62,8 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
     cfg: DictConfig = OmegaConf.load(config_file)  # type: ignore[assignment]
     with open_dict(cfg):
         cfg.callbacks = None
+        if cfg.model.get("weights"):
+            cfg.model.weights = None  # the checkpoint holds the trained weights; the original file may be gone
         if accelerator:
             cfg.trainer.accelerator = accelerator
     checkpoint = load_checkpoint(ckpt_path, key="checkpoint")

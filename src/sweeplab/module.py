@@ -38,7 +38,7 @@ def resolve_loss(loss: nn.Module | None, task: Task) -> nn.Module:
     if not isinstance(loss, allowed):
         fits = [t.value for t, losses in LOSSES_BY_TASK.items() if isinstance(loss, losses)]
         raise ValueError(
-            f"loss={type(loss).__name__} does not fit the data's {task.value} task "
+            f"loss={type(loss).__name__} does not fit the run's {task.value} task "
             f"(it is for {', '.join(fits) or 'other tasks'}); for {task.value} use one of: "
             f"{', '.join(c.__name__ for c in allowed)} (or loss=auto)"
         )

@@ -78,6 +78,8 @@ def _quiet_lightning() -> None:
     # Lightning 2.6 reports its implicit ckpt_path="last" lookup on every fresh fit.
     warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=None\)` was called without a model.*")
     warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
+    # model.freeze_backbone=true keeps the backbone in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -> tuple[Any, Any]:

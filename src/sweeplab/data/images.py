@@ -20,7 +20,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 def _stratified_holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     from sklearn.model_selection import train_test_split
 
-    return tuple(train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y))
+    try:
+        return tuple(train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y))
+    except ValueError as exc:  # too few images to give every class a validation sample
+        raise ValueError(f"data.val_fraction={fraction} of {len(y)} images: {exc}; raise val_fraction or data.limit") from None
 
 
 class TorchvisionImagesDataModule(ArrayDataModule):

@@ -116,6 +116,7 @@ class TorchvisionNet(nn.Module):
         weights: str | None = None,
         download_weights: bool = False,
         freeze_backbone: bool = False,
+        reset_head: bool = False,
         resize_to: int | str | None = "auto",
     ) -> None:
         super().__init__()
@@ -139,7 +140,7 @@ class TorchvisionNet(nn.Module):
         if size is None and height != width and min(height, width) < min_side:
             raise ValueError(f"model.resize_to=null: {height}x{width} images are too small for {arch} (at least {min_side})")
 
-        self.arch, self.freeze_backbone = arch, bool(freeze_backbone)
+        self.arch, self.freeze_backbone, self.reset_head = arch, bool(freeze_backbone), bool(reset_head)
         self.adapter = ChannelAdapter(channels, size)
         backbone = get_model(arch, weights=None)
         parent, child = _parent_of(backbone, head_name)
@@ -154,12 +155,15 @@ class TorchvisionNet(nn.Module):
         if self.freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+            # Eval from the start, not only when train() is called: Lightning
+            # restores each submodule's own mode flag after validation.
+            self.backbone.eval()
 
     def load_pretrained(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load a state dict in torchvision's layout (``fc.weight``...) or this
         module's (``backbone.``/``head.``/``adapter.``). The backbone must match
-        exactly; the head is loaded only if its shape fits the data, else it
-        stays new (the head swap)."""
+        exactly; the head is loaded only if its shape fits the data and
+        ``reset_head`` is off, else it stays new (the head swap)."""
         head_name = ARCHITECTURES[self.arch][0]
         if not any(k.startswith("backbone.") for k in state):
             state = {
@@ -173,7 +177,7 @@ class TorchvisionNet(nn.Module):
             detail = " ".join(str(exc).split())
             raise ValueError(f"model.weights={source} does not fit {self.arch}: {detail[:400]}") from None
         head = part("head.")
-        if head and all(head[k].shape == v.shape for k, v in self.head.state_dict().items() if k in head):
+        if head and not self.reset_head and all(head[k].shape == v.shape for k, v in self.head.state_dict().items() if k in head):
             self.head.load_state_dict(head)
             print(f"model.weights: {self.arch} backbone and head loaded from {source}")
         else:
