@@ -123,6 +123,8 @@ def test_mnist_style_data_from_a_local_root(tmp_path: Path, name: str, folder: s
     assert len(dm.arrays("test")[1]) == 20  # the official test file, untouched by the split
     assert len(dm.arrays("train")[1]) + len(dm.arrays("val")[1]) == 60
     assert len(dm.class_names) == 10
+    quick = _datamodule([f"data={name}", f"data.root={root}", "data.val_fraction=0.4", "data.limit=30"], tmp_path)
+    assert len(quick.arrays("train")[1]) + len(quick.arrays("val")[1]) == 30 and len(quick.arrays("test")[1]) == 20
 
 
 def test_cifar10_from_a_local_root(tmp_path: Path, monkeypatch) -> None:

@@ -130,6 +130,18 @@ def test_autoencoder_shapes_and_latent_size() -> None:
         AutoEncoder((64,), latent_size=0)
 
 
+def test_reconstruction_pictures_are_drawn_in_pixel_units() -> None:
+    from sweeplab.data.sklearn_data import DigitsDataModule
+
+    dm = DigitsDataModule()
+    dm.setup()
+    x = dm.arrays("test")[0]
+    raw = dm.unstandardize(x)
+    assert raw.shape == x.shape and abs(float(x.mean())) < 0.1  # standardised for the model...
+    np.testing.assert_allclose(raw, np.round(raw), atol=1e-4)  # ...integer grey levels 0..16 for the picture
+    assert raw.min() > -1e-4 and raw.max() < 16 + 1e-4 and raw.max() > 15
+
+
 @pytest.mark.slow
 def test_autoencoder_trains_on_digits_and_logs_reconstructions(tmp_path: Path, store) -> None:
     from mlflow.tracking import MlflowClient

@@ -83,7 +83,9 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
         recon = {s: estimator.inverse_transform(estimator.transform(x[s])) for s in SPLITS}
         for s in SPLITS:
             metrics.update(score(Task.RECONSTRUCTION, x[s], recon[s], prefix=f"{s}/"))
-        return metrics, write_reconstruction_report(x["test"], recon["test"], datamodule.input_shape, out_dir)
+        return metrics, write_reconstruction_report(
+            x["test"], recon["test"], datamodule.input_shape, out_dir, datamodule.unstandardize
+        )
 
     if kind is Task.CLUSTERING:
         estimator.fit(x["train"])

@@ -47,23 +47,34 @@ def write_reconstructions(original: np.ndarray, reconstructed: np.ndarray, shape
     n = min(n, len(original))
     fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
     for i in range(n):
+        # One grey scale per original/reconstruction pair, so they compare by eye.
+        low = float(min(np.min(original[i]), np.min(reconstructed[i])))
+        high = float(max(np.max(original[i]), np.max(reconstructed[i])))
         for row, images in enumerate((original, reconstructed)):
             image = np.asarray(images[i]).reshape(shape)
-            axes[row][i].imshow(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1), cmap="gray")
+            if image.shape[0] == 1:
+                axes[row][i].imshow(image[0], cmap="gray", vmin=low, vmax=high)
+            else:
+                axes[row][i].imshow(np.clip((np.moveaxis(image, 0, -1) - low) / (high - low or 1.0), 0, 1))
             axes[row][i].axis("off")
     axes[0][0].set_title("original", fontsize=8, loc="left")
     axes[1][0].set_title("reconstructed", fontsize=8, loc="left")
     return _save(fig, out_dir / "reconstructions.png")
 
 
-def write_reconstruction_report(original: np.ndarray, reconstructed: np.ndarray, shape: tuple[int, ...], out_dir: Path) -> list[Path]:
-    """reconstruction_errors.csv (per-sample mse) and, for images, reconstructions.png."""
+def write_reconstruction_report(
+    original: np.ndarray, reconstructed: np.ndarray, shape: tuple[int, ...], out_dir: Path, unscale=None
+) -> list[Path]:
+    """reconstruction_errors.csv (per-sample mse, in the model's units) and, for
+    images, reconstructions.png (drawn in pixel units when ``unscale`` is given)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     flat_true, flat_pred = original.reshape(len(original), -1), reconstructed.reshape(len(reconstructed), -1)
     errors = out_dir / "reconstruction_errors.csv"
     np.savetxt(errors, ((flat_true - flat_pred) ** 2).mean(axis=1), header="mse", comments="", fmt="%.9g")
     written = [errors]
     if len(shape) == 3:
+        if unscale is not None:
+            original, reconstructed = unscale(original), unscale(reconstructed)
         written.append(write_reconstructions(original, reconstructed, shape, out_dir))
     return written
 

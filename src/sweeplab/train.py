@@ -177,7 +177,9 @@ def _fit_torch(
     y_pred = (y_pred.float() if y_pred.is_floating_point() else y_pred).numpy()  # numpy has no bfloat16
     y_true = torch.cat(module.test_targets).numpy()
     if module.task is Task.RECONSTRUCTION:
-        return metrics, write_reconstruction_report(y_true, y_pred, datamodule.input_shape, run_dir)
+        return metrics, write_reconstruction_report(
+            y_true, y_pred, datamodule.input_shape, run_dir, datamodule.unstandardize
+        )
     return metrics, write_test_report(module.task, y_true, y_pred, run_dir, datamodule.class_names)
 
 

@@ -140,10 +140,19 @@ class ArrayDataModule(pl.LightningDataModule):
             std[std == 0] = 1.0  # constant features (blank digit pixels) stay 0
             scale = lambda a: ((a.reshape(len(a), -1) - mean) / std).reshape(a.shape).astype(np.float32)  # noqa: E731
             splits = {k: (scale(x), y) for k, (x, y) in splits.items()}
+            self.feature_scale_ = (mean, std)
         if self.sample_shape is not None:
             splits = {k: (x.reshape(-1, *self.sample_shape), y) for k, (x, y) in splits.items()}
         self.splits = splits
         self._prepared = True
+
+    def unstandardize(self, x: np.ndarray) -> np.ndarray:
+        """Features back in the data's own units (for pictures of images)."""
+        scale = getattr(self, "feature_scale_", None)
+        if scale is None:
+            return np.asarray(x)
+        mean, std = scale
+        return (np.asarray(x).reshape(len(x), -1) * std + mean).reshape(np.shape(x))
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Features and targets of one split, as numpy (for scikit-learn models)."""
