@@ -19,6 +19,9 @@ NEEDS = {
     ("loss", "mae"): ["data=diabetes"],
     ("loss", "huber"): ["data=diabetes"],
 }
+SHORT_EPOCH = ["+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
+for big in ("alexnet", "resnet18", "resnet50", "vgg11", "mobilenet_v2"):  # a full epoch of VGG-11 takes ~30 s on 2 cores
+    NEEDS[("model", big)] = SHORT_EPOCH
 NOT_ON_THIS_MACHINE = {("trainer", "gpu"), ("trainer", "mps"), ("trainer", "ddp")}  # tested elsewhere
 
 
@@ -38,16 +41,37 @@ def test_every_group_has_its_options() -> None:
     assert len(options("optimizer")) == 11  # the seed's ten + AdamW
     assert {"none", "step", "multistep", "exponential", "cosine", "lambda", "plateau"} <= set(options("scheduler"))
     assert {"linear", "mlp", "cnn", "deep_mlp", "embedding_bag"} <= set(options("model"))
+    assert {"alexnet", "resnet18", "resnet50", "vgg11", "mobilenet_v2", "rnn", "lstm", "gru", "autoencoder"} <= set(options("model"))
     assert {"digits", "iris", "wine", "breast_cancer", "diabetes", "moons"} <= set(options("data"))
+    assert {"csv", "image_folder", "mnist", "fashion_mnist", "cifar10", "sunspots", "sine"} <= set(options("data"))
+
+
+def generated_files(option: str, tmp_path: Path, monkeypatch) -> list[str]:
+    """Overrides pointing a data option that reads files at generated ones."""
+    from test_images import make_cifar10, make_image_folder, make_mnist
+
+    if option == "csv":
+        table = tmp_path / "table.csv"
+        table.write_text("a,b,kind,y\n" + "".join(f"{i % 7},{i % 5},{'x' if i % 2 else 'z'},{i % 3}\n" for i in range(60)))
+        return [f"data.path={table}", "data.target=y"]
+    if option == "image_folder":
+        return [f"data.root={make_image_folder(tmp_path / 'images')}"]
+    if option in ("mnist", "fashion_mnist"):
+        folder = "MNIST" if option == "mnist" else "FashionMNIST"
+        return [f"data.root={make_mnist(tmp_path / 'tv', folder)}", "data.val_fraction=0.2"]
+    if option == "cifar10":
+        import torchvision.datasets.cifar as cifar
+
+        monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).exists())
+        return [f"data.root={make_cifar10(tmp_path / 'tv')}", "data.val_fraction=0.2"]
+    return []
 
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
-def test_option_composes_and_trains_one_epoch(group: str, option: str, store, tmp_path: Path) -> None:
+def test_option_composes_and_trains_one_epoch(group: str, option: str, store, tmp_path: Path, monkeypatch) -> None:
     overrides = [f"{group}={option}", *NEEDS.get((group, option), [])]
-    if (group, option) == ("data", "csv"):
-        table = tmp_path / "table.csv"
-        table.write_text("a,b,kind,y\n" + "".join(f"{i % 7},{i % 5},{'x' if i % 2 else 'z'},{i % 3}\n" for i in range(60)))
-        overrides += [f"data.path={table}", "data.target=y"]
+    if group == "data":
+        overrides += generated_files(option, tmp_path, monkeypatch)
     if group not in ("callbacks", "optimizer", "scheduler"):
         overrides += ["callbacks=none"]  # optimizers and schedulers keep checkpointing: their state must reload
     cfg = compose(overrides, run_dir=tmp_path / "run")

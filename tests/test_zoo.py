@@ -45,6 +45,11 @@ def test_large_enough_images_are_not_resized_and_bad_shapes_are_refused() -> Non
     assert TorchvisionNet((3, 64, 64), 3, arch="resnet18").adapter.size is None
     with pytest.raises(ValueError, match=r"image-shaped samples.*\(30,\)"):
         TorchvisionNet((30,), 3, arch="resnet18")
+    with pytest.raises(ValueError, match=r"model.resize_to=null: 8x8 images are smaller than alexnet takes \(64 px"):
+        TorchvisionNet((1, 8, 8), 3, arch="alexnet", resize_to=None)
+    with pytest.raises(ValueError, match="model.resize_to=16: auto, null .* >= 32 for vgg11"):
+        TorchvisionNet((1, 8, 8), 3, arch="vgg11", resize_to=16)
+    assert TorchvisionNet((1, 8, 8), 3, arch="resnet18", resize_to=48).adapter.size == 48
     with pytest.raises(ValueError, match="model.arch='resnet9': choose one of alexnet, resnet18"):
         TorchvisionNet((1, 8, 8), 3, arch="resnet9")
 

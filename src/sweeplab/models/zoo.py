@@ -133,12 +133,15 @@ class TorchvisionNet(nn.Module):
         channels, height, width = (int(d) for d in input_shape)
         if resize_to == "auto":
             size = min_side if min(height, width) < min_side else None
-        elif resize_to is None or (isinstance(resize_to, int) and not isinstance(resize_to, bool) and resize_to > 0):
+        elif resize_to is None or (isinstance(resize_to, int) and not isinstance(resize_to, bool) and resize_to >= min_side):
             size = resize_to
         else:
-            raise ValueError(f"model.resize_to={resize_to!r}: auto, null (never) or a side length in pixels")
-        if size is None and height != width and min(height, width) < min_side:
-            raise ValueError(f"model.resize_to=null: {height}x{width} images are too small for {arch} (at least {min_side})")
+            raise ValueError(f"model.resize_to={resize_to!r}: auto, null (never) or a side length >= {min_side} for {arch}")
+        if size is None and min(height, width) < min_side:
+            raise ValueError(
+                f"model.resize_to=null: {height}x{width} images are smaller than {arch} takes ({min_side} px a side); "
+                "use model.resize_to=auto or a side length"
+            )
 
         self.arch, self.freeze_backbone, self.reset_head = arch, bool(freeze_backbone), bool(reset_head)
         self.adapter = ChannelAdapter(channels, size)
