@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, store_overrides, train_in_process
+from conftest import FAST, runs_of, store_overrides, train_in_process
 from sweeplab.config import compose, register_experiments
 
 # Partners an option needs to make sense (the option itself is the subject).
@@ -79,10 +79,14 @@ def test_option_composes_and_trains_one_epoch(group: str, option: str, store, tm
     if (group, option) in NOT_ON_THIS_MACHINE:
         assert cfg.trainer.accelerator in ("gpu", "mps", "auto")
         return
-    if group != "logger":
+    if group not in ("logger", "data"):
         overrides += ["logger=none"]
     metrics = train_in_process([*overrides, "trainer.max_epochs=1", *store_overrides(store)], tmp_path / "run")
     assert any(k.startswith("test/") for k in metrics)
+    if group == "data":  # every data set's metrics land in MLflow
+        run = runs_of(store["uri"]).iloc[0]
+        assert run["status"] == "FINISHED"
+        assert {f"metrics.{k}" for k in metrics if k.startswith("test/")} <= set(run.dropna().index)
     if group in ("optimizer", "scheduler"):  # the test stage reloaded the best checkpoint safely
         assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
     assert all(v == v for v in metrics.values()), metrics  # no NaN

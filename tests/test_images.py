@@ -160,3 +160,21 @@ def test_mnist_trains_a_torchvision_model_and_lands_in_mlflow(tmp_path: Path, st
     run = runs_of(store["uri"]).iloc[0]
     assert run["status"] == "FINISHED"
     assert 0.0 <= run["metrics.test/f1"] <= 1.0
+
+
+@pytest.mark.parametrize(("name", "module", "function"), [
+    ("mnist", "torchvision.datasets.mnist", "download_and_extract_archive"),
+    ("cifar10", "torchvision.datasets.cifar", "download_and_extract_archive"),
+])
+def test_download_without_a_network_is_one_clear_error(tmp_path: Path, monkeypatch, name: str, module: str, function: str) -> None:
+    import importlib
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("no route to host")
+
+    monkeypatch.setattr(importlib.import_module(module), function, offline)
+    root = tmp_path / "fresh"
+    with pytest.raises(ConnectionError) as info:
+        _datamodule([f"data={name}", f"data.root={root}", "data.download=true"], tmp_path)
+    assert f"data={name}: download into data.root={root} failed" in str(info.value)

@@ -112,11 +112,24 @@ def test_weight_names_resolve_from_the_local_torch_cache(mobilenet_file, tmp_pat
         assert torch.equal(net.backbone.features[0][0].weight, state["features.0.0.weight"])
 
 
+def test_weight_download_without_a_network_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("no route to host")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(ConnectionError, match=r"model.weights=DEFAULT: download of https://\S+resnet18-f37072fd.pth failed"):
+        TorchvisionNet((1, 8, 8), 10, arch="resnet18", weights="DEFAULT", download_weights=True)
+
+
 def _built(overrides: list[str], tmp_path: Path):
     import hydra
 
-    from sweeplab.train import _build_torch
+    from sweeplab.train import _build_torch, _quiet_lightning
 
+    _quiet_lightning()
     cfg = compose(["data=digits", "data.batch_size=32", *SHORT, "logger=none", *overrides], run_dir=tmp_path)
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup()
@@ -160,3 +173,10 @@ def test_each_torchvision_model_trains_a_short_epoch_into_mlflow(model: str, tmp
     for name in ("accuracy", "precision", "recall", "f1"):
         assert run[f"metrics.test/{name}"] == pytest.approx(metrics[f"test/{name}"])
     assert run["params.model.arch"] == model
+    # Right, not just present: the logged values are scikit-learn's on the saved predictions.
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y = np.loadtxt(tmp_path / "run" / "test_predictions.csv", delimiter=",", skiprows=1).astype(int)
+    assert run["metrics.test/accuracy"] == pytest.approx(accuracy_score(y[:, 0], y[:, 1]), abs=1e-6)
+    assert run["metrics.test/f1"] == pytest.approx(f1_score(y[:, 0], y[:, 1], average="macro", labels=range(10), zero_division=0), abs=1e-6)

@@ -49,7 +49,12 @@ class TorchvisionImagesDataModule(ArrayDataModule):
         cls = getattr(datasets, self.DATASETS[self.name])
         try:
             ds = cls(str(self.root), train=train, download=self.download)
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # torchvision reports both missing files and failed downloads so
+            if self.download and "download" in str(exc).lower():
+                raise ConnectionError(
+                    f"data={self.name}: download into data.root={self.root} failed ({exc}); "
+                    "copy the files there and leave data.download=false"
+                ) from None
             if "not found" not in str(exc).lower():
                 raise
             raise FileNotFoundError(
@@ -57,8 +62,11 @@ class TorchvisionImagesDataModule(ArrayDataModule):
                 f"(torchvision looks in {self.root / cls.__name__ if self.name != 'cifar10' else self.root / 'cifar-10-batches-py'}); "
                 "copy them there, or add data.download=true on a machine with internet access"
             ) from None
-        except OSError as exc:  # download=true without a network
-            raise ConnectionError(f"data={self.name}: download into {self.root} failed ({exc}); copy the files there instead") from None
+        except OSError as exc:  # download=true without a network (CIFAR-10 lets URLError through)
+            raise ConnectionError(
+                f"data={self.name}: download into data.root={self.root} failed ({exc}); "
+                "copy the files there and leave data.download=false"
+            ) from None
         images = np.asarray(ds.data)
         images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # to (N, C, H, W)
         return images, np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
