@@ -120,6 +120,9 @@ def test_sequence_models_train_and_land_in_mlflow(overrides: list[str], metric: 
         from sklearn.metrics import mean_squared_error
 
         assert metrics["test/mse"] == pytest.approx(mean_squared_error(pred[:, 0], pred[:, 1]), rel=1e-4)
+        assert (tmp_path / "run" / "forecast.png").stat().st_size > 5000  # forecasts over time, beside the scatter
+    else:
+        assert not (tmp_path / "run" / "forecast.png").exists()
 
 
 def test_autoencoder_shapes_and_latent_size() -> None:

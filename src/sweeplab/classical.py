@@ -99,4 +99,6 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
     predictions = {s: estimator.predict(x[s]) for s in SPLITS}
     for s in SPLITS:
         metrics.update(score(data_task, y[s], predictions[s], num_classes=datamodule.num_classes, prefix=f"{s}/"))
-    return metrics, write_test_report(data_task, y["test"], predictions["test"], out_dir, datamodule.class_names)
+    return metrics, write_test_report(
+        data_task, y["test"], predictions["test"], out_dir, datamodule.class_names, datamodule.time_ordered
+    )

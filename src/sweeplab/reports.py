@@ -79,11 +79,30 @@ def write_reconstruction_report(
     return written
 
 
+def write_forecast_plot(y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path) -> Path:
+    """Test targets and predictions over time (series data: samples are in time order)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(y_true, label="true", linewidth=1.5)
+    ax.plot(y_pred, label="predicted", linewidth=1.2, linestyle="--")
+    ax.set_xlabel("test step (time order)")
+    ax.set_ylabel("value (scaled)")
+    ax.set_title("Test forecasts")
+    ax.legend()
+    return _save(fig, out_dir / "forecast.png")
+
+
 def write_test_report(
-    task: Task, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, class_names: list[str] | None = None
+    task: Task,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    out_dir: Path,
+    class_names: list[str] | None = None,
+    time_ordered: bool = False,
 ) -> list[Path]:
     """test_predictions.csv, and a confusion matrix PNG + classification_report
-    for classifiers or a predicted-vs-true scatter for regressors. Returns the files written."""
+    for classifiers or a predicted-vs-true scatter for regressors (plus
+    forecast.png when the samples are in time order). Returns the files written."""
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     # The raw predictions, so any metric can be recomputed from the run alone.
@@ -113,5 +132,7 @@ def write_test_report(
         ax.set_ylabel("predicted")
         ax.set_title("Test predictions")
         path = out_dir / "predicted_vs_true.png"
+        if time_ordered:
+            written.append(write_forecast_plot(y_true, y_pred, out_dir))
     written.append(_save(fig, path))
     return written

@@ -180,7 +180,7 @@ def _fit_torch(
         return metrics, write_reconstruction_report(
             y_true, y_pred, datamodule.input_shape, run_dir, datamodule.unstandardize
         )
-    return metrics, write_test_report(module.task, y_true, y_pred, run_dir, datamodule.class_names)
+    return metrics, write_test_report(module.task, y_true, y_pred, run_dir, datamodule.class_names, datamodule.time_ordered)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

@@ -18,6 +18,7 @@ from sweeplab.data.base import ArrayDataModule, Task
 
 class SeriesDataModule(ArrayDataModule):
     task = Task.REGRESSION
+    time_ordered = True
 
     def __init__(self, window: int = 16, horizon: int = 1, **kwargs) -> None:
         kwargs.setdefault("standardize", False)  # the series is scaled before windowing
