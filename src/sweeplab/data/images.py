@@ -32,7 +32,12 @@ class TorchvisionImagesDataModule(ArrayDataModule):
     is the validation split."""
 
     task = Task.MULTICLASS
-    DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+    # option -> (torchvision class, the folder under root it reads)
+    DATASETS = {
+        "mnist": ("MNIST", "MNIST/raw"),
+        "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
+        "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+    }
 
     def __init__(self, name: str, root: str, download: bool = False, limit: int | None = None, **kwargs) -> None:
         kwargs.pop("test_fraction", None)  # the official test set is the test split
@@ -46,11 +51,13 @@ class TorchvisionImagesDataModule(ArrayDataModule):
     def _read(self, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
         import torchvision.datasets as datasets
 
-        cls = getattr(datasets, self.DATASETS[self.name])
+        cls_name, folder = self.DATASETS[self.name]
         try:
-            ds = cls(str(self.root), train=train, download=self.download)
-        except RuntimeError as exc:  # torchvision reports both missing files and failed downloads so
-            if self.download and "download" in str(exc).lower():
+            ds = getattr(datasets, cls_name)(str(self.root), train=train, download=self.download)
+        except (RuntimeError, OSError) as exc:
+            # torchvision says RuntimeError for missing files and for failed MNIST
+            # downloads; CIFAR-10 lets the network's URLError (an OSError) through.
+            if self.download and (isinstance(exc, OSError) or "download" in str(exc).lower()):
                 raise ConnectionError(
                     f"data={self.name}: download into data.root={self.root} failed ({exc}); "
                     "copy the files there and leave data.download=false"
@@ -58,14 +65,8 @@ class TorchvisionImagesDataModule(ArrayDataModule):
             if "not found" not in str(exc).lower():
                 raise
             raise FileNotFoundError(
-                f"data={self.name}: no {cls.__name__} files under data.root={self.root} "
-                f"(torchvision looks in {self.root / cls.__name__ if self.name != 'cifar10' else self.root / 'cifar-10-batches-py'}); "
-                "copy them there, or add data.download=true on a machine with internet access"
-            ) from None
-        except OSError as exc:  # download=true without a network (CIFAR-10 lets URLError through)
-            raise ConnectionError(
-                f"data={self.name}: download into data.root={self.root} failed ({exc}); "
-                "copy the files there and leave data.download=false"
+                f"data={self.name}: no {cls_name} files under data.root={self.root} (torchvision looks in "
+                f"{self.root / folder}); copy them there, or add data.download=true on a machine with internet access"
             ) from None
         images = np.asarray(ds.data)
         images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # to (N, C, H, W)
