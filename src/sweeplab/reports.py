@@ -1,6 +1,7 @@
 """Test-set reports written to the run folder (and logged to MLflow by train.py)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,11 @@ def write_reconstructions(original: np.ndarray, reconstructed: np.ndarray, shape
 
 
 def write_reconstruction_report(
-    original: np.ndarray, reconstructed: np.ndarray, shape: tuple[int, ...], out_dir: Path, unscale=None
+    original: np.ndarray,
+    reconstructed: np.ndarray,
+    shape: tuple[int, ...],
+    out_dir: Path,
+    unscale: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Path]:
     """reconstruction_errors.csv (per-sample mse, in the model's units) and, for
     images, reconstructions.png (drawn in pixel units when ``unscale`` is given)."""

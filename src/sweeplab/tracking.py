@@ -89,14 +89,7 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
         if candidates[0].info.status == "FINISHED":
             raise ValueError(f"resume={cfg.resume}: that run already FINISHED; nothing to continue")
     else:
-        experiment = client.get_experiment_by_name(cfg.experiment_name)
-        if experiment is None:
-            return None
-        candidates = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`sweeplab.config_hash` = '{config_hash(cfg)}' and attributes.status != 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-        )
+        candidates = _same_config_runs(client, cfg, "!= 'FINISHED'", order_by=["attributes.start_time DESC"])
     for run in candidates:
         run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
         for name in ("last.ckpt", "interrupted.ckpt"):
@@ -115,16 +108,21 @@ def find_finished(cfg: DictConfig) -> tuple[str, dict[str, float]] | None:
     """
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri(cfg))
+    runs = _same_config_runs(MlflowClient(tracking_uri(cfg)), cfg, "= 'FINISHED'", max_results=1)
+    return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
+
+
+def _same_config_runs(client: Any, cfg: DictConfig, status: str, **search: Any) -> list[Any]:
+    """Runs of this experiment with this config's hash whose status matches ``status``
+    (e.g. ``"= 'FINISHED'"``); none when the experiment does not exist yet."""
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     if experiment is None:
-        return None
-    runs = client.search_runs(
+        return []
+    return client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`sweeplab.config_hash` = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
-        max_results=1,
+        filter_string=f"tags.`sweeplab.config_hash` = '{config_hash(cfg)}' and attributes.status {status}",
+        **search,
     )
-    return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
 
 
 def artifact_root(cfg: DictConfig, uri: str) -> str | None:

@@ -84,6 +84,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.standardize = standardize
         self.num_workers = num_workers
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.feature_scale_: tuple[np.ndarray, np.ndarray] | None = None  # train (mean, std) once standardised
         self._prepared = False
 
     # -- what subclasses provide ------------------------------------------------
@@ -150,10 +151,9 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def unstandardize(self, x: np.ndarray) -> np.ndarray:
         """Features back in the data's own units (for pictures of images)."""
-        scale = getattr(self, "feature_scale_", None)
-        if scale is None:
+        if self.feature_scale_ is None:
             return np.asarray(x)
-        mean, std = scale
+        mean, std = self.feature_scale_
         return (np.asarray(x).reshape(len(x), -1) * std + mean).reshape(np.shape(x))
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:

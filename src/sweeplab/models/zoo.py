@@ -62,8 +62,6 @@ def resolve_weights(arch: str, weights: str, download: bool = False) -> dict[str
     if looks_like_path:
         return _read_state_dict(Path(weights).expanduser())
 
-    import torch.hub
-
     enum = get_model_weights(arch)
     member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
     try:
