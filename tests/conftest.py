@@ -9,6 +9,28 @@ from pathlib import Path
 import pytest
 
 FAST = ["trainer.max_epochs=1", "callbacks=none"]
+CHECKOUT_OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"
+
+
+def _outputs_state() -> dict[str, tuple[int, int]]:
+    """What a stray write into the checkout's outputs/ changes: the store's files
+    and the folders new run folders appear in (a few stats, not a walk)."""
+    state = {}
+    for path in [CHECKOUT_OUTPUTS, *CHECKOUT_OUTPUTS.glob("mlflow.db*"), *CHECKOUT_OUTPUTS.glob("*/"), *CHECKOUT_OUTPUTS.glob("*/*/")]:
+        if path.exists():
+            info = path.stat()
+            state[str(path)] = (info.st_mtime_ns, info.st_size if path.is_file() else 0)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _leave_checkout_outputs_alone():
+    """Tests write into tmp_path only: the user's own store and runs stay untouched."""
+    before = _outputs_state()
+    yield
+    after = _outputs_state()
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"this test wrote into the checkout's outputs/: {', '.join(changed)}"
 
 
 @pytest.fixture
@@ -49,3 +71,12 @@ def runs_of(uri: str, experiment: str = "sweeplab"):
 
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[experiment])
+
+
+def saved_predictions(path: Path):
+    """(y_true, y_pred) from a run's test_predictions.csv (a file or its run folder)."""
+    import pandas as pd
+
+    path = Path(path)
+    frame = pd.read_csv(path / "test_predictions.csv" if path.is_dir() else path)
+    return frame["y_true"].to_numpy(), frame["y_pred"].to_numpy()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, adjusted_rand_score, normalized_mutual_info_score, precision_recall_fscore_support
 
-from conftest import runs_of, store_overrides, train_in_process
+from conftest import runs_of, store_overrides, train_in_process, saved_predictions
 from sweeplab.config import compose
 
 SUPERVISED = [
@@ -28,12 +28,11 @@ def test_estimator_metrics_equal_sklearn_scoring(model: str, data: str, store, t
     run = runs_of(store["uri"]).iloc[0]
     assert run.status == "FINISHED"
     assert run["tags.sweeplab.model_kind"] == "classical"
-    y = np.loadtxt(run_dir / "test_predictions.csv", delimiter=",", skiprows=1)
+    y_true, y_pred = saved_predictions(run_dir)
     if data == "diabetes":
         assert {"test/mse", "test/mae", "test/r2", "val/r2", "train/r2"} <= set(metrics)
-        assert run["metrics.test/mse"] == pytest.approx(np.mean((y[:, 0] - y[:, 1]) ** 2), rel=1e-5)
+        assert run["metrics.test/mse"] == pytest.approx(np.mean((y_true - y_pred) ** 2), rel=1e-5)
         return
-    y_true, y_pred = y[:, 0].astype(int), y[:, 1].astype(int)
     binary = data in ("breast_cancer", "moons")
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="binary" if binary else "macro", zero_division=0)
     for key, value in {"accuracy": accuracy_score(y_true, y_pred), "precision": p, "recall": r, "f1": f}.items():
@@ -58,7 +57,8 @@ def test_metrics_match_a_direct_sklearn_fit(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["kmeans", "gmm", "dbscan"])
 def test_clustering_scores_against_labels(model: str, store, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    metrics = train_in_process([f"model={model}", "data=iris", "model.eps=1.0"] if model == "dbscan" else [f"model={model}", "data=iris", f"model.{'n_clusters' if model == 'kmeans' else 'n_components'}=3", *store_overrides(store)], run_dir)
+    option = {"dbscan": "model.eps=1.0", "kmeans": "model.n_clusters=3", "gmm": "model.n_components=3"}[model]
+    metrics = train_in_process([f"model={model}", "data=iris", option, *store_overrides(store)], run_dir)
     for key in ("adjusted_rand", "nmi", "silhouette"):
         assert f"test/{key}" in metrics
     assert (run_dir / "clusters.png").stat().st_size > 1000
@@ -94,7 +94,7 @@ def test_pca_logs_reconstruction_error(tmp_path: Path) -> None:
     [
         (["model=kmeans", "data=diabetes"], "model=KMeans is a clustering model and needs class labels"),
         (["model=linear_regression", "data=digits"], "is a regression model and needs a numeric target"),
-        (["model=svm", "data=diabetes"], "is a classification model and needs class labels"),
+        (["model=logistic_regression", "data=diabetes"], "is a classification model and needs class labels"),
     ],
 )
 def test_wrong_pairing_is_one_clear_error(overrides: list[str], message: str, store, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAST, runs_of, store_overrides, train_in_process
+from conftest import FAST, runs_of, store_overrides, train_in_process, saved_predictions
 from sweeplab.data.series import SeriesDataModule, SineDataModule, SunspotsDataModule
 from sweeplab.models.autoencoder import AutoEncoder
 from sweeplab.models.recurrent import RecurrentNet
@@ -23,7 +23,7 @@ class Ramp(SeriesDataModule):
 def test_series_windows_are_chronological_with_train_only_scaling() -> None:
     dm = Ramp(window=5, horizon=3, val_fraction=0.2, test_fraction=0.2, batch_size=8)
     dm.setup()
-    mean, std = dm.scale_
+    mean, std = dm.target_scale_
     unscale = lambda a: np.asarray(a) * std + mean  # noqa: E731
     x = {s: unscale(dm.arrays(s)[0]) for s in ("train", "val", "test")}
     y = {s: unscale(dm.arrays(s)[1]) for s in ("train", "val", "test")}
@@ -115,11 +115,11 @@ def test_sequence_models_train_and_land_in_mlflow(overrides: list[str], metric: 
     run = runs_of(store["uri"]).iloc[0]
     assert run["status"] == "FINISHED"
     assert run[f"metrics.{metric}"] == pytest.approx(metrics[metric])
-    pred = np.loadtxt(tmp_path / "run" / "test_predictions.csv", delimiter=",", skiprows=1)
+    y_true, y_pred = saved_predictions(tmp_path / "run")
     if metric != "test/f1":  # regression: the logged mse is the mse of the saved predictions
         from sklearn.metrics import mean_squared_error
 
-        assert metrics["test/mse"] == pytest.approx(mean_squared_error(pred[:, 0], pred[:, 1]), rel=1e-4)
+        assert metrics["test/mse"] == pytest.approx(mean_squared_error(y_true, y_pred), rel=1e-4)
         assert (tmp_path / "run" / "forecast.png").stat().st_size > 5000  # forecasts over time, beside the scatter
     else:
         assert not (tmp_path / "run" / "forecast.png").exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, runs_of
+from conftest import cli, runs_of, saved_predictions
 
 pytestmark = pytest.mark.slow
 QUICK = ["trainer.max_epochs=2", "callbacks=none", "data=iris"]
@@ -74,6 +74,6 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
     assert len(runs) == 1 and runs.status[0] == "FINISHED"
     assert runs["params.trainer.strategy"][0] == "ddp"
     predictions = next((tmp_path / "outputs" / "runs").glob("*/*/test_predictions.csv"))
-    y = np.loadtxt(predictions, delimiter=",", skiprows=1)
-    assert len(y) == 27  # the whole wine test split, each sample once
-    assert runs["metrics.test/accuracy"][0] == pytest.approx(accuracy_score(y[:, 0], y[:, 1]), abs=1e-6)
+    y_true, y_pred = saved_predictions(predictions)
+    assert len(y_true) == 27  # the whole wine test split, each sample once
+    assert runs["metrics.test/accuracy"][0] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-6)

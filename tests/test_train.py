@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, r2_score
 
-from conftest import FAST, runs_of, store_overrides, train_in_process
+from conftest import FAST, runs_of, store_overrides, train_in_process, saved_predictions
 
 
 def _artifacts(uri: str, run_id: str) -> set[str]:
@@ -24,8 +24,7 @@ def test_logged_test_metrics_equal_sklearn(data: str, binary: bool, store, tmp_p
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run.status == "FINISHED"
-    y = np.loadtxt(run_dir / "test_predictions.csv", delimiter=",", skiprows=1).astype(int)
-    y_true, y_pred = y[:, 0], y[:, 1]
+    y_true, y_pred = saved_predictions(run_dir)
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="binary" if binary else "macro", zero_division=0)
     expected = {"accuracy": accuracy_score(y_true, y_pred), "precision": p, "recall": r, "f1": f}
     for key, value in expected.items():
@@ -39,8 +38,8 @@ def test_logged_test_metrics_equal_sklearn(data: str, binary: bool, store, tmp_p
 def test_regression_metrics_and_artifacts(store, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     metrics = train_in_process(["data=diabetes", "trainer.max_epochs=3", *store_overrides(store)], run_dir)
-    y = np.loadtxt(run_dir / "test_predictions.csv", delimiter=",", skiprows=1)
-    assert metrics["test/r2"] == pytest.approx(r2_score(y[:, 0], y[:, 1]), abs=1e-5)
+    y_true, y_pred = saved_predictions(run_dir)
+    assert metrics["test/r2"] == pytest.approx(r2_score(y_true, y_pred), abs=1e-5)
     run = runs_of(store["uri"]).iloc[0]
     assert {"metrics.test/mse", "metrics.test/mae", "metrics.test/r2"} <= set(run.index)
     assert "predicted_vs_true.png" in _artifacts(store["uri"], run.run_id)

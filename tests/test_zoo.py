@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, runs_of, store_overrides, train_in_process
+from conftest import FAST, runs_of, store_overrides, train_in_process, saved_predictions
 from sweeplab.config import compose
 from sweeplab.models.zoo import ARCHITECTURES, TorchvisionNet
 
@@ -177,6 +177,6 @@ def test_each_torchvision_model_trains_a_short_epoch_into_mlflow(model: str, tmp
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
-    y = np.loadtxt(tmp_path / "run" / "test_predictions.csv", delimiter=",", skiprows=1).astype(int)
-    assert run["metrics.test/accuracy"] == pytest.approx(accuracy_score(y[:, 0], y[:, 1]), abs=1e-6)
-    assert run["metrics.test/f1"] == pytest.approx(f1_score(y[:, 0], y[:, 1], average="macro", labels=range(10), zero_division=0), abs=1e-6)
+    y_true, y_pred = saved_predictions(tmp_path / "run")
+    assert run["metrics.test/accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-6)
+    assert run["metrics.test/f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", labels=range(10), zero_division=0), abs=1e-6)

@@ -4,6 +4,10 @@ A ``conf/model`` entry whose ``_target_`` is an estimator class (anything
 with ``fit`` that is not a torch module) is fitted here instead of by
 Lightning: same data module and split, same metric code
 (:func:`sweeplab.metrics.score`), same MLflow run layout.
+
+``model=knn|svm|decision_tree|random_forest`` name scikit-learn's classifier;
+on a regression data set the same option builds the regressor of that family
+(``REGRESSOR_OF``), so one sweep over models works on any task.
 """
 from __future__ import annotations
 
@@ -18,6 +22,16 @@ from sweeplab.metrics import score
 
 SPLITS = ("train", "val", "test")
 
+# The regressor of each classifier family, used when the data's task is regression.
+REGRESSOR_OF = {
+    "sklearn.neighbors.KNeighborsClassifier": "sklearn.neighbors.KNeighborsRegressor",
+    "sklearn.svm.SVC": "sklearn.svm.SVR",
+    "sklearn.tree.DecisionTreeClassifier": "sklearn.tree.DecisionTreeRegressor",
+    "sklearn.ensemble.RandomForestClassifier": "sklearn.ensemble.RandomForestRegressor",
+}
+# Parameters that only seed randomness: dropped without a word when the regressor has none (SVR).
+SEED_PARAMS = ("random_state",)
+
 
 def is_estimator_config(model_cfg: DictConfig) -> bool:
     """True when conf/model names a scikit-learn style estimator class."""
@@ -26,6 +40,40 @@ def is_estimator_config(model_cfg: DictConfig) -> bool:
 
     target = hydra.utils.get_object(model_cfg._target_)
     return isinstance(target, type) and hasattr(target, "fit") and not issubclass(target, torch.nn.Module)
+
+
+def for_task(model_cfg: DictConfig, data_task: Task, name: str) -> DictConfig:
+    """The model config to instantiate for the data's task: the classifier's
+    config as it is, or, on regression data, its family's regressor with the
+    same parameters. A parameter the regressor lacks must still have the
+    classifier's default (else one line naming it); one whose default is a
+    classification-only value (``criterion: gini``) takes the regressor's."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    target = str(model_cfg._target_)
+    if data_task is not Task.REGRESSION or target not in REGRESSOR_OF:
+        return model_cfg
+    classifier, regressor = hydra.utils.get_object(target), hydra.utils.get_object(REGRESSOR_OF[target])
+    given = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "_target_"}
+    classifier_defaults, regressor_defaults = classifier().get_params(), regressor().get_params()
+    params: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in regressor_defaults:
+            if key not in SEED_PARAMS and value != classifier_defaults.get(key):
+                raise ValueError(
+                    f"model={name} on regression data is {regressor.__name__}, which has no {key}; "
+                    f"drop model.{key}={value!r} (its parameters: {', '.join(sorted(regressor_defaults))})"
+                )
+            continue
+        keep_default = value == classifier_defaults.get(key) and value != regressor_defaults[key]
+        params[key] = regressor_defaults[key] if keep_default else value
+    spec = OmegaConf.create({"_target_": REGRESSOR_OF[target], **params})
+    try:
+        hydra.utils.instantiate(spec, _convert_="all")._validate_params()
+    except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError names the parameter and its choices
+        raise ValueError(f"model={name} on regression data is {regressor.__name__}: {exc}") from None
+    return spec
 
 
 def estimator_task(estimator: Any) -> Task:
@@ -58,8 +106,10 @@ def check_pairing(name: str, kind: Task, data_task: Task) -> None:
     }[kind]
     if not ok:
         needs = {
-            Task.MULTICLASS: "class labels (a binary or multiclass data set such as data=digits)",
-            Task.REGRESSION: "a numeric target (a regression data set such as data=diabetes)",
+            Task.MULTICLASS: "class labels (a binary or multiclass data set such as data=digits); "
+            "for regression use model=linear_regression, knn, svm, decision_tree or random_forest",
+            Task.REGRESSION: "a numeric target (a regression data set such as data=diabetes); "
+            "for classification use model=logistic_regression, knn, svm, decision_tree or random_forest",
             Task.CLUSTERING: "class labels to score clusters against (data=digits, iris, wine, breast_cancer or moons)",
         }[kind]
         what = "classification" if kind is Task.MULTICLASS else kind.value
@@ -97,8 +147,11 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
 
     estimator.fit(x["train"], y["train"])
     predictions = {s: estimator.predict(x[s]) for s in SPLITS}
+    if data_task is Task.REGRESSION:  # fitted on the standardised target, reported in its own units
+        y = {s: datamodule.targets(s) for s in SPLITS}
+        predictions = {s: datamodule.unscale_target(predictions[s]) for s in SPLITS}
     for s in SPLITS:
         metrics.update(score(data_task, y[s], predictions[s], num_classes=datamodule.num_classes, prefix=f"{s}/"))
-    return metrics, write_test_report(
-        data_task, y["test"], predictions["test"], out_dir, datamodule.class_names, datamodule.time_ordered
-    )
+    # SVC has predict_proba only with probability=True: hasattr says which.
+    probabilities = estimator.predict_proba(x["test"]) if data_task.is_classification and hasattr(estimator, "predict_proba") else None
+    return metrics, write_test_report(data_task, y["test"], predictions["test"], out_dir, datamodule, probabilities)

@@ -65,6 +65,14 @@ def predictions(task: Task, output: torch.Tensor) -> torch.Tensor:
     return output
 
 
+def probabilities(task: Task, output: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from a classifier's raw output, one column per class."""
+    if task is Task.BINARY:
+        positive = torch.sigmoid(output.float().reshape(-1))
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.softmax(output.float(), dim=-1)
+
+
 def score(
     task: Task,
     y_true: np.ndarray,

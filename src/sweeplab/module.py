@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from sweeplab.data.base import Task
-from sweeplab.metrics import build_metrics, predictions
+from sweeplab.metrics import build_metrics, predictions, probabilities
 
 # Which losses fit which task; the first is the task's default.
 LOSSES_BY_TASK: dict[Task, tuple[type[nn.Module], ...]] = {
@@ -65,6 +65,7 @@ class SweepModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_options: dict[str, Any] | None = None,
         param_groups: Sequence[dict[str, Any]] = (),
+        target_scale: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -74,12 +75,16 @@ class SweepModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_options = dict(scheduler_options or {})
         self.param_group_specs = [dict(g) for g in param_groups]
+        # Regression trains on a standardised target; metrics and predictions
+        # are reported in the target's own units: value * std + mean.
+        self.target_scale = tuple(float(v) for v in target_scale) if target_scale and self.task is Task.REGRESSION else None
         # Built once, cloned per stage: same metrics, different prefixes.
         metrics = build_metrics(self.task, num_classes)
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
         self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("train", "val", "test")})
         self.test_predictions: list[torch.Tensor] = []
         self.test_targets: list[torch.Tensor] = []
+        self.test_probabilities: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -103,8 +108,13 @@ class SweepModule(pl.LightningModule):
         output = self.net(x)
         loss = self.compute_loss(output, target)
         preds = predictions(self.task, output.detach())
+        if self.target_scale is not None:
+            mean, std = self.target_scale
+            preds, target = preds * std + mean, target * std + mean
         self.metrics[f"{stage}_metrics"].update(preds, target)
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=len(x))
+        if stage == "test" and self.task.is_classification:
+            self.test_probabilities.append(probabilities(self.task, output.detach()).float().cpu())
         return loss, preds, target
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -114,7 +124,10 @@ class SweepModule(pl.LightningModule):
         loss = self.losses[f"{stage}_loss"]
         if loss.update_called:
             values = {f"{stage}/loss": loss.compute(), **self.metrics[f"{stage}_metrics"].compute()}
-            self.log_dict(values, prog_bar=stage == "val")
+            # sync_dist: under DDP the values are already global (compute() synced
+            # them), so the mean over ranks is the same number; it is what keeps
+            # Lightning from warning on every epoch key. A no-op on one device.
+            self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
         loss.reset()
         self.metrics[f"{stage}_metrics"].reset()
 
@@ -136,11 +149,11 @@ class SweepModule(pl.LightningModule):
         self.test_targets.append(target.cpu())
 
     def on_test_epoch_start(self) -> None:
-        self.test_predictions, self.test_targets = [], []
+        self.test_predictions, self.test_targets, self.test_probabilities = [], [], []
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,17 +85,51 @@ def write_reconstruction_report(
     return written
 
 
-def write_forecast_plot(y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path) -> Path:
+def write_forecast_plot(y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, times: np.ndarray | None = None) -> Path:
     """Test targets and predictions over time (series data: samples are in time order)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(y_true, label="true", linewidth=1.5)
-    ax.plot(y_pred, label="predicted", linewidth=1.2, linestyle="--")
-    ax.set_xlabel("test step (time order)")
-    ax.set_ylabel("value (scaled)")
+    t = np.arange(len(y_true)) if times is None else times
+    ax.plot(t, y_true, label="true", linewidth=1.5)
+    ax.plot(t, y_pred, label="predicted", linewidth=1.2, linestyle="--")
+    ax.set_xlabel("time" if times is not None else "test step (time order)")
+    ax.set_ylabel("value")
     ax.set_title("Test forecasts")
     ax.legend()
     return _save(fig, out_dir / "forecast.png")
+
+
+def write_predictions(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    path: Path,
+    ids: np.ndarray | None = None,
+    id_name: str = "row",
+    class_names: list[str] | None = None,
+    probabilities: np.ndarray | None = None,
+) -> Path:
+    """One row per test sample: its id (row in the source table, image file,
+    time), ``y_true`` and ``y_pred`` (class codes or values, so any metric can
+    be recomputed from the run alone) and, for classifiers, the class names
+    and one ``p_<class>`` probability column per class when the model has them."""
+    import pandas as pd
+
+    columns: dict[str, object] = {}
+    if ids is not None:
+        # The test loader is sequential, so a run limited to its first batches
+        # (trainer.limit_test_batches) predicted the first ids.
+        columns[id_name] = np.asarray(ids)[: len(y_true)]
+    columns["y_true"], columns["y_pred"] = np.asarray(y_true), np.asarray(y_pred)
+    if class_names:
+        names = np.asarray(class_names, dtype=object)
+        columns["true_class"] = names[np.asarray(y_true, dtype=np.int64)]
+        columns["predicted_class"] = names[np.asarray(y_pred, dtype=np.int64)]
+    if probabilities is not None:
+        labels = class_names or [str(i) for i in range(probabilities.shape[1])]
+        columns.update({f"p_{label}": probabilities[:, i] for i, label in enumerate(labels)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(columns).to_csv(path, index=False, float_format="%.9g")
+    return path
 
 
 def write_test_report(
@@ -102,18 +137,21 @@ def write_test_report(
     y_true: np.ndarray,
     y_pred: np.ndarray,
     out_dir: Path,
-    class_names: list[str] | None = None,
-    time_ordered: bool = False,
+    data: Any,
+    probabilities: np.ndarray | None = None,
 ) -> list[Path]:
     """test_predictions.csv, and a confusion matrix PNG + classification_report
     for classifiers or a predicted-vs-true scatter for regressors (plus
-    forecast.png when the samples are in time order). Returns the files written."""
+    forecast.png when the samples are in time order). ``data`` is the data
+    module of the test split: its class names, sample ids and time order.
+    Regression values are in the target's own units. Returns the files written."""
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The raw predictions, so any metric can be recomputed from the run alone.
-    predictions = out_dir / "test_predictions.csv"
-    np.savetxt(predictions, np.column_stack([y_true, y_pred]), delimiter=",", header="y_true,y_pred", comments="", fmt="%.9g")
-    written: list[Path] = [predictions]
+    class_names = data.class_names if task.is_classification else None
+    ids = data.ids.get("test") if getattr(data, "ids", None) else None
+    written: list[Path] = [
+        write_predictions(y_true, y_pred, out_dir / "test_predictions.csv", ids, data.id_name, class_names, probabilities)
+    ]
     if task.is_classification:
         from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
@@ -137,7 +175,7 @@ def write_test_report(
         ax.set_ylabel("predicted")
         ax.set_title("Test predictions")
         path = out_dir / "predicted_vs_true.png"
-        if time_ordered:
-            written.append(write_forecast_plot(y_true, y_pred, out_dir))
+        if data.time_ordered:
+            written.append(write_forecast_plot(y_true, y_pred, out_dir, ids))
     written.append(_save(fig, path))
     return written

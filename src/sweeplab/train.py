@@ -47,7 +47,7 @@ def _run_name(cfg: DictConfig) -> str:
     return cfg.run_name or ",".join(o for o in _overrides() if not o.lstrip("+~").startswith(hidden)) or "default"
 
 
-def _build_logger(cfg: DictConfig, run_name: str, resume_run_id: str | None = None) -> Any:
+def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: str | None = None) -> Any:
     if not cfg.get("logger"):
         return None
     if not tracking.uses_mlflow(cfg):
@@ -59,7 +59,7 @@ def _build_logger(cfg: DictConfig, run_name: str, resume_run_id: str | None = No
     tags = {
         "sweeplab.version": __version__,
         "sweeplab.overrides": " ".join(_overrides()),
-        "sweeplab.config_hash": tracking.config_hash(cfg),
+        "sweeplab.config_hash": identity,
         **({"sweeplab.sweep_id": sid} if (sid := tracking.sweep_id()) else {}),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
@@ -111,6 +111,7 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
         scheduler=scheduler,
         scheduler_options=scheduler_options,
         param_groups=OmegaConf.to_container(cfg.param_groups, resolve=True),
+        target_scale=datamodule.target_scale_,
     )
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer: pl.Trainer = hydra.utils.instantiate(
@@ -176,11 +177,14 @@ def _fit_torch(
     y_pred = torch.cat(module.test_predictions)
     y_pred = (y_pred.float() if y_pred.is_floating_point() else y_pred).numpy()  # numpy has no bfloat16
     y_true = torch.cat(module.test_targets).numpy()
+    if module.task is Task.REGRESSION and len(datamodule.targets("test")) == len(y_true):
+        y_true = datamodule.targets("test")  # exact, not a float32 round trip through the scaling
     if module.task is Task.RECONSTRUCTION:
         return metrics, write_reconstruction_report(
             y_true, y_pred, datamodule.input_shape, run_dir, datamodule.unstandardize
         )
-    return metrics, write_test_report(module.task, y_true, y_pred, run_dir, datamodule.class_names, datamodule.time_ordered)
+    probabilities = torch.cat(module.test_probabilities).numpy() if module.test_probabilities else None
+    return metrics, write_test_report(module.task, y_true, y_pred, run_dir, datamodule, probabilities)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -194,6 +198,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     check_accelerator(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     is_estimator = classical.is_estimator_config(cfg.model)
+    identity = tracking.config_hash(cfg)  # of the config as given, before anything below fills it in
 
     # An interrupted run continues in its own folder and MLflow run.
     start_from, resume_run_id = None, None
@@ -219,12 +224,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # 2-3. model: a scikit-learn estimator, or a torch network with its loss,
     # optimizer, scheduler and trainer
-    estimator = hydra.utils.instantiate(cfg.model, _convert_="all") if is_estimator else None
-    if estimator is not None:
-        classical.check_pairing(_model_choice(cfg), classical.estimator_task(estimator), datamodule.task)
+    estimator = None
+    if is_estimator:
+        name = _model_choice(cfg)
+        with open_dict(cfg):  # a classifier family on regression data becomes its regressor
+            cfg.model = classical.for_task(cfg.model, datamodule.task, name)
+        estimator = hydra.utils.instantiate(cfg.model, _convert_="all")
+        classical.check_pairing(name, classical.estimator_task(estimator), datamodule.task)
     run_name = _run_name(cfg)
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    logger = _build_logger(cfg, run_name, resume_run_id)
+    logger = _build_logger(cfg, run_name, identity, resume_run_id)
     if estimator is None:
         module, trainer = _build_torch(cfg, datamodule, logger, run_dir)
 

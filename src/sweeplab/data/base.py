@@ -1,4 +1,11 @@
-"""In-memory array data: seeded stratified split, train-only standardisation."""
+"""In-memory array data: seeded stratified split, train-only standardisation.
+
+Regression targets are standardised too (train mean and standard deviation):
+networks learn a target of unit scale whatever its units, and every reported
+number (metrics, predictions, plots) is converted back to the target's own
+units through ``unscale_target``. Each sample keeps an id (its row in the
+source table, its file, its time step) from loading to ``test_predictions.csv``.
+"""
 from __future__ import annotations
 
 from enum import Enum
@@ -57,6 +64,8 @@ class ArrayDataModule(pl.LightningDataModule):
     class_names: list[str] | None = None
     #: test samples are in time order (series): reports add a forecast plot
     time_ordered: bool = False
+    #: what a sample id is, the column name in test_predictions.csv
+    id_name: str = "row"
 
     def __init__(
         self,
@@ -66,6 +75,7 @@ class ArrayDataModule(pl.LightningDataModule):
         seed: int = 42,
         standardize: bool = True,
         num_workers: int = 0,
+        scale_target: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -83,13 +93,21 @@ class ArrayDataModule(pl.LightningDataModule):
         self.seed = seed
         self.standardize = standardize
         self.num_workers = num_workers
+        self.scale_target = scale_target
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.ids: dict[str, np.ndarray] = {}  # per split: each sample's id (see id_name)
         self.feature_scale_: tuple[np.ndarray, np.ndarray] | None = None  # train (mean, std) once standardised
+        self.target_scale_: tuple[float, float] | None = None  # regression: train (mean, std) of the target
+        self.raw_targets: dict[str, np.ndarray] = {}  # per split, before scaling (exact values for reports)
         self._prepared = False
 
     # -- what subclasses provide ------------------------------------------------
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+    def load_ids(self, n: int) -> np.ndarray:
+        """Ids of the ``n`` samples ``load_arrays`` returns: their row numbers by default."""
+        return np.arange(n)
 
     # -- shapes the model, loss and metrics are built from ---------------------
     @property
@@ -114,28 +132,41 @@ class ArrayDataModule(pl.LightningDataModule):
         return 1
 
     # -- split and scale -------------------------------------------------------
-    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """train/val/test arrays. Default: a seeded random split of ``load_arrays``,
-        stratified for classification. Data sets with an official test set or a
-        time order override this."""
+    def load_splits(self) -> dict[str, tuple[np.ndarray, ...]]:
+        """train/val/test as ``(x, y)`` or ``(x, y, ids)``. Default: a seeded random
+        split of ``load_arrays``, stratified for classification. Data sets with an
+        official test set or a time order override this."""
         from sklearn.model_selection import train_test_split  # lazy: ~1 s import
 
         x, y = self.load_arrays()
+        ids = np.asarray(self.load_ids(len(y)))
         stratify = y if self.task.is_classification else None
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            x, y, test_size=self.test_fraction, random_state=self.seed, stratify=stratify
-        )
-        val_share = self.val_fraction / (1.0 - self.test_fraction)
-        stratify = y_rest if self.task.is_classification else None
-        x_train, x_val, y_train, y_val = train_test_split(
-            x_rest, y_rest, test_size=val_share, random_state=self.seed, stratify=stratify
-        )
-        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+        try:
+            x_rest, x_test, y_rest, y_test, id_rest, id_test = train_test_split(
+                x, y, ids, test_size=self.test_fraction, random_state=self.seed, stratify=stratify
+            )
+            val_share = self.val_fraction / (1.0 - self.test_fraction)
+            stratify = y_rest if self.task.is_classification else None
+            x_train, x_val, y_train, y_val, id_train, id_val = train_test_split(
+                x_rest, y_rest, id_rest, test_size=val_share, random_state=self.seed, stratify=stratify
+            )
+        except ValueError as exc:
+            if stratify is None:
+                raise
+            counts = np.bincount(np.asarray(y, dtype=np.int64))
+            rare = [self.class_names[i] if self.class_names else str(i) for i in np.flatnonzero((counts > 0) & (counts < 3))]
+            raise ValueError(
+                f"a stratified train/val/test split needs at least 3 samples of every class; "
+                f"too few of: {', '.join(rare) or '?'} ({exc})"
+            ) from None
+        return {"train": (x_train, y_train, id_train), "val": (x_val, y_val, id_val), "test": (x_test, y_test, id_test)}
 
     def setup(self, stage: str | None = None) -> None:
         if self._prepared:
             return
-        splits = {k: (np.asarray(x, dtype=np.float32), y) for k, (x, y) in self.load_splits().items()}
+        loaded = self.load_splits()
+        self.ids = {k: np.asarray(v[2]) if len(v) > 2 else np.arange(len(v[1])) for k, v in loaded.items()}
+        splits = {k: (np.asarray(v[0], dtype=np.float32), v[1]) for k, v in loaded.items()}
         if self.standardize:
             # Statistics of the training split only: nothing leaks from val/test.
             flat = splits["train"][0].reshape(len(splits["train"][0]), -1)
@@ -146,8 +177,26 @@ class ArrayDataModule(pl.LightningDataModule):
             self.feature_scale_ = (mean, std)
         if self.sample_shape is not None:
             splits = {k: (x.reshape(-1, *self.sample_shape), y) for k, (x, y) in splits.items()}
+        if self.task is Task.REGRESSION and self.scale_target and self.target_scale_ is None:
+            self.raw_targets = {k: np.asarray(y) for k, (_, y) in splits.items()}
+            y_train = np.asarray(splits["train"][1], dtype=np.float64)
+            mean, std = float(y_train.mean()), float(y_train.std()) or 1.0
+            splits = {k: (x, ((np.asarray(y, dtype=np.float64) - mean) / std).astype(np.float32)) for k, (x, y) in splits.items()}
+            self.target_scale_ = (mean, std)
         self.splits = splits
         self._prepared = True
+
+    def targets(self, split: str) -> np.ndarray:
+        """A split's targets in the data's own units, exactly as loaded."""
+        self.setup()
+        return self.raw_targets.get(split, self.splits[split][1])
+
+    def unscale_target(self, y: np.ndarray) -> np.ndarray:
+        """Regression targets or predictions back in the target's own units."""
+        if self.target_scale_ is None:
+            return np.asarray(y)
+        mean, std = self.target_scale_
+        return np.asarray(y, dtype=np.float64) * std + mean
 
     def unstandardize(self, x: np.ndarray) -> np.ndarray:
         """Features back in the data's own units (for pictures of images)."""

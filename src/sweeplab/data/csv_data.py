@@ -1,4 +1,4 @@
-"""A user's own table: one CSV file, one target column."""
+"""A user's own table: one file (CSV and other delimited text, JSON, Parquet), one target column."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +10,20 @@ from sweeplab.data.base import ArrayDataModule, Task
 MISSING = ("error", "drop", "mean", "median", "zero")
 CATEGORICAL = ("onehot", "ordinal", "error")
 TASKS = ("auto", "binary", "multiclass", "regression")
+DELIMITED = (".csv", ".tsv", ".tab", ".txt", ".dat", "")
+FORMATS = ("csv", "tsv", "txt (delimited text)", "json", "jsonl", "parquet")
+
+
+def sniff_separator(path: Path) -> str:
+    """The column separator of a delimited text file, from its first lines."""
+    import csv
+
+    with open(path, newline="", errors="replace") as handle:
+        sample = handle.read(65536)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:  # one column, or no consistent separator: pandas' default
+        return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
 class CsvDataModule(ArrayDataModule):
@@ -18,7 +32,14 @@ class CsvDataModule(ArrayDataModule):
     ``task=auto`` infers it from the target: text or at most
     ``max_classes`` integer values -> classification (2 values: binary), else
     regression. Non-numeric feature columns are one-hot (or ordinal) encoded;
-    missing values follow ``missing`` (error, drop, mean, median, zero).
+    missing and infinite values follow ``missing`` (error, drop, mean, median,
+    zero). Regression targets are standardised with train statistics (see
+    ArrayDataModule); metrics are reported in the target's own units.
+
+    Delimited text (``.csv``, ``.tsv``, ``.txt``...) has its separator sniffed
+    unless ``sep`` is given; ``.json`` (records or columns), ``.jsonl`` and
+    ``.parquet`` are read with pandas. A sample's id is its 0-based data row
+    in the file (header not counted).
     """
 
     def __init__(
@@ -29,6 +50,7 @@ class CsvDataModule(ArrayDataModule):
         missing: str = "error",
         categorical: str = "onehot",
         max_classes: int = 20,
+        sep: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -43,39 +65,76 @@ class CsvDataModule(ArrayDataModule):
         self.missing = missing
         self.categorical = categorical
         self.max_classes = max_classes
+        self.sep = sep
         self.class_names = None
         self._loaded: tuple[np.ndarray, np.ndarray] | None = None
+        self._rows: np.ndarray | None = None
         self._load()  # fail on bad files now, before a run is created; and the task must be known
 
-    def _load(self) -> None:
+    def _read(self):
+        """The file as a DataFrame, by its extension; one-line errors naming the problem."""
         import pandas as pd
 
         if not self.path.exists():
             raise FileNotFoundError(f"data.path={self.path}: no such file")
         if self.path.is_dir():
-            raise ValueError(f"data.path={self.path}: is a folder, not a CSV file")
+            raise ValueError(f"data.path={self.path}: is a folder, not a table file")
+        if self.path.stat().st_size == 0:
+            raise ValueError(f"data.path={self.path}: the file is empty")
+        suffix = self.path.suffix.lower()
         try:
-            frame = pd.read_csv(self.path)
+            if suffix == ".parquet":
+                return pd.read_parquet(self.path)
+            if suffix in (".json", ".jsonl", ".ndjson"):
+                lines = suffix != ".json" or self.path.read_text(errors="replace").lstrip()[:1] not in "[{"
+                return pd.read_json(self.path, lines=lines)
+            if suffix not in DELIMITED:
+                raise ValueError(f"data.path={self.path.name}: unknown table format {suffix!r}; sweeplab reads {', '.join(FORMATS)}")
+            with open(self.path, errors="replace") as handle:
+                first = handle.read(256).lstrip()
+            if first[:1] in ("{", "["):
+                raise ValueError(f"data.path={self.path.name}: looks like JSON, not delimited text; name the file .json (or .jsonl)")
+            sep = self.sep or sniff_separator(self.path)
+            return pd.read_csv(self.path, sep=sep)
         except pd.errors.EmptyDataError:
             raise ValueError(f"data.path={self.path}: the file is empty") from None
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise ValueError(f"data.path={self.path}: not a readable CSV ({' '.join(str(exc).split())})") from None
+            raise ValueError(f"data.path={self.path}: not a readable {suffix.lstrip('.') or 'text'} file ({' '.join(str(exc).split())})") from None
+        except ImportError as exc:  # parquet without pyarrow
+            raise ValueError(f"data.path={self.path.name}: reading {suffix} needs a package that is missing ({exc})") from None
+
+    def _load(self) -> None:
+        import pandas as pd
+
+        frame = self._read()
         if frame.empty:
             raise ValueError(f"data.path={self.path}: has a header but no rows")
+        frame.columns = [str(c) for c in frame.columns]
         if self.target not in frame.columns:
-            raise ValueError(f"data.target={self.target!r}: no such column in {self.path.name}; columns: {', '.join(map(str, frame.columns))}")
+            hint = ""
+            if frame.shape[1] == 1:
+                found = next((s for s in ",;\t|" if s in frame.columns[0]), None)
+                hint = f"; the file seems separated by {found!r}: set data.sep='{found}'" if found else "; the file has a single column"
+            raise ValueError(
+                f"data.target={self.target!r}: no such column in {self.path.name}; columns: {', '.join(frame.columns)}{hint}"
+            )
         if frame.shape[1] < 2:
             raise ValueError(f"data.path={self.path}: only the target column, no features")
 
+        numeric = frame.select_dtypes("number")
+        infinite = [str(c) for c in numeric.columns if np.isinf(numeric[c].to_numpy(dtype=float)).any()]
+        if infinite:  # an infinite feature trains to a NaN loss: treat it as missing
+            frame[infinite] = frame[infinite].replace([np.inf, -np.inf], np.nan)
         if frame.isna().any().any():
             columns = [str(c) for c in frame.columns[frame.isna().any()]]
             if self.missing == "error":
                 raise ValueError(
-                    f"data.path={self.path.name}: missing values in {', '.join(columns)}; "
+                    f"data.path={self.path.name}: missing or infinite values in {', '.join(columns)}; "
                     "set data.missing=drop, mean, median or zero"
                 )
             if self.missing == "drop" or frame[self.target].isna().any():
                 frame = frame.dropna() if self.missing == "drop" else frame.dropna(subset=[self.target])
+        self._rows = frame.index.to_numpy()
         y_raw = frame.pop(self.target)
         features = self._encode(frame)
         self.task = self._infer_task(y_raw)
@@ -130,3 +189,7 @@ class CsvDataModule(ArrayDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         assert self._loaded is not None
         return self._loaded
+
+    def load_ids(self, n: int) -> np.ndarray:
+        assert self._rows is not None and len(self._rows) == n
+        return self._rows

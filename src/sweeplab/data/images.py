@@ -17,11 +17,11 @@ from sweeplab.data.base import ArrayDataModule, Task
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def _stratified_holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+def _stratified_holdout(x: np.ndarray, y: np.ndarray, ids: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     from sklearn.model_selection import train_test_split
 
     try:
-        return tuple(train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y))
+        return tuple(train_test_split(x, y, ids, test_size=fraction, random_state=seed, stratify=y))
     except ValueError as exc:  # too few images to give every class a validation sample
         raise ValueError(f"data.val_fraction={fraction} of {len(y)} images: {exc}; raise val_fraction or data.limit") from None
 
@@ -32,6 +32,7 @@ class TorchvisionImagesDataModule(ArrayDataModule):
     is the validation split."""
 
     task = Task.MULTICLASS
+    id_name = "index"  # a sample's position in its official split (train or test)
     # option -> (torchvision class, the folder under root it reads)
     DATASETS = {
         "mnist": ("MNIST", "MNIST/raw"),
@@ -72,14 +73,14 @@ class TorchvisionImagesDataModule(ArrayDataModule):
         images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # to (N, C, H, W)
         return images, np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
 
-    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def load_splits(self) -> dict[str, tuple[np.ndarray, ...]]:
         x, y, self.class_names = self._read(train=True)
         x_test, y_test, _ = self._read(train=False)
         if self.limit is not None:  # a quick look: the first `limit` images of each official split
             x, y, x_test, y_test = x[: self.limit], y[: self.limit], x_test[: self.limit], y_test[: self.limit]
-        x_train, x_val, y_train, y_val = _stratified_holdout(x, y, self.val_fraction, self.seed)
+        x_train, x_val, y_train, y_val, id_train, id_val = _stratified_holdout(x, y, np.arange(len(y)), self.val_fraction, self.seed)
         self.sample_shape = tuple(x.shape[1:])
-        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+        return {"train": (x_train, y_train, id_train), "val": (x_val, y_val, id_val), "test": (x_test, y_test, np.arange(len(y_test)))}
 
 
 class ImageFolderDataModule(ArrayDataModule):
@@ -91,6 +92,7 @@ class ImageFolderDataModule(ArrayDataModule):
     """
 
     task = Task.MULTICLASS
+    id_name = "path"  # a sample's image file
 
     def __init__(self, root: str, image_size: int = 32, channels: int = 3, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -118,7 +120,11 @@ class ImageFolderDataModule(ArrayDataModule):
                 f"({', '.join(IMAGE_EXTENSIONS)}); found {seen}"
             )
         self.class_names = classes
+        self._paths = np.asarray([str(f) for f in files], dtype=object)
         return files, np.asarray(labels, dtype=np.int64)
+
+    def load_ids(self, n: int) -> np.ndarray:
+        return self._paths
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image, UnidentifiedImageError

@@ -6,8 +6,9 @@ part only, and turned into samples ``x = series[t - window : t]`` (shape
 ``(window, 1)``, what a recurrent model reads step by step) with target
 ``y = series[t + horizon - 1]``. Training batches are drawn in random order
 from the training windows; that does not mix periods.
-Metrics (mse, mae, r2) are in these scaled units, so runs on one series
-compare directly; ``scale_`` holds the (mean, std) to convert back.
+The network learns in these scaled units; metrics, predictions and plots
+are converted back to the series' own units (``target_scale_`` holds the
+train mean and standard deviation). A sample's id is the time of its target.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sweeplab.data.base import ArrayDataModule, Task
 class SeriesDataModule(ArrayDataModule):
     task = Task.REGRESSION
     time_ordered = True
+    id_name = "time"
 
     def __init__(self, window: int = 16, horizon: int = 1, **kwargs) -> None:
         kwargs.setdefault("standardize", False)  # the series is scaled before windowing
@@ -31,7 +33,11 @@ class SeriesDataModule(ArrayDataModule):
     def load_series(self) -> np.ndarray:
         raise NotImplementedError
 
-    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def times(self, n: int) -> np.ndarray:
+        """The time of each of the ``n`` values (a step number unless the series has dates)."""
+        return np.arange(n)
+
+    def load_splits(self) -> dict[str, tuple[np.ndarray, ...]]:
         series = np.asarray(self.load_series(), dtype=np.float64).reshape(-1)
         if not np.isfinite(series).all():
             raise ValueError(f"{type(self).__name__}: the series has missing or infinite values")
@@ -50,18 +56,29 @@ class SeriesDataModule(ArrayDataModule):
         scaled = ((series - mean) / std).astype(np.float32)
         x = np.stack([scaled[s : s + self.window] for s in starts])[:, :, None]
         y = scaled[starts + self.window + self.horizon - 1]
-        self.scale_ = (float(mean), float(std))
+        t = self.times(len(series))[starts + self.window + self.horizon - 1]
+        self.target_scale_ = (float(mean), float(std))
+        targets = series[starts + self.window + self.horizon - 1]
         cuts = {"train": slice(0, n_train), "val": slice(n_train, n_train + n_val), "test": slice(n_train + n_val, n)}
-        return {name: (x[cut], y[cut]) for name, cut in cuts.items()}
+        self.raw_targets = {name: targets[cut] for name, cut in cuts.items()}
+        return {name: (x[cut], y[cut], t[cut]) for name, cut in cuts.items()}
 
 
 class SunspotsDataModule(SeriesDataModule):
     """Yearly sunspot numbers 1700-2008 (309 values), bundled with statsmodels."""
 
-    def load_series(self) -> np.ndarray:
+    id_name = "year"
+
+    def _data(self):
         from statsmodels.datasets import sunspots
 
-        return sunspots.load_pandas().data["SUNACTIVITY"].to_numpy()
+        return sunspots.load_pandas().data
+
+    def load_series(self) -> np.ndarray:
+        return self._data()["SUNACTIVITY"].to_numpy()
+
+    def times(self, n: int) -> np.ndarray:
+        return self._data()["YEAR"].to_numpy().astype(np.int64)
 
 
 class SineDataModule(SeriesDataModule):
