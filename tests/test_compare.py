@@ -68,7 +68,52 @@ def test_rerunning_a_sweep_skips_finished_configs(swept: Path) -> None:
     assert result.stdout.count("identical config finished as run") == 3
     runs = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")
     assert len(runs) == 4  # only lr=0.2 was new
+    # The parent says what the sweep did, and the skipped jobs stay members of it.
+    assert "4 jobs: 1 trained, 3 skipped, 0 failed" in result.stdout
+    assert result.stdout.count("skipped, identical config already FINISHED as run") == 3
+    sweep = next(line for line in result.stdout.splitlines() if "4 jobs:" in line).split()[2].rstrip(":")
+    listed = _compare(swept, "--sweep", sweep, "--metric", "test/accuracy", "--out", "cmp2")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("FINISHED (reused)") == 3 and listed.stdout.count("FINISHED") == 4
     forced = cli([*args[:-1], "trainer.max_epochs=2", "skip_finished=false", "callbacks=none"], cwd=swept)
     assert forced.returncode == 0
-    assert "identical config" not in forced.stdout
+    assert "identical config" not in forced.stdout and "4 jobs: 4 trained, 0 skipped, 0 failed" in forced.stdout
     assert len(runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")) == 8
+
+
+def test_compare_stays_readable_at_80_columns_in_a_pipe(swept: Path) -> None:
+    exe = Path(sys.executable).with_name("sweeplab")
+    result = subprocess.run([str(exe), "compare", "--metric", "test/accuracy", "--out", "cmp80"], cwd=swept, capture_output=True,
+                            text=True, timeout=120, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 80 and "…" not in result.stdout
+    # Commands stay on one line, so they can be copied whole.
+    assert any(line.startswith("reproduce: sweeplab-train ") and line.endswith("hydra.mode=RUN") for line in lines)
+    runs = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")
+    for value in runs["metrics.test/accuracy"]:  # every number in full
+        assert f"{value:.4f}" in result.stdout
+    header = "\n".join(lines[:6])
+    assert "optimizer." in header and " lr " in header  # the swept key, wrapped at its dot
+    assert "ranked by test/accuracy" in lines[0]
+
+
+def test_reproduce_line_of_a_preset_sweep_trains_that_one_run(tmp_path: Path) -> None:
+    """A job of a multirun preset: its overrides alone would re-enter the sweep and skip."""
+    import shlex
+
+    sweep = ["experiment=optimizers_digits", "hydra.sweeper.params.optimizer='adam,sgd'", "trainer.max_epochs=1", "callbacks=none"]
+    assert cli(sweep, cwd=tmp_path).returncode == 0
+    shown = _compare(tmp_path, "--experiment", "optimizers_digits", "--metric", "test/accuracy", "--out", "cmp")
+    command = next(line for line in shown.stdout.splitlines() if line.startswith("reproduce: ")).removeprefix("reproduce: ")
+    assert command.endswith("hydra.mode=RUN")
+    again = cli(shlex.split(command)[1:], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "identical config" not in again.stdout and "sweep " not in again.stdout
+    runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", "optimizers_digits")
+    assert len(runs) == 3  # the two jobs, and exactly one more
+    newest = runs.sort_values("start_time").iloc[-1]
+    best = runs.sort_values("start_time").iloc[:2].sort_values("metrics.test/accuracy").iloc[-1]
+    assert newest["tags.sweeplab.config_hash"] == best["tags.sweeplab.config_hash"]
+    assert newest["metrics.test/accuracy"] == best["metrics.test/accuracy"]  # same seed, same result

@@ -51,12 +51,19 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     runs = runs_of(_store(tmp_path))
     assert sorted(runs["params.optimizer._target_"]) == ["torch.optim.Adam", "torch.optim.SGD"]
     assert set(runs.status) == {"FINISHED"}
+    # The jobs' own output only reaches .submitit logs: the parent says what they did.
+    again = cli(["-m", "hydra/launcher=submitit_local", "optimizer=adam,sgd,rmsprop", *QUICK], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 jobs: 1 trained, 2 skipped, 0 failed" in again.stdout
+    assert len(runs_of(_store(tmp_path))) == 3
 
 
 def test_failing_run_reports_worst_value_to_the_sweeper(tmp_path: Path) -> None:
     result = cli(["hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "data.val_fraction=0.5", "data.test_fraction=0.45", *QUICK[:2]], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("failed: data.val_fraction + data.test_fraction") == 2
+    assert "2 jobs: 0 trained, 0 skipped, 2 failed" in result.stdout
+    assert result.stdout.count("failed: data.val_fraction + data.test_fraction") == 2
     best = next((tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")).read_text()
     assert "best_value: -.inf" in best
 

@@ -21,18 +21,39 @@ def lower_is_better(metric: str) -> bool:
 
 
 def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
-    """The experiment's runs as a DataFrame (mlflow.search_runs), optionally one sweep's."""
+    """The experiment's runs as a DataFrame (mlflow.search_runs), optionally one
+    sweep's: the runs it trained and the finished runs it reused (skip_finished)."""
     import mlflow
+    import pandas as pd
+
+    from sweeplab.sweeps import SWEEPS_TAG
 
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         names = [e.name for e in mlflow.search_experiments()]
         raise ValueError(f"--experiment {experiment!r}: no such experiment in {uri}; experiments there: {', '.join(names) or 'none'}")
-    filter_string = f"tags.`sweeplab.sweep_id` = '{sweep}'" if sweep else ""
-    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)
+    if sweep:
+        trained = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`sweeplab.sweep_id` = '{sweep}'")
+        member = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`{SWEEPS_TAG}` LIKE '%{sweep}%'")
+        runs = pd.concat([trained, member], ignore_index=True).drop_duplicates("run_id", ignore_index=True)
+        if "tags.sweeplab.sweep_id" in runs.columns:
+            reused = runs["tags.sweeplab.sweep_id"].fillna("") != sweep
+            runs.loc[reused, "status"] = runs.loc[reused, "status"] + " (reused)"
+    else:
+        runs = mlflow.search_runs(experiment_names=[experiment])
     if runs.empty:
         raise ValueError(f"no runs in experiment {experiment!r}" + (f" for --sweep {sweep}" if sweep else ""))
     return runs
+
+
+def reproduce_command(run: Any) -> str:
+    """The command line that trains this one run again: its overrides, and for a
+    job of a sweep (a multirun preset, an Optuna search) hydra.mode=RUN, so the
+    command trains this config instead of re-entering the sweep."""
+    overrides = str(run.get("tags.sweeplab.overrides") or "").split()
+    if run.get("tags.sweeplab.sweep_id"):
+        overrides.append("hydra.mode=RUN")
+    return " ".join(["sweeplab-train", *(shlex.quote(o) for o in overrides)])
 
 
 def differing_overrides(runs: Any) -> list[str]:
@@ -106,33 +127,65 @@ def compare(uri: str, experiment: str, metric: str, sweep: str | None, out_dir: 
 
     ranked = rank(load_runs(uri, experiment, sweep), metric)
     params = differing_overrides(ranked)
-    shown_metrics = [metric, *[m for m in extra if m != metric and f"metrics.{m}" in ranked.columns]]
-    table = Table(title=f"{experiment}{' / sweep ' + sweep if sweep else ''}: ranked by {metric}")
-    # The differing overrides say what a run is; its name only when nothing differs.
-    for col in ["#", *([] if params else ["run"]), "status", *[p.removeprefix("override.") for p in params], *shown_metrics]:
-        table.add_column(col, justify="right" if col in shown_metrics or col == "#" else "left")
-    for i, row in ranked.iterrows():
-        cells = [str(i + 1), *([] if params else [str(row.get("tags.mlflow.runName") or row.run_id[:8])]), row.status]
-        cells += [str(row[p]) for p in params]
-        cells += ["-" if row[f"metrics.{m}"] is None or math.isnan(row[f"metrics.{m}"]) else f"{row[f'metrics.{m}']:.4f}" for m in shown_metrics]
-        table.add_row(*cells)
+    all_metrics = [metric, *[m for m in extra if m != metric and f"metrics.{m}" in ranked.columns]]
+    shown_metrics = list(all_metrics)
     console = Console()
+    # Numbers are never cut: metric columns keep their full width, and extra
+    # metrics that do not fit the terminal (80 columns in a pipe) are left to
+    # the CSV; names wrap instead of ending in an ellipsis.
+    cells = {m: [_format(row[f"metrics.{m}"]) for _, row in ranked.iterrows()] for m in shown_metrics}
+    headers = {m: m.replace("/", "/\n", 1) for m in shown_metrics}
+    headers.update({p: _break_dotted(p.removeprefix("override.")) for p in params})
+    values = {p: [str(v) for v in ranked[p]] for p in params}
+    values["status"] = list(ranked.status)
+    if not params:  # the differing overrides say what a run is; its name only when nothing differs
+        headers["run"] = "run"
+        values["run"] = [str(row.get("tags.mlflow.runName") or row.run_id[:8]) for _, row in ranked.iterrows()]
+    headers["status"] = "status"
+    # Widths with padding and border: numbers in full; names at least their
+    # longest header segment (and up to 12 characters of their values).
+    need = {m: max(len(x) for x in [*headers[m].split("\n"), *cells[m]]) + 3 for m in shown_metrics}
+    need.update({c: max([len(x) for x in headers[c].split("\n")] + [min(12, max(map(len, v)))]) + 3 for c, v in values.items()})
+    fixed = 1 + len(str(len(ranked))) + 3 + sum(need[c] for c in values)
+    dropped: list[str] = []
+    while len(shown_metrics) > 1 and fixed + sum(need[m] for m in shown_metrics) > console.width:
+        dropped.insert(0, shown_metrics.pop())
+    console.print(f"{experiment}{' / sweep ' + sweep if sweep else ''}: ranked by {metric}", soft_wrap=True, style="bold")
+    table = Table()
+    table.add_column("#", justify="right", no_wrap=True)
+    for column in [*(["run"] if "run" in values else []), "status", *params]:
+        table.add_column(headers[column], overflow="fold", min_width=need[column] - 3)
+    for m in shown_metrics:
+        table.add_column(headers[m], justify="right", no_wrap=True, min_width=need[m] - 3)
+    text_order = [*(["run"] if "run" in values else []), "status", *params]
+    for i in range(len(ranked)):
+        table.add_row(str(i + 1), *[values[c][i] for c in text_order], *[cells[m][i] for m in shown_metrics])
     console.print(table)
+    if dropped:
+        console.print(f"(not shown at this width: {', '.join(dropped)}; all are in the CSV)")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = metric.replace("/", "_")
     csv_path = out_dir / f"compare_{experiment}_{slug}.csv"
-    columns = ["run_id", "tags.mlflow.runName", "status", *params, *[f"metrics.{m}" for m in shown_metrics]]
+    columns = ["run_id", "tags.mlflow.runName", "status", *params, *[f"metrics.{m}" for m in all_metrics]]
     ranked[columns].rename(columns=lambda c: c.removeprefix("override.").removeprefix("tags.mlflow.")).to_csv(csv_path, index=False)
     png_path = _plot(ranked[ranked[f"metrics.{metric}"].notna()], metric, params, out_dir / f"compare_{experiment}_{slug}.png")
 
     best = ranked.iloc[0]
-    overrides = str(best.get("tags.sweeplab.overrides") or "")
-    command = "sweeplab-train " + " ".join(shlex.quote(o) for o in overrides.split()) if overrides else "sweeplab-train"
-    console.print(f"best: {best.get('tags.mlflow.runName')} ({metric} = {best[f'metrics.{metric}']:.4f}, run {best.run_id})")
+    command = reproduce_command(best)
+    console.print(f"best: run {best.run_id}, {metric} = {best[f'metrics.{metric}']:.4f}", soft_wrap=True)
     console.print(f"reproduce: {command}", soft_wrap=True)
     console.print(f"wrote {csv_path} and {png_path}", soft_wrap=True)
     return {"csv": csv_path, "png": png_path, "best_run_id": best.run_id, "command": command, "ranked": ranked}
+
+
+def _break_dotted(name: str) -> str:
+    """optimizer.lr -> "optimizer.\\nlr": a header that wraps between words, not inside one."""
+    return name.replace(".", ".\n")
+
+
+def _format(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 SECRET_KEY = re.compile(r"(password|passwd|token|secret|api[_-]?key|access[_-]?key|credential)", re.IGNORECASE)
@@ -52,7 +51,12 @@ def sweep_id() -> str | None:
         return None
     if hc.mode != RunMode.MULTIRUN:
         return None
-    return "_".join(Path(hc.sweep.dir).parts[-2:])
+    return sweep_id_of(hc.sweep.dir)
+
+
+def sweep_id_of(sweep_dir: str | Path) -> str:
+    """outputs/multirun/2026-11-25/14-38-29-123456 -> 2026-11-25_14-38-29-123456"""
+    return "_".join(Path(sweep_dir).parts[-2:])
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -137,7 +141,8 @@ def ensure_experiment(cfg: DictConfig) -> str:
 
     Several processes creating a NEW SQLite store at once race in MLflow's
     schema migration (`table ... already exists`). Doing it here, in the
-    parent before any job starts, leaves the jobs only existing tables to open.
+    parent before any job starts (``sweeps.SweepCallback``), leaves the jobs
+    only existing tables to open.
     """
     from mlflow.tracking import MlflowClient
 
@@ -176,14 +181,6 @@ def _use_wal(db: Path) -> None:
         with sqlite3.connect(db, timeout=30) as conn:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
-
-
-class PrepareStoreCallback(Callback):
-    """Hydra callback: prepare the MLflow store before a multirun's jobs start."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if uses_mlflow(config):
-            ensure_experiment(config)
 
 
 def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:

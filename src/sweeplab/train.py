@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab import __version__, tracking
+from sweeplab import __version__, sweeps, tracking
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_config, register_experiments
 
@@ -60,7 +60,7 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
         "sweeplab.version": __version__,
         "sweeplab.overrides": " ".join(_overrides()),
         "sweeplab.config_hash": identity,
-        **({"sweeplab.sweep_id": sid} if (sid := tracking.sweep_id()) else {}),
+        **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
         **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
     }
     return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_name=run_name, tags=tags)
@@ -292,12 +292,13 @@ def _print_summary(cfg: DictConfig, run_name: str, metrics: dict[str, float], ru
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{run_name}: test metrics")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = Table(title="test metrics")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
     for key in sorted(k for k in metrics if k.startswith("test/")):
         table.add_row(key, f"{metrics[key]:.4f}")
     console = Console(stderr=False)
+    console.print(f"run: {run_name}", soft_wrap=True)  # a long name of overrides must not fold the table
     console.print(table)
     console.print(f"run folder: {run_dir}")
     if run_id:
@@ -316,26 +317,34 @@ _failure: list[BaseException] = []
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        if HydraConfig.get().mode == RunMode.MULTIRUN and cfg.get("skip_finished") and tracking.uses_mlflow(cfg):
+        if multirun and cfg.get("skip_finished") and tracking.uses_mlflow(cfg):
             # Resumable sweeps: a config that already FINISHED here is not trained again.
             done = tracking.find_finished(cfg)
             if done is not None:
                 run_id, metrics = done
+                sweeps.join_sweep(cfg, run_id, str(tracking.sweep_id()))
+                sweeps.record_job("skipped", run_id)
                 print(f"sweeplab-train: skipping job {HydraConfig.get().job.num}: identical config finished as run {run_id}")
                 return _objective(cfg, metrics)
-        return _objective(cfg, run(cfg))
+        metrics = run(cfg)
+        if multirun:
+            sweeps.record_job("trained")
+        return _objective(cfg, metrics)
     except Exception as exc:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not multirun:
             # Handed to main() rather than raised through Hydra, which would
             # print its own extra line before ours.
             _failure.append(exc)
             return None
         # In a sweep one bad run must not end the others: it is recorded
-        # FAILED in MLflow, reported here, and the sweeper gets a worst value.
+        # FAILED in MLflow, reported here and in the sweep's summary, and the
+        # sweeper gets a worst value.
         from sweeplab.errors import one_line
 
         print(f"sweeplab-train: run {HydraConfig.get().job.num} failed: {one_line(exc)}", file=sys.stderr)
+        sweeps.record_job("failed", error=one_line(exc))
         return -math.inf if cfg.get("optimized_mode", "max") == "max" else math.inf
 
 

@@ -1,0 +1,88 @@
+"""What a multirun did, said by the process that started it.
+
+Every job of a sweep leaves ``sweeplab_job.json`` in its folder (trained,
+skipped as identical to a finished run, or failed, with the error), whatever
+launcher ran it: in-process, joblib workers, or submitit jobs whose output
+only reaches their log files. The parent's Hydra callback prepares the
+MLflow store before the jobs start and, when they are done, reads those
+records and prints one summary.
+
+A job skipped by ``skip_finished`` still belongs to its sweep: the new sweep
+id is added to the reused run's ``sweeplab.sweeps`` tag, which
+``sweeplab compare --sweep`` reads, so a sweep lists every one of its jobs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from sweeplab import tracking
+
+RECORD = "sweeplab_job.json"
+SWEEPS_TAG = "sweeplab.sweeps"  # space-separated ids of every sweep a run belongs to
+
+
+def record_job(status: str, run_id: str | None = None, error: str | None = None) -> None:
+    """Write this job's outcome into its own folder (called inside a multirun job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    record = {"num": hc.job.num, "overrides": list(hc.overrides.task), "status": status, "run_id": run_id, "error": error}
+    folder = Path(hc.runtime.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECORD).write_text(json.dumps(record))
+
+
+def join_sweep(cfg: DictConfig, run_id: str, sweep: str) -> None:
+    """Add ``sweep`` to the sweeps a (reused) run belongs to."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    tags = client.get_run(run_id).data.tags
+    members = (tags.get(SWEEPS_TAG) or tags.get("sweeplab.sweep_id") or "").split()
+    if sweep not in members:
+        client.set_tag(run_id, SWEEPS_TAG, " ".join([*members, sweep]))
+
+
+def summarize(sweep_dir: Path) -> str | None:
+    """One paragraph on a finished sweep from its jobs' records; None outside a sweep folder."""
+    jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name) if sweep_dir.is_dir() else []
+    if not jobs:
+        return None
+    records, silent = [], []
+    for job in jobs:
+        try:
+            records.append(json.loads((job / RECORD).read_text()))
+        except (OSError, ValueError):
+            silent.append(job.name)
+    by_status = {s: [r for r in records if r["status"] == s] for s in ("trained", "skipped", "failed")}
+    sweep = tracking.sweep_id_of(sweep_dir)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in by_status.items())
+    lines = [f"sweeplab-train: sweep {sweep}: {len(jobs)} jobs: {counts}" + (f", {len(silent)} left no record" if silent else "")]
+    for r in by_status["skipped"]:
+        lines.append(f"  job {r['num']} skipped, identical config already FINISHED as run {r['run_id']}: {' '.join(r['overrides'])}")
+    for r in by_status["failed"]:
+        lines.append(f"  job {r['num']} failed: {r['error']}")
+    if silent:
+        lines.append(f"  no record from job folders {', '.join(silent)} (killed before the end?)")
+    if by_status["skipped"]:
+        lines.append("  skipped jobs count as members of this sweep; add skip_finished=false to train them again")
+    return "\n".join(lines)
+
+
+class SweepCallback(Callback):
+    """Hydra callback of the process that starts a multirun."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Parallel jobs opening a new SQLite store at once race in MLflow's schema set-up.
+        if tracking.uses_mlflow(config):
+            tracking.ensure_experiment(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        summary = summarize(Path(config.hydra.sweep.dir))
+        if summary:
+            print(summary, flush=True)
