@@ -39,3 +39,18 @@ def test_eval_cli_bad_targets_are_one_line(store, tmp_path: Path) -> None:
         result = subprocess.run([str(exe), target, "--store", store["uri"]], capture_output=True, text=True, cwd=tmp_path, timeout=120)
         assert result.returncode == 1
         assert result.stderr.strip().splitlines()[-1] == f"sweeplab-eval: error: {expected}" or expected in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_eval_cli_prints_the_metrics_and_no_banners(store, tmp_path: Path) -> None:
+    """A regression run: the re-test must rebuild the target scaling to report the same units."""
+    trained = train_in_process(["data=diabetes", "trainer.max_epochs=3", *store_overrides(store)], tmp_path / "run")
+    run_id = runs_of(store["uri"]).run_id[0]
+    exe = Path(sys.executable).with_name("sweeplab-eval")
+    result = subprocess.run([str(exe), run_id, "--store", store["uri"]], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    for banner in ("GPU available", "TPU available", "Tip:"):
+        assert banner not in output
+    assert f"{trained['test/mse']:.6f}" in result.stdout and trained["test/mse"] > 100  # the target's own units

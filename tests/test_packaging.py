@@ -13,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_carries_configs_and_composes_from_them(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, text=True, timeout=300,
     )
+    # The packaging metadata builds without setuptools' deprecation and missing-package banners.
+    output = build.stdout + build.stderr
+    assert "is deprecated" not in output and "absent from" not in output, output[-3000:]
     wheel = next(tmp_path.glob("sweeplab-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("sweeplab/conf/train.yaml", "sweeplab/conf/optimizer/lbfgs.yaml", "sweeplab/experiments/optimizers_digits.yaml"):
@@ -33,3 +36,12 @@ def test_wheel_carries_configs_and_composes_from_them(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["torch.optim.Rprop", "schedulers_digits"]
+
+
+def test_every_config_group_is_a_listed_package() -> None:
+    """A new conf/ group folder must be listed in pyproject.toml, or the wheel build warns (and may drop it)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    groups = {f"sweeplab.conf.{d.name}" for d in (ROOT / "conf").iterdir() if d.is_dir() and any(d.glob("*.yaml"))}
+    assert groups <= listed, f"add to [tool.setuptools] packages: {sorted(groups - listed)}"

@@ -86,12 +86,14 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"re-test of {run_id or ckpt_path}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = Table(title="test metrics")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
     for key in sorted(metrics):
         table.add_row(key, f"{metrics[key]:.6f}")
-    Console().print(table)
+    console = Console()
+    console.print(f"re-test of {'run ' + run_id if run_id else ckpt_path}", soft_wrap=True)
+    console.print(table)
     if run_id:
         print(f"logged to MLflow run {run_id} as eval/test/*")
     return metrics

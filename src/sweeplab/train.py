@@ -71,6 +71,8 @@ def _quiet_lightning() -> None:
     (device summary, tips) and two known-harmless warnings add nothing."""
     import warnings
 
+    import lightning.pytorch  # noqa: F401  importing it sets its logger to INFO: import first, then quieten
+
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
