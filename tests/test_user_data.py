@@ -108,7 +108,7 @@ def test_classical_families_regress_on_regression_data(model: str, store, tmp_pa
 
 
 def test_a_classification_only_setting_on_regression_data_is_one_line(store, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"model=(decision_tree|DecisionTreeClassifier) on regression data is DecisionTreeRegressor: .*criterion.*entropy"):
+    with pytest.raises(ValueError, match=r"model=(decision_tree|DecisionTreeClassifier): The .criterion. parameter of DecisionTreeRegressor must be .*Got .entropy."):
         train_in_process(["model=decision_tree", "data=diabetes", "model.criterion=entropy", *store_overrides(store)], tmp_path / "run")
     assert not (Path(store["outputs"]) / "mlflow.db").exists() or runs_of(store["uri"]).empty
 

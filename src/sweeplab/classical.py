@@ -68,12 +68,7 @@ def for_task(model_cfg: DictConfig, data_task: Task, name: str) -> DictConfig:
             continue
         keep_default = value == classifier_defaults.get(key) and value != regressor_defaults[key]
         params[key] = regressor_defaults[key] if keep_default else value
-    spec = OmegaConf.create({"_target_": REGRESSOR_OF[target], **params})
-    try:
-        hydra.utils.instantiate(spec, _convert_="all")._validate_params()
-    except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError names the parameter and its choices
-        raise ValueError(f"model={name} on regression data is {regressor.__name__}: {exc}") from None
-    return spec
+    return OmegaConf.create({"_target_": REGRESSOR_OF[target], **params})
 
 
 def estimator_task(estimator: Any) -> Task:
@@ -116,8 +111,26 @@ def check_pairing(name: str, kind: Task, data_task: Task) -> None:
         raise ValueError(f"model={name} is a {what} model and needs {needs}; the data's task is {data_task.value}")
 
 
+def check_params(estimator: Any, name: str) -> None:
+    """Refuse bad hyper-parameters before a run exists: scikit-learn's own
+    parameter validation (names the parameter, the value and what it takes)."""
+    validate = getattr(estimator, "_validate_params", None)
+    if validate is None:
+        return
+    try:
+        validate()
+    except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
+        raise ValueError(f"model={name}: {exc}") from None
+
+
 def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[str, float], list[Path]]:
-    """Fit on train, score every split, write the test report; return metrics and files."""
+    """Fit on train, score every split, write the test report; return metrics and files.
+
+    An estimator may add scores and pictures of its own (a self-organising
+    map's quantization error and U-matrix): ``extra_scores(x) -> {name: value}``
+    is logged per split, ``write_reports(x, y, class_names, out_dir) -> [files]``
+    for the test split.
+    """
     from sweeplab.reports import write_cluster_plot, write_reconstruction_report, write_test_report
 
     name = type(estimator).__name__
@@ -133,25 +146,29 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
         recon = {s: estimator.inverse_transform(estimator.transform(x[s])) for s in SPLITS}
         for s in SPLITS:
             metrics.update(score(Task.RECONSTRUCTION, x[s], recon[s], prefix=f"{s}/"))
-        return metrics, write_reconstruction_report(
-            x["test"], recon["test"], datamodule.input_shape, out_dir, datamodule.unstandardize
-        )
-
-    if kind is Task.CLUSTERING:
+        reports = write_reconstruction_report(x["test"], recon["test"], datamodule.input_shape, out_dir, datamodule.unstandardize)
+    elif kind is Task.CLUSTERING:
         estimator.fit(x["train"])
         # DBSCAN has no predict: it clusters each split on its own.
         labels = {s: estimator.predict(x[s]) if hasattr(estimator, "predict") else estimator.fit_predict(x[s]) for s in SPLITS}
         for s in SPLITS:
             metrics.update(score(Task.CLUSTERING, y[s], labels[s], prefix=f"{s}/", features=x[s]))
-        return metrics, [write_cluster_plot(x["test"], labels["test"], y["test"], out_dir)]
+        reports = [write_cluster_plot(x["test"], labels["test"], y["test"], out_dir)]
+    else:
+        estimator.fit(x["train"], y["train"])
+        predictions = {s: estimator.predict(x[s]) for s in SPLITS}
+        if data_task is Task.REGRESSION:  # fitted on the standardised target, reported in its own units
+            y = {s: datamodule.targets(s) for s in SPLITS}
+            predictions = {s: datamodule.unscale_target(predictions[s]) for s in SPLITS}
+        for s in SPLITS:
+            metrics.update(score(data_task, y[s], predictions[s], num_classes=datamodule.num_classes, prefix=f"{s}/"))
+        # SVC has predict_proba only with probability=True: hasattr says which.
+        probabilities = estimator.predict_proba(x["test"]) if data_task.is_classification and hasattr(estimator, "predict_proba") else None
+        reports = write_test_report(data_task, y["test"], predictions["test"], out_dir, datamodule, probabilities)
 
-    estimator.fit(x["train"], y["train"])
-    predictions = {s: estimator.predict(x[s]) for s in SPLITS}
-    if data_task is Task.REGRESSION:  # fitted on the standardised target, reported in its own units
-        y = {s: datamodule.targets(s) for s in SPLITS}
-        predictions = {s: datamodule.unscale_target(predictions[s]) for s in SPLITS}
-    for s in SPLITS:
-        metrics.update(score(data_task, y[s], predictions[s], num_classes=datamodule.num_classes, prefix=f"{s}/"))
-    # SVC has predict_proba only with probability=True: hasattr says which.
-    probabilities = estimator.predict_proba(x["test"]) if data_task.is_classification and hasattr(estimator, "predict_proba") else None
-    return metrics, write_test_report(data_task, y["test"], predictions["test"], out_dir, datamodule, probabilities)
+    if hasattr(estimator, "extra_scores"):
+        for s in SPLITS:
+            metrics.update({f"{s}/{k}": v for k, v in estimator.extra_scores(x[s]).items()})
+    if hasattr(estimator, "write_reports"):
+        reports = [*reports, *estimator.write_reports(x["test"], y["test"], datamodule.class_names, out_dir)]
+    return metrics, reports

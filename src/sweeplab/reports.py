@@ -179,3 +179,62 @@ def write_test_report(
             written.append(write_forecast_plot(y_true, y_pred, out_dir, ids))
     written.append(_save(fig, path))
     return written
+
+
+def write_som_maps(
+    distance_map: np.ndarray,
+    xx: np.ndarray,
+    yy: np.ndarray,
+    best_units: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: list[str] | None,
+    hits: np.ndarray,
+    topology: str,
+    out_dir: Path,
+) -> Path:
+    """som_maps.png: the U-matrix (each unit's mean distance to its neighbours:
+    light = far, so ridges separate clusters) with each test sample's class
+    drawn on its best-matching unit, and the hit map (test samples per unit)."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import RegularPolygon
+
+    plt = _pyplot()
+    hexagonal = topology == "hexagonal"
+    centres = np.column_stack([xx.ravel(), yy.ravel()])
+
+    def cells(ax, values, cmap):
+        radius = 1 / np.sqrt(3) if hexagonal else np.sqrt(0.5)
+        shapes = [RegularPolygon(c, numVertices=6 if hexagonal else 4, radius=radius, orientation=0 if hexagonal else np.pi / 4) for c in centres]
+        collection = PatchCollection(shapes, cmap=cmap, edgecolor="white", linewidth=0.3)
+        collection.set_array(np.asarray(values).ravel())
+        ax.add_collection(collection)
+        ax.set_xlim(centres[:, 0].min() - 1, centres[:, 0].max() + 1)
+        ax.set_ylim(centres[:, 1].max() + 1, centres[:, 1].min() - 1)  # row 0 at the top
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return collection
+
+    rows, cols = distance_map.shape
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.45 * cols + 2.5), 0.45 * rows + 2.2))
+    plt.colorbar(cells(axes[0], distance_map, "bone_r"), ax=axes[0], fraction=0.046, label="distance to neighbours (max = 1)")
+    if labels is not None:
+        rng = np.random.default_rng(0)
+        points = centres[best_units] + rng.uniform(-0.25, 0.25, (len(best_units), 2))
+        classes = np.unique(labels)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, c in enumerate(classes):
+            chosen = labels == c
+            name = class_names[int(c)] if class_names and int(c) < len(class_names) else str(c)
+            axes[0].scatter(points[chosen, 0], points[chosen, 1], s=9, color=cmap(i % cmap.N), label=name, edgecolor="none")
+        if len(classes) <= 20:
+            axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(10, len(classes)), fontsize=7,
+                           title="class", title_fontsize=7, markerscale=1.5, frameon=False)
+    axes[0].set_title("U-matrix, test samples on their best unit", fontsize=9)
+    plt.colorbar(cells(axes[1], hits, "Blues"), ax=axes[1], fraction=0.046, label="test samples")
+    if hits.size <= 400:
+        for (x, y), n in zip(centres, hits.ravel()):
+            if n:
+                axes[1].text(x, y, str(int(n)), ha="center", va="center", fontsize=6)
+    axes[1].set_title("hit map", fontsize=9)
+    return _save(fig, out_dir / "som_maps.png")

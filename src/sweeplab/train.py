@@ -232,6 +232,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         with open_dict(cfg):  # a classifier family on regression data becomes its regressor
             cfg.model = classical.for_task(cfg.model, datamodule.task, name)
         estimator = hydra.utils.instantiate(cfg.model, _convert_="all")
+        classical.check_params(estimator, name)
         classical.check_pairing(name, classical.estimator_task(estimator), datamodule.task)
     run_name = _run_name(cfg)
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
