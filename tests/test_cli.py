@@ -48,7 +48,7 @@ def test_failed_run_in_sweep_does_not_stop_the_others(tmp_path: Path) -> None:
     [
         (["optimizer=adamm"], "optimizer=adamm: no such option; valid choices: adadelta, adagrad, adam,"),
         (["optimizer.lrr=0.1"], "optimizer.lrr: no such config key; did you mean optimizer.lr?"),
-        (["optimizer.lr=-0.5"], "optimizer.lr=-0.5: must be a number > 0"),
+        (["optimizer.lr=-0.5"], "optimizer.lr=-0.5: must be a finite number > 0"),
         (["data.batch_size=0"], "data.batch_size=0: must be a positive integer"),
         (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': must be a positive integer"),
         (["trainer.accelerator=gpu"], "trainer.accelerator=gpu: this machine has none; available here: cpu"),

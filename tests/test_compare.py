@@ -117,3 +117,15 @@ def test_reproduce_line_of_a_preset_sweep_trains_that_one_run(tmp_path: Path) ->
     best = runs.sort_values("start_time").iloc[:2].sort_values("metrics.test/accuracy").iloc[-1]
     assert newest["tags.sweeplab.config_hash"] == best["tags.sweeplab.config_hash"]
     assert newest["metrics.test/accuracy"] == best["metrics.test/accuracy"]  # same seed, same result
+
+
+def test_compare_refuses_a_store_that_does_not_exist_or_is_not_one(swept: Path, tmp_path: Path) -> None:
+    missing = _compare(swept, "--store", str(tmp_path / "nowhere" / "mlflow.db"))
+    assert missing.returncode == 1
+    assert "no such MLflow store" in missing.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "nowhere").exists()  # nothing created
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    junk = _compare(swept, "--store", f"sqlite:///{tmp_path / 'junk.db'}")
+    assert junk.returncode == 1 and "not an MLflow store" in junk.stderr.strip().splitlines()[-1]
+    by_path = _compare(swept, "--store", "outputs/mlflow.db", "--out", "cmp3")  # a plain path to the file works
+    assert by_path.returncode == 0, by_path.stderr

@@ -101,7 +101,7 @@ def test_pickled_payload_in_checkpoint_is_refused(store, tmp_path: Path, monkeyp
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.parametrize("content,message", [(None, "no such file"), (b"not a zip", "not a checkpoint torch can read")])
+@pytest.mark.parametrize("content,message", [(None, "no such file"), (b"not a zip", "not a checkpoint")])
 def test_bad_checkpoint_path(content, message, store, tmp_path: Path) -> None:
     path = tmp_path / "model.ckpt"
     if content is not None:
@@ -138,12 +138,24 @@ def _csv(tmp_path: Path) -> dict[str, Path]:
         "malformed": 'a,b\n1,2\n3,4,5,6\n"unterminated\n',
         "nan": "x1,x2,label\n1,,0\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(40)),
         "text": "x1,colour,label\n" + "".join(f"{i},{'red' if i % 3 else 'blue'},{i % 3}\n" for i in range(40)),
+        "onemember": "x,label\n" + "".join(f"{i},{'a' if i % 2 else 'b'}\n" for i in range(30)) + "99,c\n",
     }
     out = {}
     for name, text in files.items():
         out[name] = tmp_path / f"{name}.csv"
         out[name].write_text(text)
     return out
+
+
+def _bad_checkpoints(tmp_path: Path) -> None:
+    """A plain pickle, random bytes and a bare state dict, each named .ckpt."""
+    import pickle
+
+    import torch
+
+    (tmp_path / "plain.ckpt").write_bytes(pickle.dumps({"state_dict": {}}))
+    (tmp_path / "random.ckpt").write_bytes(bytes(range(256)) * 8)
+    torch.save({"state_dict": {"net.weight": torch.zeros(2)}}, tmp_path / "bare.ckpt")
 
 
 @pytest.mark.slow
@@ -160,7 +172,7 @@ def _csv(tmp_path: Path) -> dict[str, Path]:
         (["data=csv", "data.path=text.csv", "data.target=label", "data.task=binary"], "data.task=binary but column 'label' has 3 classes"),
         (["data=csv"], "data.path is required and has no value"),
         (["data.val_fraction=0.5", "data.test_fraction=0.45"], "must leave at least 10% for training"),
-        (["optimizer.lr=0"], "optimizer.lr=0: must be a number > 0"),
+        (["optimizer.lr=0"], "optimizer.lr=0: must be a finite number > 0"),
         (["trainer.precision=16-mixed", "trainer.accelerator=cpu"], "trainer.precision=16-mixed: the CPU has no float16 mixed precision"),
         (["model=cnn", "data=iris"], "model=cnn needs image-shaped samples"),
         (["loss=bce"], "loss=BCEWithLogitsLoss does not fit the run's multiclass task"),
@@ -172,10 +184,27 @@ def _csv(tmp_path: Path) -> dict[str, Path]:
         (["scheduler=step", "scheduler.interval=batch"], "scheduler.interval='batch': choose epoch or step"),
         (["model.activation=swishy"], "model.activation='swishy': choose one of relu"),
         (["monitor_mode=maximum"], "monitor_mode='maximum': choose min or max"),
+        (["seed=abc"], "seed='abc': must be an integer from 0 to 4294967295"),
+        (["seed=-1"], "seed=-1: must be an integer from 0 to 4294967295"),
+        (["data.val_fraction=abc"], "data.val_fraction='abc': must be a number in (0, 1)"),
+        (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number > 0"),
+        (["optimizer.lr=1e999"], "optimizer.lr=inf: must be a finite number > 0"),
+        (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1: must be a number in [0, inf)"),
+        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be a positive integer"),
+        (["scheduler=multistep", "scheduler.milestones=[8,5]"], "scheduler.milestones=[8, 5]: must be increasing positive integers"),
+        (["param_groups=[{params: '(', lr: 0.1}]"], "param_groups[0].params='(': not a valid regular expression"),
+        (["experiment=nope"], "experiment=nope: no such preset; choose one of autoencoder_vs_pca, clustering_digits"),
+        (["logger.tracking_uri=garbage://x"], "logger.tracking_uri=garbage://x: unknown scheme; use sqlite:///"),
+        (["trainer.accelerator=cpu", "trainer.devices=3"], "trainer.devices=3: on the CPU that means 3 training processes (DDP)"),
+        (["data=csv", "data.path=onemember.csv", "data.target=label"], "needs at least 3 samples of every class; too few of: c"),
+        (["ckpt_path=plain.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
+        (["ckpt_path=random.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
+        (["ckpt_path=bare.ckpt"], "a bare state dict, not a checkpoint Lightning wrote"),
     ],
 )
 def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, tmp_path: Path) -> None:
     _csv(tmp_path)
+    _bad_checkpoints(tmp_path)
     (tmp_path / "afile").write_text("a file where a folder is needed")
     started = time.time()
     result = cli([*args, "callbacks=none", "trainer.max_epochs=1"], cwd=tmp_path, timeout=120)
@@ -183,7 +212,7 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("sweeplab-train: error: "), result.stderr[-2000:]
     assert expected in lines[-1]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "weights_only` set to `False`" not in result.stderr
     assert time.time() - started < 60  # an unreachable server fails in seconds, not minutes
     db = tmp_path / "outputs" / "mlflow.db"
     if db.exists():
@@ -224,3 +253,14 @@ def test_ui_binds_loopback_unless_told(tmp_path: Path) -> None:
     assert "--host 127.0.0.1" in default.stdout
     named = subprocess.run([str(exe), "ui", "--host", "0.0.0.0"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert "--host 0.0.0.0" in named.stdout
+
+
+def test_resume_with_another_config_is_refused_before_the_run_is_touched(store, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    train_in_process(["trainer.max_epochs=1", *store_overrides(store)], tmp_path / "run")
+    run_id = runs_of(store["uri"]).run_id[0]
+    MlflowClient(store["uri"]).set_terminated(run_id, "KILLED")  # as an interrupted run is left
+    with pytest.raises(ValueError, match=rf"resume={run_id}: that run was trained with another config; repeat its overrides"):
+        train_in_process(["trainer.max_epochs=1", "optimizer=sgd", f"resume={run_id}", *store_overrides(store)], tmp_path / "run2")
+    assert runs_of(store["uri"]).status[0] == "KILLED"

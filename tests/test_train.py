@@ -103,8 +103,8 @@ def test_secret_looking_values_never_reach_the_store(store, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number > 0"),
-        ("optimizer.lr=0", "optimizer.lr=0: must be a number > 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a finite number > 0"),
+        ("optimizer.lr=0", "optimizer.lr=0: must be a finite number > 0"),
         ("data.batch_size=0", "data.batch_size=0: must be a positive integer"),
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc': must be a positive integer"),
         ("trainer.accelerator=tpx", "trainer.accelerator='tpx': choose one of"),

@@ -167,6 +167,14 @@ def test_infinite_features_follow_the_missing_value_rule(tmp_path: Path) -> None
     assert sum(len(dm.ids[s]) for s in dm.ids) == 20 and 20 not in np.concatenate(list(dm.ids.values()))
 
 
+def test_a_missing_target_is_dropped_with_its_row(tmp_path: Path) -> None:
+    rows = "".join(f"{i},{i % 2}\n" for i in range(20))
+    (tmp_path / "t.csv").write_text("x,y\n" + rows + "5,\n")
+    dm = _datamodule(["data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=y", "data.missing=drop"])
+    kept = np.concatenate(list(dm.ids.values()))
+    assert sorted(kept) == list(range(20))  # row 20 (no target) is gone, the others keep their row numbers
+
+
 # -- 8. predictions a person can trace ------------------------------------------
 def test_predictions_name_rows_classes_and_probabilities(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits

@@ -6,8 +6,12 @@ from pathlib import Path
 from typing import Any
 
 
-def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """Load a Lightning checkpoint safely (``torch.load(weights_only=True)``) or say why not."""
+def load_checkpoint(path: str | Path, key: str = "ckpt_path", training_state: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint safely (``torch.load(weights_only=True)``) or say why not.
+
+    ``training_state``: the file must be one Lightning can continue training
+    from (it wrote it: loops, optimizers), not a bare state dict.
+    """
     import torch
 
     path = Path(path).expanduser()
@@ -18,15 +22,30 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "GLOBAL" not in str(exc):  # garbage bytes, not a pickled object
-            raise ValueError(f"{key}={path}: not a checkpoint torch can read ({' '.join(str(exc).split())[:200]})") from None
+        if "GLOBAL" not in str(exc):  # garbage bytes or a plain pickle, not a checkpoint
+            raise ValueError(
+                f"{key}={path}: not a checkpoint: torch's weights-only loader cannot read it ({_reason(exc)}); "
+                "sweeplab refuses, on purpose, to load it with weights_only=False, which can run code stored in the file"
+            ) from None
         detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
         raise ValueError(
             f"{key}={path}: refused: it holds pickled objects beyond tensors and plain values, which could run code "
             f"when loaded ({detail or 'weights-only load failed'})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - zip/format errors come in many types
-        raise ValueError(f"{key}={path}: not a checkpoint torch can read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        raise ValueError(f"{key}={path}: not a checkpoint torch can read ({type(exc).__name__}: {_reason(exc)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{key}={path}: not a Lightning checkpoint (no state_dict inside)")
+    if training_state and "pytorch-lightning_version" not in checkpoint:
+        raise ValueError(
+            f"{key}={path}: a bare state dict, not a checkpoint Lightning wrote (no loop or optimizer state to continue "
+            "from); to start a zoo model from these weights use model.weights=<file>"
+        )
     return checkpoint
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative part of torch's message, without its advice to load unsafely."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    found = next((line for line in lines if "Unpickler error" in line or "error:" in line.lower()), lines[-1] if lines else "")
+    return found.split("Re-running")[0].strip()[:200]

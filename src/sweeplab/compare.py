@@ -199,6 +199,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> None:
-    from sweeplab.tracking import default_tracking_uri
+    from sweeplab.tracking import default_tracking_uri, existing_store
 
-    compare(args.store or default_tracking_uri(), args.experiment, args.metric, args.sweep, Path(args.out), args.also)
+    compare(existing_store(args.store or default_tracking_uri()), args.experiment, args.metric, args.sweep, Path(args.out), args.also)

@@ -9,6 +9,8 @@ and are registered as the Hydra group ``experiment``, selected with
 """
 from __future__ import annotations
 
+import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -64,17 +66,50 @@ def compose(overrides: list[str] | None = None, run_dir: str | Path | None = Non
 
 def _positive_number(cfg: DictConfig, key: str, value: Any, integer: bool = False) -> None:
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        what = "a positive integer" if integer else "a number > 0"
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
+        what = "a positive integer" if integer else "a finite number > 0"
         raise ValueError(f"{key}={value!r}: must be {what}")
+
+
+def _number_in(key: str, value: Any, low: float, high: float, closed_low: bool = True, closed_high: bool = False) -> None:
+    """``value`` must be a number in the interval (brackets say which ends are allowed)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if closed_low else value > low) and (value <= high if closed_high else value < high)
+    if not ok:
+        interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
+        raise ValueError(f"{key}={value!r}: must be a number in {interval}")
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range
+# Optimizer settings torch checks only once training has started.
+OPTIMIZER_RANGES = {
+    "momentum": (0.0, math.inf, True),
+    "weight_decay": (0.0, math.inf, True),
+    "dampening": (0.0, math.inf, True),
+    "alpha": (0.0, math.inf, True),
+    "rho": (0.0, 1.0, True),
+    "eps": (0.0, math.inf, False),
+}
 
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse values that would otherwise fail late or train silently wrong."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed={seed!r}: must be an integer from 0 to {SEED_MAX}")
     if "lr" in cfg.optimizer:
         _positive_number(cfg, "optimizer.lr", cfg.optimizer.lr)
-    if "batch_size" in cfg.data:
-        _positive_number(cfg, "data.batch_size", cfg.data.batch_size, integer=True)
+    for key, (low, high, closed_low) in OPTIMIZER_RANGES.items():
+        if cfg.optimizer.get(key) is not None:
+            _number_in(f"optimizer.{key}", cfg.optimizer[key], low, high, closed_low=closed_low)
+    for i, beta in enumerate(cfg.optimizer.get("betas") or []):
+        _number_in(f"optimizer.betas[{i}]", beta, 0.0, 1.0)
+    data = cfg.get("data") or {}
+    if "batch_size" in data:
+        _positive_number(cfg, "data.batch_size", data.batch_size, integer=True)
+    for key in ("val_fraction", "test_fraction"):
+        if data.get(key) is not None:
+            _number_in(f"data.{key}", data[key], 0.0, 1.0, closed_low=False)
     trainer = cfg.get("trainer") or {}
     if "max_epochs" in trainer and trainer.max_epochs is not None and trainer.max_epochs != -1:
         _positive_number(cfg, "trainer.max_epochs", trainer.max_epochs, integer=True)
@@ -83,9 +118,53 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.accelerator={trainer.accelerator!r}: choose one of {', '.join(accelerators)}")
     if cfg.monitor_mode not in ("min", "max"):
         raise ValueError(f"monitor_mode={cfg.monitor_mode!r}: choose min or max")
-    scheduler = cfg.get("scheduler") or {}
+    _check_scheduler(cfg.get("scheduler") or {})
+    for i, group in enumerate(cfg.get("param_groups") or []):
+        pattern = group.get("params") if isinstance(group, DictConfig) else None
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"param_groups[{i}]={group!r}: needs params, a regular expression on parameter names")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"param_groups[{i}].params={pattern!r}: not a valid regular expression ({exc})") from None
+    uri = (cfg.get("logger") or {}).get("tracking_uri")
+    if uri and str(uri).split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"logger.tracking_uri={uri}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
+            "postgresql://... or mysql://... (an MLflow server or database)"
+        )
+
+
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")
+
+
+def _check_scheduler(scheduler: Any) -> None:
     if scheduler.get("interval", "epoch") not in ("epoch", "step"):
         raise ValueError(f"scheduler.interval={scheduler.interval!r}: choose epoch or step")
+    for key in ("step_size", "T_max", "frequency"):
+        if scheduler.get(key) is not None:
+            _positive_number(scheduler, f"scheduler.{key}", scheduler[key], integer=True)
+    if scheduler.get("gamma") is not None:
+        _number_in("scheduler.gamma", scheduler.gamma, 0.0, math.inf, closed_low=False)
+    if scheduler.get("factor") is not None:
+        _number_in("scheduler.factor", scheduler.factor, 0.0, 1.0, closed_low=False)
+    milestones = scheduler.get("milestones")
+    if milestones is not None:
+        values = list(milestones)
+        if not values or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in values) or values != sorted(set(values)):
+            raise ValueError(f"scheduler.milestones={values!r}: must be increasing positive integers (epochs), e.g. [5, 8]")
+
+
+def check_choices(choices: dict[str, Any]) -> None:
+    """An optional group (experiment, hparams_search) set to a name that does not exist
+    is silently dropped by Hydra: refuse it, listing what exists."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    for group in ("experiment", "hparams_search"):
+        chosen = choices.get(group)
+        if chosen is not None and chosen not in (options := loader.get_group_options(group)):
+            raise ValueError(f"{group}={chosen}: no such preset; choose one of {', '.join(options)}")
 
 
 def available_accelerators() -> list[str]:
@@ -114,6 +193,14 @@ def check_accelerator(cfg: DictConfig) -> None:
             f"{', '.join(available_accelerators())} (use trainer.accelerator=cpu or auto)"
         )
     on_cpu = wanted == "cpu" or wanted == "auto" and not torch.cuda.is_available()
+    devices = (cfg.get("trainer") or {}).get("devices", 1)
+    count = len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else devices
+    strategy = str((cfg.get("trainer") or {}).get("strategy") or "auto")
+    if on_cpu and isinstance(count, int) and count > 1 and strategy == "auto":
+        raise ValueError(
+            f"trainer.devices={devices}: on the CPU that means {count} training processes (DDP); ask for it with "
+            f"trainer=ddp trainer.accelerator=cpu trainer.devices={count}, or keep trainer.devices=1"
+        )
     precision = str((cfg.get("trainer") or {}).get("precision", "32-true"))
     if on_cpu and precision in ("16-mixed", "16", "16-true"):
         raise ValueError(

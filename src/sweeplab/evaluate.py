@@ -16,13 +16,19 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 
+def _is_checkpoint(target: str) -> bool:
+    return Path(target).suffix == ".ckpt" or Path(target).exists()
+
+
 def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
     """(run id or None, run folder, checkpoint) for a run id or a checkpoint path."""
     path = Path(target)
-    if path.suffix == ".ckpt" or path.exists():
+    if _is_checkpoint(target):
         if not path.exists():
             raise FileNotFoundError(f"{target}: no such checkpoint file")
         run_dir = path.resolve().parent.parent
+        if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+            return None, run_dir, path  # no store here: nothing to log into (and none is created)
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(store)
@@ -54,10 +60,18 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
     from sweeplab.train import _build_torch, _quiet_lightning
 
     _quiet_lightning()
+    explicit = store is not None
     store = store or tracking.default_tracking_uri()
+    if explicit or not _is_checkpoint(target):  # a checkpoint alone needs no store: its run is only looked up to log into
+        store = tracking.existing_store(store)
     run_id, run_dir, ckpt_path = _locate(target, store)
     config_file = run_dir / "config.yaml"
     if not config_file.exists():
+        if ckpt_path.resolve().parent.name != "checkpoints":
+            raise FileNotFoundError(
+                f"{ckpt_path}: not inside a sweeplab run folder (<run folder>/checkpoints/*.ckpt), so there is no "
+                "config.yaml to rebuild its model and data from; give the run id, or the checkpoint in its run folder"
+            )
         raise FileNotFoundError(f"{config_file}: the run's config is missing; cannot rebuild its model and data")
     cfg: DictConfig = OmegaConf.load(config_file)  # type: ignore[assignment]
     with open_dict(cfg):

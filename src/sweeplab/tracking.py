@@ -40,6 +40,31 @@ def default_tracking_uri(outputs: str = "outputs") -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str((Path(outputs) / "mlflow.db").resolve())
 
 
+def existing_store(store: str, flag: str = "--store") -> str:
+    """The tracking URI of a store a command reads (compare, eval): a path to an
+    SQLite file is accepted as it is; a store that does not exist or is no
+    database is refused in one line instead of being created empty."""
+    import sqlite3
+
+    if "://" not in store and not store.startswith(("file:", "databricks")):
+        store = "sqlite:///" + str(Path(store).expanduser().resolve())
+    if store.startswith(("http://", "https://")):
+        check_server(store)
+    if not store.startswith("sqlite:///"):
+        return store
+    db = Path(store.removeprefix("sqlite:///"))
+    if not db.is_file():
+        raise ValueError(f"{flag} {store}: no such MLflow store (no file {db}); runs launched here are in {default_tracking_uri()}")
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{flag} {store}: not an MLflow store ({exc})") from None
+    if "runs" not in tables:
+        raise ValueError(f"{flag} {store}: an SQLite file without MLflow's tables, not an MLflow store")
+    return store
+
+
 def sweep_id() -> str | None:
     """One id shared by every job of a multirun (its sweep folder), None for a single run."""
     from hydra.core.hydra_config import HydraConfig
@@ -92,6 +117,13 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
             raise ValueError(f"resume={cfg.resume}: no such MLflow run in {tracking_uri(cfg)} (use resume=auto or a run id)") from None
         if candidates[0].info.status == "FINISHED":
             raise ValueError(f"resume={cfg.resume}: that run already FINISHED; nothing to continue")
+        tags = candidates[0].data.tags
+        if tags.get("sweeplab.config_hash") not in (None, config_hash(cfg)):
+            # Checked before the run is touched: a wrong command must not mark it FAILED.
+            raise ValueError(
+                f"resume={cfg.resume}: that run was trained with another config; repeat its overrides "
+                f"({tags.get('sweeplab.overrides') or 'none'}) with resume={cfg.resume}"
+            )
     else:
         candidates = _same_config_runs(client, cfg, "!= 'FINISHED'", order_by=["attributes.start_time DESC"])
     for run in candidates:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab import __version__, sweeps, tracking
 from sweeplab.checkpoints import load_checkpoint
-from sweeplab.config import CONFIG_PATH, check_accelerator, check_config, register_experiments
+from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 
 
 def _overrides() -> list[str]:
@@ -215,8 +215,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             print(f"sweeplab-train: resuming MLflow run {resume_run_id} from {start_from}")
     elif cfg.get("ckpt_path"):
         start_from = Path(cfg.ckpt_path)
-    if start_from is not None:
-        load_checkpoint(start_from)  # refuse a missing, foreign or unsafe file before any run exists
+    if start_from is not None:  # refuse a missing, foreign or unsafe file before any run exists
+        load_checkpoint(start_from, key="resume" if resume_run_id else "ckpt_path", training_state=True)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -322,6 +322,7 @@ _failure: list[BaseException] = []
 def _hydra_entry(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        check_choices(HydraConfig.get().runtime.choices)
         if multirun and cfg.get("skip_finished") and tracking.uses_mlflow(cfg):
             # Resumable sweeps: a config that already FINISHED here is not trained again.
             done = tracking.find_finished(cfg)
