@@ -151,13 +151,13 @@ def compare(uri: str, experiment: str, metric: str, sweep: str | None, out_dir: 
     while len(shown_metrics) > 1 and fixed + sum(need[m] for m in shown_metrics) > console.width:
         dropped.insert(0, shown_metrics.pop())
     console.print(f"{experiment}{' / sweep ' + sweep if sweep else ''}: ranked by {metric}", soft_wrap=True, style="bold")
+    text_order = [*(["run"] if "run" in values else []), "status", *params]
     table = Table()
     table.add_column("#", justify="right", no_wrap=True)
-    for column in [*(["run"] if "run" in values else []), "status", *params]:
+    for column in text_order:
         table.add_column(headers[column], overflow="fold", min_width=need[column] - 3)
     for m in shown_metrics:
         table.add_column(headers[m], justify="right", no_wrap=True, min_width=need[m] - 3)
-    text_order = [*(["run"] if "run" in values else []), "status", *params]
     for i in range(len(ranked)):
         table.add_row(str(i + 1), *[values[c][i] for c in text_order], *[cells[m][i] for m in shown_metrics])
     console.print(table)
