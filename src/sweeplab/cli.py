@@ -9,10 +9,10 @@ def _ui(args: argparse.Namespace) -> None:
     import os
     import shutil
 
-    from sweeplab.tracking import default_tracking_uri
+    from sweeplab.tracking import default_tracking_uri, redact_uri
 
     uri = args.store or default_tracking_uri()
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    print(f"MLflow UI for {redact_uri(uri)} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
 

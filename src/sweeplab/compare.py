@@ -27,11 +27,12 @@ def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
     import pandas as pd
 
     from sweeplab.sweeps import SWEEPS_TAG
+    from sweeplab.tracking import redact_uri
 
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         names = [e.name for e in mlflow.search_experiments()]
-        raise ValueError(f"--experiment {experiment!r}: no such experiment in {uri}; experiments there: {', '.join(names) or 'none'}")
+        raise ValueError(f"--experiment {experiment!r}: no such experiment in {redact_uri(uri)}; experiments there: {', '.join(names) or 'none'}")
     if sweep:
         trained = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`sweeplab.sweep_id` = '{sweep}'")
         member = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`{SWEEPS_TAG}` LIKE '%{sweep}%'")

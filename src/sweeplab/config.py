@@ -129,8 +129,10 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"param_groups[{i}].params={pattern!r}: not a valid regular expression ({exc})") from None
     uri = (cfg.get("logger") or {}).get("tracking_uri")
     if uri and str(uri).split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
+        from sweeplab.tracking import redact_uri
+
         raise ValueError(
-            f"logger.tracking_uri={uri}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
+            f"logger.tracking_uri={redact_uri(uri)}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
             "postgresql://... or mysql://... (an MLflow server or database)"
         )
 

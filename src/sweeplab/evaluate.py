@@ -22,6 +22,8 @@ def _is_checkpoint(target: str) -> bool:
 
 def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
     """(run id or None, run folder, checkpoint) for a run id or a checkpoint path."""
+    from sweeplab import tracking
+
     path = Path(target)
     if _is_checkpoint(target):
         if not path.exists():
@@ -42,7 +44,7 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
     try:
         run = MlflowClient(store).get_run(target)
     except Exception:
-        raise ValueError(f"{target}: neither a checkpoint file nor an MLflow run id in {store}") from None
+        raise ValueError(f"{target}: neither a checkpoint file nor an MLflow run id in {tracking.redact_uri(store)}") from None
     if run.data.tags.get("sweeplab.model_kind") == "classical":
         raise ValueError(f"run {target} is a scikit-learn run: it has no checkpoint to re-test")
     run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))

@@ -31,7 +31,8 @@ def record_job(status: str, run_id: str | None = None, error: str | None = None)
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    record = {"num": hc.job.num, "overrides": list(hc.overrides.task), "status": status, "run_id": run_id, "error": error}
+    overrides = [tracking.mask_override(o) for o in hc.overrides.task]
+    record = {"num": hc.job.num, "overrides": overrides, "status": status, "run_id": run_id, "error": error}
     folder = Path(hc.runtime.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps(record))

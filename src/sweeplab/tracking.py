@@ -54,14 +54,14 @@ def existing_store(store: str, flag: str = "--store") -> str:
         return store
     db = Path(store.removeprefix("sqlite:///"))
     if not db.is_file():
-        raise ValueError(f"{flag} {store}: no such MLflow store (no file {db}); runs launched here are in {default_tracking_uri()}")
+        raise ValueError(f"{flag} {redact_uri(store)}: no such MLflow store (no file {db}); runs launched here are in {default_tracking_uri()}")
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{flag} {store}: not an MLflow store ({exc})") from None
+        raise ValueError(f"{flag} {redact_uri(store)}: not an MLflow store ({exc})") from None
     if "runs" not in tables:
-        raise ValueError(f"{flag} {store}: an SQLite file without MLflow's tables, not an MLflow store")
+        raise ValueError(f"{flag} {redact_uri(store)}: an SQLite file without MLflow's tables, not an MLflow store")
     return store
 
 
@@ -84,13 +84,33 @@ def sweep_id_of(sweep_dir: str | Path) -> str:
     return "_".join(Path(sweep_dir).parts[-2:])
 
 
+def redact_uri(uri: str) -> str:
+    """The URI with the password of its user part masked: http://ana:***@host:5000."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]+):[^@/]*@", rf"\1:{MASK}@", str(uri), flags=re.IGNORECASE)
+
+
+def mask_override(override: str) -> str:
+    """``+api_key=S`` -> ``+api_key=***``: an override whose key looks like a secret."""
+    key, sep, _ = override.partition("=")
+    return f"{key}={MASK}" if sep and SECRET_KEY.search(key.rsplit(".", 1)[-1]) else override
+
+
 def check_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail within seconds, not after MLflow's minutes of retries, when no server answers."""
+    """Fail within seconds, not after MLflow's minutes of retries, when no server answers.
+    Credentials in the URI (http://user:password@host) are sent as basic auth, as MLflow does."""
+    import base64
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    parts = urllib.parse.urlsplit(uri)
+    bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if parts.username is not None:
+        token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             if response.status == 200:
                 return
             reason = f"HTTP {response.status}"
@@ -99,7 +119,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = str(getattr(exc, "reason", exc))
     raise ValueError(
-        f"logger.tracking_uri={uri}: no MLflow server answers there ({reason}); start it, or drop the override "
+        f"logger.tracking_uri={redact_uri(uri)}: no MLflow server answers there ({reason}); start it, or drop the override "
         "to use the local store outputs/mlflow.db"
     )
 
@@ -114,7 +134,7 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
         try:
             candidates = [client.get_run(str(cfg.resume))]
         except Exception:
-            raise ValueError(f"resume={cfg.resume}: no such MLflow run in {tracking_uri(cfg)} (use resume=auto or a run id)") from None
+            raise ValueError(f"resume={cfg.resume}: no such MLflow run in {redact_uri(tracking_uri(cfg))} (use resume=auto or a run id)") from None
         if candidates[0].info.status == "FINISHED":
             raise ValueError(f"resume={cfg.resume}: that run already FINISHED; nothing to continue")
         tags = candidates[0].data.tags
@@ -259,4 +279,4 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri}"
+    return f"mlflow ui --backend-store-uri {redact_uri(uri)}"

@@ -44,7 +44,8 @@ def _model_choice(cfg: DictConfig) -> str:
 
 def _run_name(cfg: DictConfig) -> str:
     hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume=", "skip_finished=")
-    return cfg.run_name or ",".join(o for o in _overrides() if not o.lstrip("+~").startswith(hidden)) or "default"
+    shown = [tracking.mask_override(o) for o in _overrides() if not o.lstrip("+~").startswith(hidden)]
+    return cfg.run_name or ",".join(shown) or "default"
 
 
 def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: str | None = None) -> Any:
@@ -58,10 +59,10 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
         return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_id=resume_run_id)
     tags = {
         "sweeplab.version": __version__,
-        "sweeplab.overrides": " ".join(_overrides()),
+        "sweeplab.overrides": " ".join(tracking.mask_override(o) for o in _overrides()),
         "sweeplab.config_hash": identity,
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
-        **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
+        **{str(k): str(v) for k, v in tracking.mask_secrets(dict(cfg.get("tags") or {})).items()},
     }
     return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_name=run_name, tags=tags)
 
