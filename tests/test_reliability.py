@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from conftest import cli, runs_of, store_overrides, train_in_process
 
@@ -51,6 +52,11 @@ def test_interrupt_marks_run_killed_and_keeps_checkpoints(signum: int, tmp_path:
     assert list(runs.status) == ["KILLED"]
     assert (ckpt.parent / "interrupted.ckpt").exists() and ckpt.exists()
     assert "add resume=auto to the same command" in stderr
+    assert runs["tags.sweeplab.error"][0]
+    if signum == signal.SIGINT:  # resumed to the end, the run no longer carries the interruption's error
+        assert cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path).returncode == 0
+        after = runs_of(_store(tmp_path))
+        assert list(after.status) == ["FINISHED"] and "sweeplab.error" not in MlflowClient(_store(tmp_path)).get_run(after.run_id[0]).data.tags
 
 
 @pytest.mark.slow

@@ -115,10 +115,12 @@ def test_a_classification_only_setting_on_regression_data_is_one_line(store, tmp
 
 @pytest.mark.slow
 def test_one_sweep_over_classical_and_deep_models_on_regression_data(tmp_path: Path) -> None:
-    result = cli(["-m", "data=diabetes", "model=svm,random_forest,mlp", "trainer.max_epochs=5", "callbacks=none"], cwd=tmp_path)
+    args = ["-m", "data=diabetes", "model=svm,random_forest,mlp", "trainer.max_epochs=5", "callbacks=none", "experiment_name=regressors"]
+    result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", "regressors")
     assert set(runs.status) == {"FINISHED"} and len(runs) == 3
+    assert not runs["tags.mlflow.runName"].str.contains("experiment_name").any()  # the experiment already holds them
     assert (runs["metrics.test/r2"] > 0.2).all()
 
 

@@ -43,7 +43,8 @@ def _model_choice(cfg: DictConfig) -> str:
 
 
 def _run_name(cfg: DictConfig) -> str:
-    hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume=", "skip_finished=")
+    # Where a run lands or how it starts is not what it is: the experiment already holds it.
+    hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume=", "skip_finished=", "experiment_name=")
     shown = [tracking.mask_override(o) for o in _overrides() if not o.lstrip("+~").startswith(hidden)]
     return cfg.run_name or ",".join(shown) or "default"
 
@@ -246,6 +247,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     try:
         if resume_run_id:
             logger.experiment.update_run(run_id, status="RUNNING")
+            if "sweeplab.error" in logger.experiment.get_run(run_id).data.tags:  # the interruption is over
+                logger.experiment.delete_tag(run_id, "sweeplab.error")
         if run_id:
             logger.experiment.set_tag(run_id, "sweeplab.run_dir", str(run_dir.resolve()))
             task = classical.run_task(estimator, datamodule.task) if estimator is not None else module.task
