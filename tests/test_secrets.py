@@ -41,6 +41,8 @@ def test_credentials_in_a_tracking_uri_are_never_printed() -> None:
     with pytest.raises(ValueError) as refused:
         tracking.check_server("http://ana:pa55word@127.0.0.1:9", timeout=2)
     assert "pa55word" not in str(refused.value) and "ana:***@127.0.0.1:9" in str(refused.value)
+    with pytest.raises(ValueError, match=r"^--store http://127.0.0.1:9: no MLflow server answers there"):
+        tracking.existing_store("http://127.0.0.1:9")  # named by the option that carried it
 
 
 class _Health(http.server.BaseHTTPRequestHandler):

@@ -79,6 +79,16 @@ def test_series_metrics_are_in_the_series_units(tmp_path: Path) -> None:
     assert metrics["test/mae"] > 5  # sunspot numbers, not standard deviations
 
 
+def test_a_series_run_limited_to_its_first_test_batches_still_reports_over_time(tmp_path: Path) -> None:
+    """Predictions and the forecast plot take the ids of the samples actually tested."""
+    run_dir = tmp_path / "run"
+    overrides = ["data=sunspots", "model=rnn", "data.batch_size=8", "+trainer.limit_test_batches=1", "trainer.max_epochs=1"]
+    train_in_process([*overrides, "logger=none", "callbacks=none"], run_dir)
+    saved = pd.read_csv(run_dir / "test_predictions.csv")
+    assert len(saved) == 8 and list(saved["year"]) == sorted(saved["year"])
+    assert (run_dir / "forecast.png").stat().st_size > 5000
+
+
 # -- 2. regressors for every classical family ------------------------------------
 REGRESSORS = {
     "knn": "sklearn.neighbors.KNeighborsRegressor",

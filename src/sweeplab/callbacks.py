@@ -1,8 +1,6 @@
 """Lightning callbacks sweeplab adds to the ones Lightning ships."""
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -58,6 +56,3 @@ class PreciseBatchNorm(pl.Callback):
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
                 m.eval()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"num_batches": self.num_batches}

@@ -64,7 +64,7 @@ def compose(overrides: list[str] | None = None, run_dir: str | Path | None = Non
         return hydra_compose("train", overrides=overrides)
 
 
-def _positive_number(cfg: DictConfig, key: str, value: Any, integer: bool = False) -> None:
+def _positive_number(key: str, value: Any, integer: bool = False) -> None:
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
         what = "a positive integer" if integer else "a finite number > 0"
@@ -98,7 +98,7 @@ def check_config(cfg: DictConfig) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ValueError(f"seed={seed!r}: must be an integer from 0 to {SEED_MAX}")
     if "lr" in cfg.optimizer:
-        _positive_number(cfg, "optimizer.lr", cfg.optimizer.lr)
+        _positive_number("optimizer.lr", cfg.optimizer.lr)
     for key, (low, high, closed_low) in OPTIMIZER_RANGES.items():
         if cfg.optimizer.get(key) is not None:
             _number_in(f"optimizer.{key}", cfg.optimizer[key], low, high, closed_low=closed_low)
@@ -106,13 +106,13 @@ def check_config(cfg: DictConfig) -> None:
         _number_in(f"optimizer.betas[{i}]", beta, 0.0, 1.0)
     data = cfg.get("data") or {}
     if "batch_size" in data:
-        _positive_number(cfg, "data.batch_size", data.batch_size, integer=True)
+        _positive_number("data.batch_size", data.batch_size, integer=True)
     for key in ("val_fraction", "test_fraction"):
         if data.get(key) is not None:
             _number_in(f"data.{key}", data[key], 0.0, 1.0, closed_low=False)
     trainer = cfg.get("trainer") or {}
     if "max_epochs" in trainer and trainer.max_epochs is not None and trainer.max_epochs != -1:
-        _positive_number(cfg, "trainer.max_epochs", trainer.max_epochs, integer=True)
+        _positive_number("trainer.max_epochs", trainer.max_epochs, integer=True)
     accelerators = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
     if "accelerator" in trainer and str(trainer.accelerator) not in accelerators:
         raise ValueError(f"trainer.accelerator={trainer.accelerator!r}: choose one of {', '.join(accelerators)}")
@@ -145,7 +145,7 @@ def _check_scheduler(scheduler: Any) -> None:
         raise ValueError(f"scheduler.interval={scheduler.interval!r}: choose epoch or step")
     for key in ("step_size", "T_max", "frequency"):
         if scheduler.get(key) is not None:
-            _positive_number(scheduler, f"scheduler.{key}", scheduler[key], integer=True)
+            _positive_number(f"scheduler.{key}", scheduler[key], integer=True)
     if scheduler.get("gamma") is not None:
         _number_in("scheduler.gamma", scheduler.gamma, 0.0, math.inf, closed_low=False)
     if scheduler.get("factor") is not None:

@@ -116,9 +116,7 @@ def write_predictions(
 
     columns: dict[str, object] = {}
     if ids is not None:
-        # The test loader is sequential, so a run limited to its first batches
-        # (trainer.limit_test_batches) predicted the first ids.
-        columns[id_name] = np.asarray(ids)[: len(y_true)]
+        columns[id_name] = np.asarray(ids)
     columns["y_true"], columns["y_pred"] = np.asarray(y_true), np.asarray(y_pred)
     if class_names:
         names = np.asarray(class_names, dtype=object)
@@ -149,6 +147,10 @@ def write_test_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     class_names = data.class_names if task.is_classification else None
     ids = data.ids.get("test") if getattr(data, "ids", None) else None
+    if ids is not None:
+        # The test loader is sequential, so a run limited to its first batches
+        # (trainer.limit_test_batches) predicted the first ids.
+        ids = np.asarray(ids)[: len(y_true)]
     written: list[Path] = [
         write_predictions(y_true, y_pred, out_dir / "test_predictions.csv", ids, data.id_name, class_names, probabilities)
     ]

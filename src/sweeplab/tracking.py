@@ -49,7 +49,7 @@ def existing_store(store: str, flag: str = "--store") -> str:
     if "://" not in store and not store.startswith(("file:", "databricks")):
         store = "sqlite:///" + str(Path(store).expanduser().resolve())
     if store.startswith(("http://", "https://")):
-        check_server(store)
+        check_server(store, key=f"{flag} ")
     if not store.startswith("sqlite:///"):
         return store
     db = Path(store.removeprefix("sqlite:///"))
@@ -95,7 +95,7 @@ def mask_override(override: str) -> str:
     return f"{key}={MASK}" if sep and SECRET_KEY.search(key.rsplit(".", 1)[-1]) else override
 
 
-def check_server(uri: str, timeout: float = 5.0) -> None:
+def check_server(uri: str, timeout: float = 5.0, key: str = "logger.tracking_uri=") -> None:
     """Fail within seconds, not after MLflow's minutes of retries, when no server answers.
     Credentials in the URI (http://user:password@host) are sent as basic auth, as MLflow does."""
     import base64
@@ -119,7 +119,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = str(getattr(exc, "reason", exc))
     raise ValueError(
-        f"logger.tracking_uri={redact_uri(uri)}: no MLflow server answers there ({reason}); start it, or drop the override "
+        f"{key}{redact_uri(uri)}: no MLflow server answers there ({reason}); start it, or drop the option "
         "to use the local store outputs/mlflow.db"
     )
 

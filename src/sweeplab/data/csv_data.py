@@ -85,14 +85,13 @@ class CsvDataModule(ArrayDataModule):
         try:
             if suffix == ".parquet":
                 return pd.read_parquet(self.path)
+            with open(self.path, errors="replace") as handle:
+                first = handle.read(256).lstrip()[:1]  # JSON opens with { or [
             if suffix in (".json", ".jsonl", ".ndjson"):
-                lines = suffix != ".json" or self.path.read_text(errors="replace").lstrip()[:1] not in "[{"
-                return pd.read_json(self.path, lines=lines)
+                return pd.read_json(self.path, lines=suffix != ".json" or first not in ("[", "{"))
             if suffix not in DELIMITED:
                 raise ValueError(f"data.path={self.path.name}: unknown table format {suffix!r}; sweeplab reads {', '.join(FORMATS)}")
-            with open(self.path, errors="replace") as handle:
-                first = handle.read(256).lstrip()
-            if first[:1] in ("{", "["):
+            if first in ("{", "["):
                 raise ValueError(f"data.path={self.path.name}: looks like JSON, not delimited text; name the file .json (or .jsonl)")
             sep = self.sep or sniff_separator(self.path)
             return pd.read_csv(self.path, sep=sep)
