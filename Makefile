@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/epoch_time.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/sweep_parallel.py
+	$(BIN)/python benchmarks/rl_steps.py
 
 clean:
 	rm -rf outputs/runs outputs/multirun

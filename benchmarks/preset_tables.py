@@ -33,7 +33,7 @@ def run_preset(preset: str, seeds: list[int], outputs: Path) -> None:
 def label(run_name: str) -> str:
     """The run's name without what differs between replicates (seed) or names the preset."""
     kept = [part for part in str(run_name).split(",") if not part.startswith(SKIPPED)]
-    return ",".join(kept) or str(run_name)
+    return ",".join(kept) or "(the preset as it is)"
 
 
 def table(uri: str, experiment: str, metrics: list[str]) -> str:

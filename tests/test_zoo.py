@@ -127,13 +127,13 @@ def test_weight_download_without_a_network_is_one_clear_error(tmp_path: Path, mo
 def _built(overrides: list[str], tmp_path: Path):
     import hydra
 
-    from sweeplab.train import _build_torch, _quiet_lightning
+    from sweeplab.train import _build_module, _build_trainer, _quiet_lightning
 
     _quiet_lightning()
     cfg = compose(["data=digits", "data.batch_size=32", *SHORT, "logger=none", *overrides], run_dir=tmp_path)
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup()
-    module, trainer = _build_torch(cfg, dm, None, tmp_path)
+    module, trainer = _build_module(cfg, dm), _build_trainer(cfg, None, tmp_path)
     return module, trainer, dm
 
 

@@ -172,3 +172,36 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
     if hasattr(estimator, "write_reports"):
         reports = [*reports, *estimator.write_reports(x["test"], y["test"], datamodule.class_names, out_dir)]
     return metrics, reports
+
+
+class ClassicalFamily:
+    """A scikit-learn estimator on a data module: fitted once, scored on every split."""
+
+    kind = "classical"
+    resumable = False  # fitting is one call: there is nothing to continue
+
+    def __init__(self, cfg: DictConfig, name: str) -> None:
+        self.cfg, self.name = cfg, name
+
+    def prepare(self) -> None:
+        import hydra
+        from omegaconf import open_dict
+
+        cfg = self.cfg
+        self.datamodule = hydra.utils.instantiate(cfg.data)
+        self.datamodule.setup()
+        with open_dict(cfg):  # a classifier family on regression data becomes its regressor
+            cfg.model = for_task(cfg.model, self.datamodule.task, self.name)
+        self.estimator = hydra.utils.instantiate(cfg.model, _convert_="all")
+        check_params(self.estimator, self.name)
+        check_pairing(self.name, estimator_task(self.estimator), self.datamodule.task)
+        self.task = run_task(self.estimator, self.datamodule.task)
+
+    def attach(self, logger: Any, run_dir: Path) -> None:
+        self.logger, self.run_dir = logger, run_dir
+
+    def fit(self, start_from: Path | None = None) -> tuple[dict[str, float], list[Path]]:
+        metrics, reports = fit_and_score(self.estimator, self.datamodule, self.run_dir)
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=0)
+        return metrics, reports

@@ -97,12 +97,13 @@ def check_config(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ValueError(f"seed={seed!r}: must be an integer from 0 to {SEED_MAX}")
-    if "lr" in cfg.optimizer:
-        _positive_number("optimizer.lr", cfg.optimizer.lr)
+    optimizer = cfg.get("optimizer") or {}  # an RL run with a Q-table has none
+    if "lr" in optimizer:
+        _positive_number("optimizer.lr", optimizer.lr)
     for key, (low, high, closed_low) in OPTIMIZER_RANGES.items():
-        if cfg.optimizer.get(key) is not None:
-            _number_in(f"optimizer.{key}", cfg.optimizer[key], low, high, closed_low=closed_low)
-    for i, beta in enumerate(cfg.optimizer.get("betas") or []):
+        if optimizer.get(key) is not None:
+            _number_in(f"optimizer.{key}", optimizer[key], low, high, closed_low=closed_low)
+    for i, beta in enumerate(optimizer.get("betas") or []):
         _number_in(f"optimizer.betas[{i}]", beta, 0.0, 1.0)
     data = cfg.get("data") or {}
     if "batch_size" in data:
@@ -116,7 +117,7 @@ def check_config(cfg: DictConfig) -> None:
     accelerators = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
     if "accelerator" in trainer and str(trainer.accelerator) not in accelerators:
         raise ValueError(f"trainer.accelerator={trainer.accelerator!r}: choose one of {', '.join(accelerators)}")
-    if cfg.monitor_mode not in ("min", "max"):
+    if cfg.get("monitor_mode", "min") not in ("min", "max"):
         raise ValueError(f"monitor_mode={cfg.monitor_mode!r}: choose min or max")
     _check_scheduler(cfg.get("scheduler") or {})
     for i, group in enumerate(cfg.get("param_groups") or []):

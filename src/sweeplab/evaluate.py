@@ -47,6 +47,11 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
         raise ValueError(f"{target}: neither a checkpoint file nor an MLflow run id in {tracking.redact_uri(store)}") from None
     if run.data.tags.get("sweeplab.model_kind") == "classical":
         raise ValueError(f"run {target} is a scikit-learn run: it has no checkpoint to re-test")
+    if run.data.tags.get("sweeplab.model_kind") == "rl":
+        raise ValueError(
+            f"run {target} is a reinforcement-learning run: its greedy policy was scored after training (test/*); "
+            "for more episodes train it again with a larger agent.eval_episodes"
+        )
     run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
     for name in ("best.ckpt", "last.ckpt"):
         if (run_dir / "checkpoints" / name).exists():
@@ -59,7 +64,7 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
 
     from sweeplab import tracking
     from sweeplab.checkpoints import load_checkpoint
-    from sweeplab.train import _build_torch, _quiet_lightning
+    from sweeplab.train import _build_module, _build_trainer, _quiet_lightning
 
     _quiet_lightning()
     explicit = store is not None
@@ -86,7 +91,7 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
 
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    module, trainer = _build_torch(cfg, datamodule, None, run_dir)
+    module, trainer = _build_module(cfg, datamodule), _build_trainer(cfg, None, run_dir)
     module.load_state_dict(checkpoint["state_dict"])
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

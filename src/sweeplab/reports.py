@@ -240,3 +240,51 @@ def write_som_maps(
                 axes[1].text(x, y, str(int(n)), ha="center", va="center", fontsize=6)
     axes[1].set_title("hit map", fontsize=9)
     return _save(fig, out_dir / "som_maps.png")
+
+
+ARROW_GLYPHS = {"left": "\u2190", "down": "\u2193", "right": "\u2192", "up": "\u2191"}
+
+
+def write_policy_map(
+    values: np.ndarray,
+    policy: np.ndarray,
+    shape: tuple[int, int],
+    arrows: tuple[str, ...],
+    marks: dict[int, str],
+    out_dir: Path,
+    title: str,
+) -> Path:
+    """A grid world's state values as a heat map with the greedy action drawn as
+    an arrow in each cell; cells in ``marks`` (holes, cliff, goal) show their letter instead."""
+    plt = _pyplot()
+    rows, cols = shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * cols + 1.5), max(3.0, 0.6 * rows + 1.0)))
+    image = ax.imshow(values.reshape(rows, cols), cmap="viridis")
+    fig.colorbar(image, ax=ax, label="state value V(s)", shrink=0.8)
+    for state in range(rows * cols):
+        r, c = divmod(state, cols)
+        text = marks.get(state) or ARROW_GLYPHS[arrows[int(policy[state])]]
+        ax.text(c, r, text, ha="center", va="center", color="white", fontsize=12, fontweight="bold")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    return _save(fig, out_dir / "policy_map.png")
+
+
+def write_learning_curve(returns: np.ndarray, out_dir: Path, title: str) -> Path:
+    """Return per training episode, and its moving average over 2% of the episodes."""
+    plt = _pyplot()
+    returns = np.asarray(returns, dtype=float)
+    episodes = np.arange(1, len(returns) + 1)
+    window = max(1, len(returns) // 50)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(episodes, returns, color="tab:blue", alpha=0.25, linewidth=0.8, label="episode return")
+    if len(returns) >= window:
+        smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+        ax.plot(episodes[window - 1 :], smooth, color="tab:blue", linewidth=2, label=f"moving average ({window} episodes)")
+    ax.set_xlabel("training episode")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir / "learning_curve.png")

@@ -86,11 +86,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -> tuple[Any, Any]:
-    """Steps 2-3 for a torch network: model, loss, optimizer, scheduler, trainer."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
+def _build_module(cfg: DictConfig, datamodule: Any) -> Any:
+    """A torch network with its loss, optimizer and scheduler, in the LightningModule."""
     from sweeplab.module import SweepModule
 
     net = hydra.utils.instantiate(
@@ -104,7 +101,7 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
         scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
         scheduler_options = {k: scheduler_cfg.pop(k) for k in ("interval", "frequency", "monitor") if k in scheduler_cfg}
         scheduler = hydra.utils.instantiate(scheduler_cfg)
-    module = SweepModule(
+    return SweepModule(
         net=net,
         task=task,
         loss=loss,
@@ -117,6 +114,12 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
         param_groups=OmegaConf.to_container(cfg.param_groups, resolve=True),
         target_scale=datamodule.target_scale_,
     )
+
+
+def _build_trainer(cfg: DictConfig, logger: Any, run_dir: Path) -> Any:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -126,7 +129,46 @@ def _build_torch(cfg: DictConfig, datamodule: Any, logger: Any, run_dir: Path) -
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=str(run_dir),
     )
-    return module, trainer
+    return trainer
+
+
+class TorchFamily:
+    """A torch network on a data module, trained and tested by Lightning."""
+
+    kind = "torch"
+    resumable = True  # from its Lightning checkpoint
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def prepare(self) -> None:
+        self.datamodule = hydra.utils.instantiate(self.cfg.data)
+        self.datamodule.setup()
+        self.module = _build_module(self.cfg, self.datamodule)
+        self.task = self.module.task
+
+    def attach(self, logger: Any, run_dir: Path) -> None:
+        self.trainer, self.run_dir = _build_trainer(self.cfg, logger, run_dir), run_dir
+
+    def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
+        return _fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
+
+
+def _family(cfg: DictConfig) -> Any:
+    """The family that runs this config: an agent in an environment (env=), a
+    scikit-learn estimator (model= naming one), or a torch network. Each has
+    prepare() (data, model, every check: before a run exists), attach(logger,
+    run_dir) and fit(start_from) -> (metrics, report files); kind, resumable
+    and, once prepared, task."""
+    from sweeplab import classical
+
+    if cfg.get("env"):
+        from sweeplab.rl.family import ReinforcementFamily
+
+        return ReinforcementFamily(cfg)
+    if classical.is_estimator_config(cfg.model):
+        return classical.ClassicalFamily(cfg, _model_choice(cfg))
+    return TorchFamily(cfg)
 
 
 def _single_device_tester(trainer: Any) -> Any:
@@ -193,54 +235,25 @@ def _fit_torch(
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and test one config; return the logged metrics."""
+    settle(cfg)
     check_config(cfg)  # before the ~7 s of imports below: bad input fails at once
     import lightning.pytorch as pl
-
-    from sweeplab import classical
 
     _quiet_lightning()
     check_accelerator(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    is_estimator = classical.is_estimator_config(cfg.model)
+    family = _family(cfg)
     identity = tracking.config_hash(cfg)  # of the config as given, before anything below fills it in
-
-    # An interrupted run continues in its own folder and MLflow run.
-    start_from, resume_run_id = None, None
-    if cfg.get("resume") and tracking.uses_mlflow(cfg) and not is_estimator:
-        found = tracking.find_resumable(cfg)
-        if found is None:
-            print("sweeplab-train: resume=auto: no unfinished run of this config with a checkpoint; starting a new run")
-        else:
-            resume_run_id, old_dir, start_from = found
-            with open_dict(cfg):
-                cfg.paths.run_dir = str(old_dir)
-            print(f"sweeplab-train: resuming MLflow run {resume_run_id} from {start_from}")
-    elif cfg.get("ckpt_path"):
-        start_from = Path(cfg.ckpt_path)
-    if start_from is not None:  # refuse a missing, foreign or unsafe file before any run exists
-        load_checkpoint(start_from, key="resume" if resume_run_id else "ckpt_path", training_state=True)
+    start_from, resume_run_id = _starting_point(cfg, family)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. data: it declares task, input shape and classes for everything below
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.setup()
-
-    # 2-3. model: a scikit-learn estimator, or a torch network with its loss,
-    # optimizer, scheduler and trainer
-    estimator = None
-    if is_estimator:
-        name = _model_choice(cfg)
-        with open_dict(cfg):  # a classifier family on regression data becomes its regressor
-            cfg.model = classical.for_task(cfg.model, datamodule.task, name)
-        estimator = hydra.utils.instantiate(cfg.model, _convert_="all")
-        classical.check_params(estimator, name)
-        classical.check_pairing(name, classical.estimator_task(estimator), datamodule.task)
+    # 1-3. data (or environment) and model: everything is checked before a run exists
+    family.prepare()
     run_name = _run_name(cfg)
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     logger = _build_logger(cfg, run_name, identity, resume_run_id)
-    if estimator is None:
-        module, trainer = _build_torch(cfg, datamodule, logger, run_dir)
+    family.attach(logger, run_dir)
 
     # 4-5. fit, then evaluate on held-out data, tracked
     run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
@@ -251,21 +264,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 logger.experiment.delete_tag(run_id, "sweeplab.error")
         if run_id:
             logger.experiment.set_tag(run_id, "sweeplab.run_dir", str(run_dir.resolve()))
-            task = classical.run_task(estimator, datamodule.task) if estimator is not None else module.task
-            logger.experiment.set_tag(run_id, "sweeplab.task", task.value)
-            logger.experiment.set_tag(run_id, "sweeplab.model_kind", "classical" if estimator is not None else "torch")
+            logger.experiment.set_tag(run_id, "sweeplab.task", family.task.value)
+            logger.experiment.set_tag(run_id, "sweeplab.model_kind", family.kind)
             logger.log_hyperparams(tracking.run_params(cfg))
         config_file = run_dir / "config.yaml"
         config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
-        if estimator is not None:
-            metrics, reports = classical.fit_and_score(estimator, datamodule, run_dir)
-            if logger is not None:
-                logger.log_metrics(metrics, step=0)
-        else:
-            fitted = _fit_torch(module, trainer, datamodule, run_dir, start_from)
-            if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
-                return {}
-            metrics, reports = fitted
+        fitted = family.fit(start_from)
+        if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
+            return {}
+        metrics, reports = fitted
         if run_id:
             for path in (config_file, *reports):
                 logger.experiment.log_artifact(run_id, str(path))
@@ -293,6 +300,36 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     _print_summary(cfg, run_name, metrics, run_dir, run_id)
     return metrics
+
+
+def settle(cfg: DictConfig) -> None:
+    """Drop the groups a run does not use (an RL run has no data set), so its
+    config file, parameters and identity hold only what it computes."""
+    if cfg.get("env") or cfg.get("agent"):
+        from sweeplab.rl.family import drop_unused
+
+        drop_unused(cfg)
+
+
+def _starting_point(cfg: DictConfig, family: Any) -> tuple[Path | None, str | None]:
+    """(checkpoint to start from, MLflow run to continue): an interrupted run
+    continues in its own folder and MLflow run."""
+    start_from, resume_run_id = None, None
+    if cfg.get("resume") and tracking.uses_mlflow(cfg):
+        found = tracking.find_resumable(cfg) if family.resumable else None
+        if found is None:
+            why = "no unfinished run of this config with a checkpoint" if family.resumable else f"a {family.kind} run has no checkpoint"
+            print(f"sweeplab-train: resume={cfg.resume}: {why}; starting a new run")
+        else:
+            resume_run_id, old_dir, start_from = found
+            with open_dict(cfg):
+                cfg.paths.run_dir = str(old_dir)
+            print(f"sweeplab-train: resuming MLflow run {resume_run_id} from {start_from}")
+    elif cfg.get("ckpt_path"):
+        start_from = Path(cfg.ckpt_path)
+    if start_from is not None:  # refuse a missing, foreign or unsafe file before any run exists
+        load_checkpoint(start_from, key="resume" if resume_run_id else "ckpt_path", training_state=True)
+    return start_from, resume_run_id
 
 
 def _print_summary(cfg: DictConfig, run_name: str, metrics: dict[str, float], run_dir: Path, run_id: str | None) -> None:
@@ -327,6 +364,7 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_choices(HydraConfig.get().runtime.choices)
+        settle(cfg)
         if multirun and cfg.get("skip_finished") and tracking.uses_mlflow(cfg):
             # Resumable sweeps: a config that already FINISHED here is not trained again.
             done = tracking.find_finished(cfg)

@@ -22,6 +22,7 @@ class Task(str, Enum):
     REGRESSION = "regression"
     RECONSTRUCTION = "reconstruction"
     CLUSTERING = "clustering"
+    REINFORCEMENT = "reinforcement"  # an agent in an environment (sweeplab.rl), no data set
 
     @property
     def is_classification(self) -> bool:
