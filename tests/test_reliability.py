@@ -47,12 +47,12 @@ def test_interrupt_marks_run_killed_and_keeps_checkpoints(signum: int, tmp_path:
     time.sleep(0.5)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + signum, stderr[-2000:]  # 130 for Ctrl-C, 143 for SIGTERM
     runs = runs_of(_store(tmp_path))
     assert list(runs.status) == ["KILLED"]
     assert (ckpt.parent / "interrupted.ckpt").exists() and ckpt.exists()
     assert "add resume=auto to the same command" in stderr
-    assert runs["tags.sweeplab.error"][0]
+    assert runs["tags.sweeplab.error"][0] == f"Interrupted: interrupted by {signal.Signals(signum).name}"
     if signum == signal.SIGINT:  # resumed to the end, the run no longer carries the interruption's error
         assert cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path).returncode == 0
         after = runs_of(_store(tmp_path))
@@ -60,28 +60,159 @@ def test_interrupt_marks_run_killed_and_keeps_checkpoints(signum: int, tmp_path:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_continues_the_same_run(tmp_path: Path) -> None:
-    proc = _start(SLOW_RUN, tmp_path)
-    _wait_for("outputs/runs/*/*/checkpoints/last.ckpt", tmp_path)
-    time.sleep(0.5)
+def test_ctrl_c_during_the_test_stage_exits_130_and_says_interrupted(tmp_path: Path) -> None:
+    marker = tmp_path / "testing"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    proc = subprocess.Popen(
+        [str(exe), "trainer.max_epochs=1", "callbacks.progress_bar=null",
+         "+callbacks.pause._target_=signal_callbacks.PauseOnTestStart", f"+callbacks.pause.marker={marker}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    _wait_for("testing", tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    run = runs_of(_store(tmp_path)).iloc[0]
+    assert run["status"] == "KILLED" and run["tags.sweeplab.error"] == "Interrupted: interrupted by SIGINT"
+
+
+def _metric_points(cwd: Path, key: str) -> int:
+    """Points of ``key`` in the store, read with sqlite3: an MLflow client here
+    would race the training process's own creation of the store's tables."""
+    db = cwd / "outputs" / "mlflow.db"
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM metrics WHERE key = ?", (key,)).fetchone()[0]
+    except sqlite3.Error:  # not created yet, or its tables not yet
+        return 0
+
+
+def _runs_in(cwd: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{cwd / 'outputs' / 'mlflow.db'}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_after_an_epoch_that_did_not_improve_then_two_resumes(tmp_path: Path) -> None:
+    """monitor_mode=max on val/loss: no epoch after the first improves, so only
+    last.ckpt can hold epoch 2. Killed then, a resume must not train (and log)
+    epoch 2 again; of two resumes started together, one trains and one refuses."""
+    args = [*SLOW_RUN, "monitor_mode=max"]
+    proc = _start(args, tmp_path)
+    deadline = time.time() + 180
+    while _metric_points(tmp_path, "val/loss") < 2 and time.time() < deadline:
+        time.sleep(0.3)
+    time.sleep(1.0)  # let the end-of-epoch checkpoint land
     proc.kill()  # SIGKILL: no handler runs, the MLflow run stays RUNNING
     proc.communicate(timeout=60)
     before = runs_of(_store(tmp_path))
     assert list(before.status) == ["RUNNING"]
+    import torch
 
-    result = cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"resuming MLflow run {before.run_id[0]}" in result.stdout
+    last = next(tmp_path.glob("outputs/runs/*/*/checkpoints/last.ckpt"))
+    assert torch.load(last, weights_only=True)["epoch"] >= 1  # the end of the last finished epoch, not the best one
+
+    first = _start([*args, "resume=auto"], tmp_path)
+    lock = last.parent.parent / ".sweeplab.lock"
+    deadline = time.time() + 120
+    while f"process {first.pid} " not in (lock.read_text() if lock.exists() else "") and time.time() < deadline:
+        time.sleep(0.2)
+    second = cli([*args, "resume=auto"], cwd=tmp_path)
+    assert second.returncode == 1
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"is being trained by process {first.pid} on" in lines[0], second.stderr[-2000:]
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert f"resuming MLflow run {before.run_id[0]}" in out
     after = runs_of(_store(tmp_path))
-    assert list(after.run_id) == list(before.run_id)  # the same run, not a new one
-    assert list(after.status) == ["FINISHED"]
-    from mlflow.tracking import MlflowClient
-
+    assert list(after.run_id) == list(before.run_id) and list(after.status) == ["FINISHED"]
     client = MlflowClient(_store(tmp_path))
     for key in ("val/loss", "train/loss", "train/accuracy", "val/f1"):
         steps = [m.step for m in client.get_metric_history(after.run_id[0], key)]
         assert len(steps) == 4 and len(set(steps)) == 4, (key, steps)  # every epoch once
     assert "test/f1" in client.get_run(after.run_id[0]).data.metrics
+
+
+@pytest.mark.slow
+def test_sigkill_before_the_first_checkpoint_is_closed_by_the_next_run(tmp_path: Path) -> None:
+    proc = _start(SLOW_RUN, tmp_path)
+    deadline = time.time() + 120
+    while not _runs_in(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not list(tmp_path.glob("outputs/runs/*/*/checkpoints/*.ckpt"))
+    stale = runs_of(_store(tmp_path))
+    assert list(stale.status) == ["RUNNING"] and stale["tags.sweeplab.pid"][0] == str(proc.pid)
+
+    listed = subprocess.run([str(Path(sys.executable).with_name("sweeplab")), "runs"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert listed.returncode == 0 and stale.run_id[0] in listed.stdout and "gone" in listed.stdout, listed.stderr
+
+    result = cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"run {stale.run_id[0]} of this config was left RUNNING by a process that is gone; marked KILLED" in result.stdout
+    runs = runs_of(_store(tmp_path)).set_index("run_id")
+    assert runs.loc[stale.run_id[0], "status"] == "KILLED"
+    assert "ended before its first checkpoint" in runs.loc[stale.run_id[0], "tags.sweeplab.error"]
+    assert sorted(runs.status) == ["FINISHED", "KILLED"]
+
+
+def test_sweeplab_runs_close_marks_runs_of_dead_processes_killed(store, tmp_path: Path) -> None:
+    import socket
+
+    from sweeplab.liveness import _process_start
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("sweeplab")
+    runs = {}
+    for name, pid in (("dead", dead.pid), ("alive", os.getpid())):
+        tags = {"sweeplab.host": socket.gethostname(), "sweeplab.pid": str(pid), "sweeplab.process_start": _process_start(os.getpid()) or ""}
+        runs[name] = client.create_run(experiment, run_name=name, tags=tags).info.run_id
+    exe = Path(sys.executable).with_name("sweeplab")
+    result = subprocess.run([str(exe), "runs", "--close", "--store", store["uri"]], capture_output=True, text=True, timeout=120,
+                            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert client.get_run(runs["dead"]).info.status == "KILLED"
+    assert "ended before its first checkpoint" in client.get_run(runs["dead"]).data.tags["sweeplab.error"]
+    assert client.get_run(runs["alive"]).info.status == "RUNNING"  # this test's own process is alive
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_it_did_not_improve(store, tmp_path: Path) -> None:
+    import torch
+
+    train_in_process(["trainer.max_epochs=3", "monitor_mode=max", "callbacks.progress_bar=null", *store_overrides(store)], tmp_path / "run")
+    folder = tmp_path / "run" / "checkpoints"
+    assert torch.load(folder / "best.ckpt", weights_only=True)["epoch"] == 0  # val/loss only fell: epoch 0 is the "max"
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert not list(folder.glob(".*partial*"))  # atomic writes leave no temporary file behind
+
+
+def test_resume_skips_an_unreadable_checkpoint_for_a_readable_one(store, tmp_path: Path) -> None:
+    """A full disk used to leave a truncated checkpoint that every later resume=auto failed on."""
+    from mlflow.tracking import MlflowClient as Client
+
+    overrides = ["trainer.max_epochs=2", "callbacks.progress_bar=null", *store_overrides(store)]
+    train_in_process(overrides, tmp_path / "run")
+    client = Client(store["uri"])
+    run_id = runs_of(store["uri"]).run_id[0]
+    client.set_terminated(run_id, "KILLED")  # as if interrupted
+    folder = tmp_path / "run" / "checkpoints"
+    (folder / "interrupted.ckpt").write_bytes((folder / "last.ckpt").read_bytes())
+    (folder / "last.ckpt").write_bytes((folder / "last.ckpt").read_bytes()[:1000])  # cut short
+    from sweeplab.config import compose
+    from sweeplab.tracking import find_resumable
+
+    found = find_resumable(compose([*overrides, "resume=auto"], run_dir=tmp_path / "other"))
+    assert found == (run_id, tmp_path / "run", folder / "interrupted.ckpt")
 
 
 def test_resume_auto_with_nothing_to_resume_starts_fresh(store, tmp_path: Path) -> None:
@@ -270,3 +401,42 @@ def test_resume_with_another_config_is_refused_before_the_run_is_touched(store, 
     with pytest.raises(ValueError, match=rf"resume={run_id}: that run was trained with another config; repeat its overrides"):
         train_in_process(["trainer.max_epochs=1", "optimizer=sgd", f"resume={run_id}", *store_overrides(store)], tmp_path / "run2")
     assert runs_of(store["uri"]).status[0] == "KILLED"
+
+
+def _with_file_size_limit(limit: int):
+    """A child process whose writes past ``limit`` bytes fail as on a full disk (EFBIG instead of ENOSPC)."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_full_disk_for_checkpoints_and_for_the_store_is_one_line_and_leaves_no_broken_file(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("sweeplab-train"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    wide = ["trainer.max_epochs=2", "callbacks.progress_bar=null", "model.hidden_sizes=[512,512]"]
+    # Checkpoints (about 3.6 MB with Adam's state) do not fit; the store (about 1 MB) does.
+    result = subprocess.run([exe, *wide], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+                            preexec_fn=_with_file_size_limit(2_500_000))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    assert "could not be written (File too large: a full disk?)" in lines[0]
+    folder = next(tmp_path.glob("outputs/runs/*/*/checkpoints"))
+    assert list(folder.iterdir()) == []  # no truncated best/last/interrupted.ckpt, no temporary file
+    run = runs_of(_store(tmp_path)).iloc[0]
+    assert run["status"] == "FAILED" and "could not be written" in run["tags.sweeplab.error"]
+    # resume=auto is not blocked by anything broken: it finds nothing to resume and trains afresh.
+    again = cli([*wide, "resume=auto"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+    # The store itself full: its size now, plus a few pages.
+    db = tmp_path / "outputs" / "mlflow.db"
+    result = subprocess.run([exe, "trainer.max_epochs=30", "callbacks=none"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=env, preexec_fn=_with_file_size_limit(db.stat().st_size + 8192))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("sweeplab-train: error: the MLflow store could not be written")

@@ -1,9 +1,38 @@
-"""Checkpoints are loaded weights-only: a file that needs arbitrary unpickling is refused."""
+"""Checkpoints are written atomically and loaded weights-only: a file that
+needs arbitrary unpickling is refused."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
+
+
+def atomic_checkpoint_io() -> Any:
+    """Lightning's checkpoint writer, made atomic: the checkpoint goes to a
+    temporary file beside it, then is renamed, so a full disk or a kill
+    mid-write leaves the previous checkpoint whole, never a truncated one under
+    the real name. (Built here, not at import: Lightning is slow to import.)"""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+            try:
+                super().save_checkpoint(checkpoint, partial, storage_options)
+                os.replace(partial, path)
+            except BaseException as exc:
+                partial.unlink(missing_ok=True)
+                if isinstance(exc, OSError):
+                    raise OSError(
+                        exc.errno, f"checkpoint {path} could not be written ({exc.strerror or exc}: a full disk?); "
+                        "an earlier checkpoint of that name is left whole"
+                    ) from None
+                raise
+
+    return AtomicCheckpointIO()
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path", training_state: bool = False) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The `sweeplab` command: compare runs, open the MLflow UI."""
+"""The `sweeplab` command: compare runs, list and close stale runs, open the MLflow UI."""
 from __future__ import annotations
 
 import argparse
@@ -17,15 +17,42 @@ def _ui(args: argparse.Namespace) -> None:
     os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
 
 
+def _runs(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweeplab.liveness import list_running
+    from sweeplab.tracking import default_tracking_uri, existing_store
+
+    rows = list_running(existing_store(args.store or default_tracking_uri()), args.experiment, args.close)
+    if not rows:
+        print("no RUNNING runs")
+        return
+    table = Table(title="RUNNING runs" + (" (processes gone: closed)" if args.close else ""))
+    for column in ("run_id", "name", "process", "state", "now"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table)
+    gone = sum(r["state"] == "gone" and r["now"] == "RUNNING" for r in rows)
+    if gone:
+        print(f"{gone} run(s) whose process is gone: `sweeplab runs --close` marks them KILLED")
+
+
 def main(argv: list[str] | None = None) -> None:
     from sweeplab import compare
     from sweeplab.errors import run_cli
 
-    parser = argparse.ArgumentParser(prog="sweeplab", description="Compare sweeplab runs tracked in MLflow.")
+    parser = argparse.ArgumentParser(prog="sweeplab", description="Compare sweeplab runs tracked in MLflow, and keep their records true.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_compare = sub.add_parser("compare", help="rank runs by a metric: table, CSV, PNG, best command line")
     compare.add_arguments(p_compare)
     p_compare.set_defaults(func=compare.run_from_args)
+    p_runs = sub.add_parser("runs", help="list RUNNING runs and whether their process is alive; --close marks the dead ones KILLED")
+    p_runs.add_argument("--experiment", default=None, help="one experiment (default: all)")
+    p_runs.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
+    p_runs.add_argument("--close", action="store_true", help="mark KILLED the runs whose process is gone, with the reason as a tag")
+    p_runs.set_defaults(func=_runs)
     p_ui = sub.add_parser("ui", help="start the MLflow UI for the local store (127.0.0.1 unless --host)")
     p_ui.add_argument("--store", default=None)
     p_ui.add_argument("--host", default="127.0.0.1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -67,10 +68,24 @@ def one_line(exc: BaseException) -> str:
         close = _close_keys(key)
         hint = f"did you mean {' or '.join(close)}?" if close else f"to add a new key use +{key}=..."
         return f"{key}: no such config key; {hint}"
+    storage = re.search(r"\(sqlite3\.OperationalError\) (disk I/O error|database or disk is full)", text)
+    if storage:  # MLflow's SQLite store could not write: a full disk, or a file-size limit
+        return (
+            f"the MLflow store could not be written ({storage.group(1)}): free space where it lives "
+            "(paths.outputs, or logger.tracking_uri), then add resume=auto to the same command"
+        )
     if "Error parsing override" in text or "mismatched input" in text:
         return "bad override syntax: " + " ".join(text.split())
     line = " ".join(text.split()) or type(exc).__name__
     return line if isinstance(exc, (ValueError, FileNotFoundError, KeyError)) else f"{type(exc).__name__}: {line}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, with the signal that did it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 def run_cli(entry: Callable[[], Any], prog: str) -> None:
@@ -80,9 +95,10 @@ def run_cli(entry: Callable[[], Any], prog: str) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         entry()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        sys.exit(128 + signum)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - the command's last line of defence

@@ -146,11 +146,19 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
             )
     else:
         candidates = _same_config_runs(client, cfg, "!= 'FINISHED'", order_by=["attributes.start_time DESC"])
+    from sweeplab.checkpoints import load_checkpoint
+
     for run in candidates:
         run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
         for name in ("last.ckpt", "interrupted.ckpt"):
-            if run_dir.name and (run_dir / "checkpoints" / name).exists():
-                return run.info.run_id, run_dir, run_dir / "checkpoints" / name
+            path = run_dir / "checkpoints" / name
+            if run_dir.name and path.exists():
+                try:  # a file cut short (full disk, kill mid-write) must not block every later resume
+                    load_checkpoint(path, key="resume", training_state=True)
+                except (ValueError, OSError) as exc:
+                    print(f"sweeplab-train: resume: skipping {path}: {exc}")
+                    continue
+                return run.info.run_id, run_dir, path
     if str(cfg.resume) != "auto":
         raise ValueError(f"resume={cfg.resume}: that run has no checkpoint to continue from")
     return None
@@ -166,6 +174,32 @@ def find_finished(cfg: DictConfig) -> tuple[str, dict[str, float]] | None:
 
     runs = _same_config_runs(MlflowClient(tracking_uri(cfg)), cfg, "= 'FINISHED'", max_results=1)
     return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
+
+
+def close_stale_runs(cfg: DictConfig, keep: str | None = None) -> list[Any]:
+    """Close (KILLED, with the reason as ``sweeplab.error``) RUNNING runs of this config whose process is gone."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab import liveness
+
+    client = MlflowClient(tracking_uri(cfg))
+    runs = [r for r in _same_config_runs(client, cfg, "= 'RUNNING'") if r.info.run_id != keep]
+    return liveness.close_stale(client, runs)
+
+
+def skip_logged_steps(logger: Any, run_id: str) -> None:
+    """Make ``logger`` drop a metric point whose step the run's history already
+    has: a resumed run trains again what its last checkpoint did not hold."""
+    client = logger.experiment
+    logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in client.get_run(run_id).data.metrics}
+    log = logger.log_metrics
+
+    def log_new(metrics: dict[str, float], step: int | None = None) -> None:
+        new = {k: v for k, v in metrics.items() if step is None or step > logged.get(k, -1)}
+        if new:
+            log(new, step)
+
+    logger.log_metrics = log_new
 
 
 def _same_config_runs(client: Any, cfg: DictConfig, status: str, **search: Any) -> list[Any]:

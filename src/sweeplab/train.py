@@ -22,9 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab import __version__, sweeps, tracking
+from sweeplab import __version__, liveness, sweeps, tracking
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
+from sweeplab.errors import Interrupted
 
 
 def _overrides() -> list[str]:
@@ -62,6 +63,7 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
         "sweeplab.version": __version__,
         "sweeplab.overrides": " ".join(tracking.mask_override(o) for o in _overrides()),
         "sweeplab.config_hash": identity,
+        **liveness.process_tags(),
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
         **{str(k): str(v) for k, v in tracking.mask_secrets(dict(cfg.get("tags") or {})).items()},
     }
@@ -76,6 +78,9 @@ def _quiet_lightning() -> None:
     import lightning.pytorch  # noqa: F401  importing it sets its logger to INFO: import first, then quieten
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # MLflow's SQLite layer logs a full traceback for each failed write before
+    # raising it; the raised error is reported in one line (errors.one_line).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -120,11 +125,14 @@ def _build_trainer(cfg: DictConfig, logger: Any, run_dir: Path) -> Any:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from sweeplab.checkpoints import atomic_checkpoint_io
+
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=logger or False,
         callbacks=callbacks,
+        plugins=[atomic_checkpoint_io()],
         enable_progress_bar=any(type(c).__name__.endswith("ProgressBar") for c in callbacks),
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=str(run_dir),
@@ -246,10 +254,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     identity = tracking.config_hash(cfg)  # of the config as given, before anything below fills it in
     start_from, resume_run_id = _starting_point(cfg, family)
     run_dir = Path(cfg.paths.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    liveness.claim(run_dir, resume_run_id)  # one process trains into a run folder at a time
+    _on_signal(_interrupt)
 
     # 1-3. data (or environment) and model: everything is checked before a run exists
     family.prepare()
+    if tracking.uses_mlflow(cfg):  # runs of this config whose process died are closed, saying why
+        for stale in tracking.close_stale_runs(cfg, keep=resume_run_id):
+            print(f"sweeplab-train: run {stale.info.run_id} of this config was left RUNNING by a process that is gone; marked KILLED")
     run_name = _run_name(cfg)
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     logger = _build_logger(cfg, run_name, identity, resume_run_id)
@@ -262,6 +274,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             logger.experiment.update_run(run_id, status="RUNNING")
             if "sweeplab.error" in logger.experiment.get_run(run_id).data.tags:  # the interruption is over
                 logger.experiment.delete_tag(run_id, "sweeplab.error")
+            for key, value in liveness.process_tags().items():
+                logger.experiment.set_tag(run_id, key, value)
+            tracking.skip_logged_steps(logger, run_id)  # an epoch trained again is not logged twice
         if run_id:
             logger.experiment.set_tag(run_id, "sweeplab.run_dir", str(run_dir.resolve()))
             logger.experiment.set_tag(run_id, "sweeplab.task", family.task.value)
@@ -277,9 +292,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
             for path in (config_file, *reports):
                 logger.experiment.log_artifact(run_id, str(path))
             logger.experiment.set_terminated(run_id, "FINISHED")
+        _on_signal(_exit_now)  # the record is complete: a late Ctrl-C only ends the process
     except BaseException as exc:
+        # Lightning turns Ctrl-C / SIGTERM into a graceful stop and sys.exit(1): the signal says what happened.
+        if _signals and not isinstance(exc, Interrupted):
+            exc = Interrupted(_signals[-1])
         if run_id:
-            # Lightning turns Ctrl-C / SIGTERM into a graceful stop and sys.exit(1).
             status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
             logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
             logger.experiment.set_terminated(run_id, status)
@@ -289,8 +307,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     f"{run_dir / 'checkpoints'}; add resume=auto to the same command to continue it",
                     file=sys.stderr,
                 )
+        if isinstance(exc, Interrupted):
+            raise exc from None
         raise
     finally:
+        liveness.release(run_dir)
         # MLFlowLogger calls mlflow.set_tracking_uri, which sets this variable
         # for the whole process; the next run in it must not inherit our store.
         if user_uri is None:
@@ -322,13 +343,14 @@ def _starting_point(cfg: DictConfig, family: Any) -> tuple[Path | None, str | No
             print(f"sweeplab-train: resume={cfg.resume}: {why}; starting a new run")
         else:
             resume_run_id, old_dir, start_from = found
+            liveness.claim(old_dir, resume_run_id)  # before the run is touched: another process may be training it
             with open_dict(cfg):
                 cfg.paths.run_dir = str(old_dir)
             print(f"sweeplab-train: resuming MLflow run {resume_run_id} from {start_from}")
     elif cfg.get("ckpt_path"):
         start_from = Path(cfg.ckpt_path)
-    if start_from is not None:  # refuse a missing, foreign or unsafe file before any run exists
-        load_checkpoint(start_from, key="resume" if resume_run_id else "ckpt_path", training_state=True)
+    if start_from is not None and not resume_run_id:  # refuse a missing, foreign or unsafe file before any run exists
+        load_checkpoint(start_from, key="ckpt_path", training_state=True)
     return start_from, resume_run_id
 
 
@@ -394,18 +416,39 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         return -math.inf if cfg.get("optimized_mode", "max") == "max" else math.inf
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+_signals: list[int] = []  # the signals this process received: Lightning hides them behind sys.exit(1)
+_handling_signals = False  # set by main(): the console script owns SIGINT/SIGTERM, a notebook does not
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    _signals.append(signum)
+    raise Interrupted(signum)
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    """After a run is closed nothing is left to save: leave at once with the signal's
+    exit code, rather than raise into interpreter shutdown (a traceback from atexit)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def _on_signal(handler: Any) -> None:
+    if _handling_signals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)
 
 
 def main() -> None:
     """Console script ``sweeplab-train``."""
     from sweeplab.errors import run_cli
 
+    global _handling_signals
     register_experiments()
-    # SIGTERM (a scheduler, `kill`) stops a run like Ctrl-C: checkpoint kept,
-    # MLflow run KILLED. Lightning chains this handler during fit.
-    signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C and SIGTERM (a scheduler, `kill`) stop a run the same way: checkpoint
+    # kept, MLflow run KILLED with the signal named, exit 128 + signal number.
+    _handling_signals = True
+    _on_signal(_interrupt)
 
     def entry() -> None:
         _hydra_entry()
