@@ -440,3 +440,78 @@ def test_full_disk_for_checkpoints_and_for_the_store_is_one_line_and_leaves_no_b
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
     assert lines[0].startswith("sweeplab-train: error: the MLflow store could not be written")
+
+
+JOBLIB_SWEEP = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SLOW_RUN, "trainer.max_epochs=20", "seed=1,2"]
+
+
+def _two_runs_training(cwd: Path) -> list[int]:
+    """Wait until both jobs of the sweep have a RUNNING run; their worker pids."""
+    db = cwd / "outputs" / "mlflow.db"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                pids = [int(v) for (v,) in conn.execute(
+                    "SELECT t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid WHERE t.key = 'sweeplab.pid' AND r.status = 'RUNNING'")]
+            if len(pids) == 2:
+                time.sleep(3)  # into training
+                return pids
+        except sqlite3.Error:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("the sweep's two runs did not start")
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_joblib_sweep_ends_every_run_in_flight_killed(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([str(exe), *JOBLIB_SWEEP], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    _two_runs_training(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stderr[-2000:]
+    runs = runs_of(_store(tmp_path))
+    assert sorted(runs.status) == ["KILLED", "KILLED"], runs[["status", "tags.sweeplab.error"]]
+    assert all(runs["tags.sweeplab.error"])
+
+
+@pytest.mark.slow
+def test_workers_of_a_sweep_whose_parent_is_killed_close_their_runs_and_exit(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([str(exe), *JOBLIB_SWEEP], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, start_new_session=True)
+    workers = _two_runs_training(tmp_path)
+    proc.kill()  # SIGKILL of the parent alone: no handler of its runs
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 90
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not any(alive(pid) for pid in workers)
+    runs = runs_of(_store(tmp_path))
+    assert sorted(runs.status) == ["KILLED", "KILLED"]
+    assert set(runs["tags.sweeplab.error"]) == {"Interrupted: interrupted by SIGTERM"}
+
+
+def test_ctrl_c_after_the_run_is_closed_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """Once a run is FINISHED the console script swaps in a handler that only
+    ends the process: a late Ctrl-C used to exit 0 with a KeyboardInterrupt
+    traceback from interpreter shutdown."""
+    code = (
+        "import os, signal, time, atexit\n"
+        "from sweeplab import train\n"
+        "train._on_signal(train._exit_now)\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"  # Ctrl-C during shutdown
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr

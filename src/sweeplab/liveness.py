@@ -53,7 +53,7 @@ def has_checkpoint(tags: dict[str, str]) -> bool:
     return bool(run_dir) and any((Path(run_dir) / "checkpoints" / n).exists() for n in ("last.ckpt", "interrupted.ckpt"))
 
 
-def close_stale(client: Any, runs: list[Any]) -> list[Any]:
+def close_stale(client: Any, runs: list[Any], why: str | None = None) -> list[Any]:
     """Mark KILLED each RUNNING run whose process is gone, tagging why; return those closed."""
     closed = []
     for run in runs:
@@ -61,12 +61,12 @@ def close_stale(client: Any, runs: list[Any]) -> list[Any]:
         if run.info.status != "RUNNING" or not process_gone(tags):
             continue
         where = f"process {tags.get('sweeplab.pid')} on {tags.get('sweeplab.host')}"
-        why = (
-            f"{where} ended without closing the run (killed or crashed); resume=auto continues it from its checkpoint"
+        reason = (
+            f"{where} ended without closing the run ({why or 'killed or crashed'}); resume=auto continues it from its checkpoint"
             if has_checkpoint(tags)
-            else f"{where} ended before its first checkpoint (killed or crashed); it cannot be resumed"
+            else f"{where} ended before its first checkpoint ({why or 'killed or crashed'}); it cannot be resumed"
         )
-        client.set_tag(run.info.run_id, "sweeplab.error", why)
+        client.set_tag(run.info.run_id, "sweeplab.error", reason)
         client.set_terminated(run.info.run_id, "KILLED")
         closed.append(run)
     return closed

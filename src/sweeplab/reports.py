@@ -285,6 +285,6 @@ def write_learning_curve(returns: np.ndarray, out_dir: Path, title: str) -> Path
     ax.set_xlabel("training episode")
     ax.set_ylabel("return")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     ax.grid(alpha=0.3)
     return _save(fig, out_dir / "learning_curve.png")

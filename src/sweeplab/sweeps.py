@@ -14,6 +14,10 @@ id is added to the reused run's ``sweeplab.sweeps`` tag, which
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,62 @@ def summarize(sweep_dir: Path) -> str | None:
     return "\n".join(lines)
 
 
+PARENT_ENV = "SWEEPLAB_SWEEP_PARENT"  # pid of the process that started the sweep, seen by its workers
+_started: dict[str, str] = {}  # in the sweep's parent: where its runs are tracked
+
+
+def close_interrupted(wait: float = 15.0) -> int:
+    """In the parent of an interrupted sweep: once its workers are gone, mark
+    KILLED the sweep's runs they left RUNNING; return how many."""
+    if not _started:
+        return 0
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab import liveness
+
+    client = MlflowClient(_started["uri"])
+    experiment = client.get_experiment_by_name(_started["experiment"])
+    if experiment is None:
+        return 0
+    query = f"tags.`sweeplab.sweep_id` = '{_started['sweep']}' and attributes.status = 'RUNNING'"
+    deadline = time.time() + wait
+    while True:  # a worker still alive may be closing its own run
+        runs = client.search_runs([experiment.experiment_id], filter_string=query)
+        if all(liveness.process_gone(r.data.tags) is not False for r in runs) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    return len(liveness.close_stale(client, runs, why="the sweep was interrupted"))
+
+
+_watching = False
+_run_closed = threading.Event()  # set when the worker's current run has been closed
+
+
+def run_closed() -> None:
+    _run_closed.set()
+
+
+def watch_sweep_parent() -> None:
+    """In a worker process of a sweep (joblib): if the sweep's parent dies (SIGKILL),
+    stop like on SIGTERM (run KILLED, checkpoint kept) and exit, instead of
+    training on with nobody to report to."""
+    global _watching
+    _run_closed.clear()
+    parent = os.environ.get(PARENT_ENV, "")
+    if _watching or not parent.isdigit() or os.getpid() == int(parent) or os.getppid() != int(parent):
+        return  # not a direct worker of a sweep's parent (a SLURM job's parent is slurmstepd)
+    _watching = True
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        _run_closed.wait(timeout=60.0)  # the run closes itself as KILLED; then leave, even if it could not
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sweeplab-parent-watch", daemon=True).start()
+
+
 class SweepCallback(Callback):
     """Hydra callback of the process that starts a multirun."""
 
@@ -82,6 +142,9 @@ class SweepCallback(Callback):
         # Parallel jobs opening a new SQLite store at once race in MLflow's schema set-up.
         if tracking.uses_mlflow(config):
             tracking.ensure_experiment(config)
+            _started.update(uri=tracking.tracking_uri(config), experiment=str(config.experiment_name),
+                            sweep=tracking.sweep_id_of(config.hydra.sweep.dir))
+        os.environ[PARENT_ENV] = str(os.getpid())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = summarize(Path(config.hydra.sweep.dir))

@@ -187,6 +187,26 @@ def close_stale_runs(cfg: DictConfig, keep: str | None = None) -> list[Any]:
     return liveness.close_stale(client, runs)
 
 
+def reopen_run(logger: Any, run_id: str) -> None:
+    """A resumed run: RUNNING again, in this process, its interruption's error gone."""
+    from sweeplab import liveness
+
+    client = logger.experiment
+    client.update_run(run_id, status="RUNNING")
+    if "sweeplab.error" in client.get_run(run_id).data.tags:  # the interruption is over
+        client.delete_tag(run_id, "sweeplab.error")
+    for key, value in liveness.process_tags().items():
+        client.set_tag(run_id, key, value)
+    skip_logged_steps(logger, run_id)  # an epoch trained again is not logged twice
+
+
+def describe_run(logger: Any, run_id: str, run_dir: Path, task: str, kind: str, cfg: DictConfig) -> None:
+    """Where the run's files are, what it computes, and every config value as a param."""
+    for key, value in (("sweeplab.run_dir", str(run_dir.resolve())), ("sweeplab.task", task), ("sweeplab.model_kind", kind)):
+        logger.experiment.set_tag(run_id, key, value)
+    logger.log_hyperparams(run_params(cfg))
+
+
 def skip_logged_steps(logger: Any, run_id: str) -> None:
     """Make ``logger`` drop a metric point whose step the run's history already
     has: a resumed run trains again what its last checkpoint did not hold."""

@@ -56,7 +56,9 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
     if not tracking.uses_mlflow(cfg):
         return hydra.utils.instantiate(cfg.logger)
     uri = tracking.tracking_uri(cfg)
-    tracking.ensure_experiment(cfg)
+    tracking.ensure_experiment(cfg)  # checks a server answers, before anything waits on it
+    for stale in tracking.close_stale_runs(cfg, keep=resume_run_id):
+        print(f"sweeplab-train: run {stale.info.run_id} of this config was left RUNNING by a process that is gone; marked KILLED")
     if resume_run_id:
         return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_id=resume_run_id)
     tags = {
@@ -255,15 +257,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     start_from, resume_run_id = _starting_point(cfg, family)
     run_dir = Path(cfg.paths.run_dir)
     liveness.claim(run_dir, resume_run_id)  # one process trains into a run folder at a time
-    _on_signal(_interrupt)
+    handlers, user_uri = _catch_signals(), os.environ.get("MLFLOW_TRACKING_URI")
+    sweeps.watch_sweep_parent()
 
     # 1-3. data (or environment) and model: everything is checked before a run exists
     family.prepare()
-    if tracking.uses_mlflow(cfg):  # runs of this config whose process died are closed, saying why
-        for stale in tracking.close_stale_runs(cfg, keep=resume_run_id):
-            print(f"sweeplab-train: run {stale.info.run_id} of this config was left RUNNING by a process that is gone; marked KILLED")
     run_name = _run_name(cfg)
-    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     logger = _build_logger(cfg, run_name, identity, resume_run_id)
     family.attach(logger, run_dir)
 
@@ -271,17 +270,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
     try:
         if resume_run_id:
-            logger.experiment.update_run(run_id, status="RUNNING")
-            if "sweeplab.error" in logger.experiment.get_run(run_id).data.tags:  # the interruption is over
-                logger.experiment.delete_tag(run_id, "sweeplab.error")
-            for key, value in liveness.process_tags().items():
-                logger.experiment.set_tag(run_id, key, value)
-            tracking.skip_logged_steps(logger, run_id)  # an epoch trained again is not logged twice
+            tracking.reopen_run(logger, run_id)
         if run_id:
-            logger.experiment.set_tag(run_id, "sweeplab.run_dir", str(run_dir.resolve()))
-            logger.experiment.set_tag(run_id, "sweeplab.task", family.task.value)
-            logger.experiment.set_tag(run_id, "sweeplab.model_kind", family.kind)
-            logger.log_hyperparams(tracking.run_params(cfg))
+            tracking.describe_run(logger, run_id, run_dir, family.task.value, family.kind, cfg)
         config_file = run_dir / "config.yaml"
         config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
         fitted = family.fit(start_from)
@@ -292,35 +283,47 @@ def run(cfg: DictConfig) -> dict[str, float]:
             for path in (config_file, *reports):
                 logger.experiment.log_artifact(run_id, str(path))
             logger.experiment.set_terminated(run_id, "FINISHED")
-        _on_signal(_exit_now)  # the record is complete: a late Ctrl-C only ends the process
+        if _handling_signals:  # the record is complete: a late Ctrl-C only ends the process
+            _on_signal(_exit_now)
     except BaseException as exc:
-        # Lightning turns Ctrl-C / SIGTERM into a graceful stop and sys.exit(1): the signal says what happened.
-        if _signals and not isinstance(exc, Interrupted):
-            exc = Interrupted(_signals[-1])
-        if run_id:
-            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
-            logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
-            logger.experiment.set_terminated(run_id, status)
-            if status == "KILLED":
-                print(
-                    f"sweeplab-train: interrupted; MLflow run {run_id} marked KILLED, checkpoints in "
-                    f"{run_dir / 'checkpoints'}; add resume=auto to the same command to continue it",
-                    file=sys.stderr,
-                )
-        if isinstance(exc, Interrupted):
-            raise exc from None
-        raise
+        raise _close_unfinished(logger, run_id, exc, run_dir) from None
     finally:
-        liveness.release(run_dir)
-        # MLFlowLogger calls mlflow.set_tracking_uri, which sets this variable
-        # for the whole process; the next run in it must not inherit our store.
-        if user_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = user_uri
+        _leave(run_dir, handlers, user_uri)
 
     _print_summary(cfg, run_name, metrics, run_dir, run_id)
     return metrics
+
+
+def _close_unfinished(logger: Any, run_id: str | None, exc: BaseException, run_dir: Path) -> BaseException:
+    """Mark the run KILLED (interrupted) or FAILED, with the error as a tag; return what to raise."""
+    # Lightning turns Ctrl-C / SIGTERM into a graceful stop and sys.exit(1): the signal says what happened.
+    if _signals and not isinstance(exc, Interrupted):
+        exc = Interrupted(_signals[-1])
+    if run_id:
+        status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
+        logger.experiment.set_terminated(run_id, status)
+        if status == "KILLED":
+            print(
+                f"sweeplab-train: interrupted; MLflow run {run_id} marked KILLED, checkpoints in "
+                f"{run_dir / 'checkpoints'}; add resume=auto to the same command to continue it",
+                file=sys.stderr,
+            )
+    return exc
+
+
+def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None) -> None:
+    """What every run undoes, however it ended."""
+    liveness.release(run_dir)
+    sweeps.run_closed()
+    if not _handling_signals:  # a notebook or a sweep worker gets its own handlers back
+        _restore_signals(handlers)
+    # MLFlowLogger calls mlflow.set_tracking_uri, which sets this variable
+    # for the whole process; the next run in it must not inherit our store.
+    if user_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_uri
 
 
 def settle(cfg: DictConfig) -> None:
@@ -434,9 +437,27 @@ def _exit_now(signum: int, frame: Any) -> None:
 
 
 def _on_signal(handler: Any) -> None:
-    if _handling_signals:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+def _catch_signals() -> dict[int, Any]:
+    """Ctrl-C and SIGTERM close the run as KILLED, naming the signal, wherever
+    the run executes: the console script, a sweep's worker, a notebook.
+    Returns the handlers it replaced (signals reach only the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    _signals.clear()
+    _on_signal(_interrupt)
+    return previous
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def main() -> None:
@@ -451,7 +472,11 @@ def main() -> None:
     _on_signal(_interrupt)
 
     def entry() -> None:
-        _hydra_entry()
+        try:
+            _hydra_entry()
+        except KeyboardInterrupt:
+            sweeps.close_interrupted()  # runs an interrupted sweep's workers left RUNNING
+            raise
         if _failure:
             raise _failure.pop()
 
