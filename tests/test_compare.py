@@ -1,6 +1,7 @@
 """sweeplab compare, sweep ids and resumable sweeps, through real sweeps."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,23 @@ def test_compare_refuses_a_store_that_does_not_exist_or_is_not_one(swept: Path, 
     assert junk.returncode == 1 and "not an MLflow store" in junk.stderr.strip().splitlines()[-1]
     by_path = _compare(swept, "--store", "outputs/mlflow.db", "--out", "cmp3")  # a plain path to the file works
     assert by_path.returncode == 0, by_path.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_line_quotes_a_name_with_spaces_and_other_scripts_and_the_plot_is_quiet(tmp_path: Path) -> None:
+    """An experiment name that Hydra's grammar needs quoted (a space, letters beyond ASCII)
+    survives the overrides tag, the reproduce line runs as printed, and the
+    PNG does not warn about glyphs the font lacks."""
+    name = "试验 café runs"
+    first = cli([f"experiment_name='{name}'", "model=linear", "trainer.max_epochs=1", "callbacks=none"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shown = _compare(tmp_path, "--experiment", name, "--metric", "test/accuracy")
+    assert shown.returncode == 0, shown.stderr
+    assert "Glyph" not in shown.stderr and "missing from font" not in shown.stderr
+    line = next(l for l in shown.stdout.splitlines() if l.startswith("reproduce: "))
+    command = line.removeprefix("reproduce: ").replace("sweeplab-train", str(Path(sys.executable).with_name("sweeplab-train")), 1)
+    again = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", name)
+    assert len(runs) == 2 and set(runs.status) == {"FINISHED"}

@@ -47,11 +47,23 @@ def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
     return runs
 
 
+def split_overrides(tag: Any) -> list[str]:
+    """The overrides in the tag ``sweeplab.overrides`` (written with shlex.join, so an
+    override with a space, such as experiment_name='my runs', stays one)."""
+    import shlex
+
+    text = str(tag or "")
+    try:
+        return shlex.split(text)
+    except ValueError:  # an unbalanced quote in a tag written before shlex.join
+        return text.split()
+
+
 def reproduce_command(run: Any) -> str:
     """The command line that trains this one run again: its overrides, and for a
     job of a sweep (a multirun preset, an Optuna search) hydra.mode=RUN, so the
     command trains this config instead of re-entering the sweep."""
-    overrides = str(run.get("tags.sweeplab.overrides") or "").split()
+    overrides = split_overrides(run.get("tags.sweeplab.overrides"))
     if run.get("tags.sweeplab.sweep_id"):
         overrides.append("hydra.mode=RUN")
     return " ".join(["sweeplab-train", *(shlex.quote(o) for o in overrides)])
@@ -63,7 +75,7 @@ def differing_overrides(runs: Any) -> list[str]:
     hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume", "skip_finished")
     parsed = []
     for text in runs.get("tags.sweeplab.overrides", [""] * len(runs)).fillna(""):
-        pairs = (item.split("=", 1) for item in str(text).split() if "=" in item)
+        pairs = (item.split("=", 1) for item in split_overrides(text) if "=" in item)
         parsed.append({k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith(hidden)})
     keys = sorted({k for p in parsed for k in p})
     differing = [k for k in keys if len({p.get(k, "") for p in parsed}) > 1]
@@ -87,6 +99,10 @@ def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    import warnings
+
+    # A name in a script the default font lacks (CJK, emoji) draws as boxes: say nothing about it.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
     numeric = [p for p in params if pd.to_numeric(ranked[p], errors="coerce").notna().all()]
     panels = 2 if len(numeric) == 1 else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, max(3, 0.35 * len(ranked) + 1.5)), squeeze=False)

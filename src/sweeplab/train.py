@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -63,7 +64,7 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
         return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_id=resume_run_id)
     tags = {
         "sweeplab.version": __version__,
-        "sweeplab.overrides": " ".join(tracking.mask_override(o) for o in _overrides()),
+        "sweeplab.overrides": shlex.join(tracking.mask_override(o) for o in _overrides()),  # compare splits it back
         "sweeplab.config_hash": identity,
         **liveness.process_tags(),
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
