@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sweeplab-installed
 
-.PHONY: train test ui bench clean
+.PHONY: train test test-fast ui bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/sweeplab-train $(ARGS)
 
-## The whole test suite (CI runs exactly this)
+## The whole test suite (CI runs exactly this), one worker per core (pytest-xdist)
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+## The inner loop: everything but the end-to-end tests marked slow
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
 
 ## MLflow UI for the local store on 127.0.0.1
 ui: $(STAMP)

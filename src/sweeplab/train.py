@@ -162,7 +162,11 @@ class TorchFamily:
         self.trainer, self.run_dir = _build_trainer(self.cfg, logger, run_dir), run_dir
 
     def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
-        return _fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
+        fitted = _fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
+        profiles = sorted(self.run_dir.glob("*-profile.txt"))  # debug=profiler: its reports join the artifacts
+        for profile in profiles:
+            print(f"sweeplab-train: profiler report {profile}")
+        return None if fitted is None else (fitted[0], [*fitted[1], *profiles])
 
 
 def _family(cfg: DictConfig) -> Any:

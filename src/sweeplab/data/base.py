@@ -30,11 +30,13 @@ class Task(str, Enum):
 
 
 class _BatchIndexed(Dataset):
-    """A dataset indexed by a whole batch of positions at once.
+    """A dataset that also serves a whole batch of positions at once.
 
-    Paired with a BatchSampler it turns one batch into one tensor gather
-    instead of batch_size __getitem__ calls and a collate: on small
-    in-memory tables that per-sample overhead dominates the epoch time.
+    The DataLoader's fetcher calls ``__getitems__`` with each batch the
+    batch sampler draws: one tensor gather instead of batch_size
+    ``__getitem__`` calls and a collate (on small in-memory tables that
+    per-sample overhead dominates the epoch time). Being an ordinary
+    ``batch_sampler``, Lightning can swap its sampler (overfit_batches, DDP).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -43,8 +45,16 @@ class _BatchIndexed(Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[idx], self.y[idx]
+
+
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The collate of a batch ``__getitems__`` already built (module level: workers pickle it)."""
+    return batch
 
 
 def check_fraction(name: str, value: float) -> None:
@@ -221,8 +231,8 @@ class ArrayDataModule(pl.LightningDataModule):
 
         dataset = _BatchIndexed(*self._tensors(split))
         base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        sampler = BatchSampler(base, batch_size=self.batch_size, drop_last=False)
-        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        batches = BatchSampler(base, batch_size=self.batch_size, drop_last=False)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=_as_batch, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
