@@ -91,8 +91,10 @@ def redact_uri(uri: str) -> str:
 
 def mask_override(override: str) -> str:
     """``+api_key=S`` -> ``+api_key=***``: an override whose key looks like a secret."""
-    key, sep, _ = override.partition("=")
-    return f"{key}={MASK}" if sep and SECRET_KEY.search(key.rsplit(".", 1)[-1]) else override
+    key, sep, value = override.partition("=")
+    if sep and SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        return f"{key}={MASK}"
+    return f"{key}={redact_uri(value)}" if sep and "://" in value else override  # user:password@host -> user:***@host
 
 
 def check_server(uri: str, timeout: float = 5.0, key: str = "logger.tracking_uri=") -> None:

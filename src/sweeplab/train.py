@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab import __version__, liveness, sweeps, tracking
+from sweeplab import __version__, liveness, provenance, sweeps, tracking
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
@@ -67,6 +67,7 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
         "sweeplab.overrides": shlex.join(tracking.mask_override(o) for o in _overrides()),  # compare splits it back
         "sweeplab.config_hash": identity,
         **liveness.process_tags(),
+        **provenance.creation_tags(provenance.command_line()),
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
         **{str(k): str(v) for k, v in tracking.mask_secrets(dict(cfg.get("tags") or {})).items()},
     }
@@ -278,14 +279,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
             tracking.reopen_run(logger, run_id)
         if run_id:
             tracking.describe_run(logger, run_id, run_dir, family.task.value, family.kind, cfg)
+            for key, value in provenance.setup_tags(family).items():
+                logger.experiment.set_tag(run_id, key, value)
         config_file = run_dir / "config.yaml"
         config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
+        diff = provenance.write_diff(run_dir) if run_id else None
         fitted = family.fit(start_from)
         if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
             return {}
         metrics, reports = fitted
         if run_id:
-            for path in (config_file, *reports):
+            for path in (config_file, *([diff] if diff else []), *reports):
                 logger.experiment.log_artifact(run_id, str(path))
             logger.experiment.set_terminated(run_id, "FINISHED")
         if _handling_signals:  # the record is complete: a late Ctrl-C only ends the process

@@ -1,0 +1,54 @@
+"""Provenance tags: code version, command, software, device, data split."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import cli, runs_of, store_overrides, train_in_process
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_runs_record_commit_dirty_diff_command_versions_device_and_split(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "trial")
+    (tmp_path / "notes.txt").write_text("first\n")
+    git("add", "notes.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "start")
+    (tmp_path / "notes.txt").write_text("first\nchanged\n")  # uncommitted
+
+    result = cli(["trainer.max_epochs=1", "callbacks=none", "model=linear", "+tags.api_key=s3cr3t-value"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").iloc[0]
+    assert run["tags.mlflow.source.git.commit"] == git("rev-parse", "HEAD")
+    assert run["tags.mlflow.source.git.branch"] == "trial"
+    assert run["tags.sweeplab.git_dirty"] == "true"
+    assert run["tags.sweeplab.command"] == "sweeplab-train trainer.max_epochs=1 callbacks=none model=linear +tags.api_key=***"
+    assert run["tags.sweeplab.device"] == "cpu"
+    import torch
+
+    assert run["tags.sweeplab.torch"] == torch.__version__ and run["tags.sweeplab.python"]
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").list_artifacts(run["run_id"])}
+    assert "git_diff.patch" in artifacts
+    assert "+changed" in next(tmp_path.glob("outputs/runs/*/*/git_diff.patch")).read_text()
+
+
+def test_the_data_split_fingerprint_follows_the_split(store, tmp_path: Path) -> None:
+    base = ["trainer.max_epochs=1", "callbacks=none", "model=linear", *store_overrides(store)]
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        train_in_process([*base, f"seed={seed}", f"run_name={name}"], tmp_path / name)
+    runs = runs_of(store["uri"]).set_index("tags.mlflow.runName")["tags.sweeplab.data_split"]
+    assert runs["a"] == runs["b"] != runs["c"]  # the seed draws the split
+
+
+def test_a_password_in_a_uri_on_the_command_line_is_masked_in_tags() -> None:
+    from sweeplab.tracking import mask_override
+
+    assert mask_override("logger.tracking_uri=http://ana:pw@host:5000") == "logger.tracking_uri=http://ana:***@host:5000"
+    assert mask_override("+api_key=abc") == "+api_key=***" and mask_override("seed=3") == "seed=3"
