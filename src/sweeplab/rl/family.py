@@ -11,6 +11,7 @@ worlds, the learning curve for learning agents.
 """
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from sweeplab.rl import envs
 ENV_OPTIONS = ("frozen_lake", "cliff_walking", "taxi", "cartpole")
 
 
+@functools.cache
 def agent_options() -> dict[str, type]:
-    """Every conf/agent option and its class."""
+    """Every conf/agent option and its class (read once: the shipped files do not change)."""
     from importlib import resources
 
     options = {}
@@ -64,9 +66,7 @@ def log_series(logger: Any, series: dict[str, np.ndarray]) -> None:
     batches of 1000 (one call per point costs ~9 ms on SQLite)."""
     if logger is None or not series:
         return
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    if isinstance(logger, MLFlowLogger):
+    if _is_mlflow(logger):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
