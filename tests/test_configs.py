@@ -18,6 +18,15 @@ NEEDS = {
     ("loss", "mse"): ["data=diabetes"],
     ("loss", "mae"): ["data=diabetes"],
     ("loss", "huber"): ["data=diabetes"],
+    # Text: classifiers on the movie-review sentences, word vectors on the corpus (a few batches of its cells).
+    ("data", "sentiment"): ["model=embedding_bag"],
+    ("data", "text_csv"): ["model=embedding_bag"],
+    ("data", "text_folder"): ["model=embedding_bag", "data.tokenizer=bpe", "data.vocab_size=100"],
+    ("data", "corpus"): ["model=glove", "optimizer=adagrad", "+trainer.limit_train_batches=5", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"],
+    ("model", "glove"): ["data=corpus", "optimizer=adagrad", "+trainer.limit_train_batches=5", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"],
+    ("model", "word2vec"): ["data=corpus", "model.epochs=1"],
+    ("model", "bert"): ["data=sentiment", "data.tokenizer=wordpiece", "model.hidden_size=32", "model.num_layers=1"],
+    ("model", "tfidf_logistic_regression"): ["data=sentiment"],
 }
 SHORT_EPOCH = ["+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
 for big in ("alexnet", "resnet18", "resnet50", "vgg11", "mobilenet_v2"):  # a full epoch of VGG-11 takes ~30 s on 2 cores
@@ -44,6 +53,8 @@ def test_every_group_has_its_options() -> None:
     assert {"alexnet", "resnet18", "resnet50", "vgg11", "mobilenet_v2", "rnn", "lstm", "gru", "autoencoder"} <= set(options("model"))
     assert {"digits", "iris", "wine", "breast_cancer", "diabetes", "moons"} <= set(options("data"))
     assert {"csv", "image_folder", "mnist", "fashion_mnist", "cifar10", "sunspots", "sine"} <= set(options("data"))
+    assert {"sentiment", "text_csv", "text_folder", "corpus"} <= set(options("data"))
+    assert {"word2vec", "glove", "bert", "tfidf_logistic_regression"} <= set(options("model"))
 
 
 def generated_files(option: str, tmp_path: Path, monkeypatch) -> list[str]:
@@ -54,6 +65,12 @@ def generated_files(option: str, tmp_path: Path, monkeypatch) -> list[str]:
         table = tmp_path / "table.csv"
         table.write_text("a,b,kind,y\n" + "".join(f"{i % 7},{i % 5},{'x' if i % 2 else 'z'},{i % 3}\n" for i in range(60)))
         return [f"data.path={table}", "data.target=y"]
+    if option in ("text_csv", "text_folder"):
+        from test_text import write_folder, write_reviews
+
+        if option == "text_csv":
+            return [f"data.path={write_reviews(tmp_path / 'reviews.csv')}", "data.text=review", "data.target=label"]
+        return [f"data.root={write_folder(tmp_path / 'reviews')}"]
     if option == "image_folder":
         return [f"data.root={make_image_folder(tmp_path / 'images')}"]
     if option in ("mnist", "fashion_mnist"):

@@ -70,3 +70,13 @@ def test_a_server_behind_basic_auth_passes_the_health_probe() -> None:
             tracking.check_server(f"http://ana:wrong@127.0.0.1:{port}", timeout=5)
     finally:
         server.shutdown()
+
+
+def test_a_tokenizer_is_not_a_secret_but_a_token_is() -> None:
+    from sweeplab.tracking import mask_override, mask_secrets
+
+    assert mask_secrets({"data": {"tokenizer": "wordpiece", "hf_token": "abc", "auth_token": "x"}}) == {
+        "data": {"tokenizer": "wordpiece", "hf_token": "***", "auth_token": "***"}
+    }
+    assert mask_override("data.tokenizer=bpe") == "data.tokenizer=bpe"
+    assert mask_override("+hub.token=abc") == "+hub.token=***"

@@ -74,6 +74,8 @@ def for_task(model_cfg: DictConfig, data_task: Task, name: str) -> DictConfig:
 def estimator_task(estimator: Any) -> Task:
     from sklearn.base import ClusterMixin, is_classifier, is_regressor
 
+    if getattr(estimator, "task", None) is Task.EMBEDDING:
+        return Task.EMBEDDING  # word vectors (Word2Vec): fitted on a corpus
     if is_classifier(estimator):
         return Task.MULTICLASS  # binary or multiclass: the data decides
     if is_regressor(estimator):
@@ -98,6 +100,7 @@ def check_pairing(name: str, kind: Task, data_task: Task) -> None:
         Task.REGRESSION: data_task is Task.REGRESSION,
         Task.CLUSTERING: data_task.is_classification,
         Task.RECONSTRUCTION: True,
+        Task.EMBEDDING: data_task is Task.EMBEDDING,
     }[kind]
     if not ok:
         needs = {
@@ -137,6 +140,8 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
     kind = estimator_task(estimator)
     data_task = datamodule.task
     check_pairing(name, kind, data_task)
+    if kind is Task.EMBEDDING:  # word vectors from the corpus, scored on the word benchmarks
+        return estimator.fit(datamodule.sentences, datamodule.vocabulary).evaluate(out_dir)
     x = {s: datamodule.arrays(s)[0].reshape(len(datamodule.arrays(s)[0]), -1) for s in SPLITS}
     y = {s: datamodule.arrays(s)[1] for s in SPLITS}
     metrics: dict[str, float] = {}
@@ -187,9 +192,13 @@ class ClassicalFamily:
         import hydra
         from omegaconf import open_dict
 
+        from sweeplab.data.text import check_text_pairing
+
         cfg = self.cfg
         self.datamodule = hydra.utils.instantiate(cfg.data)
-        self.datamodule.setup()
+        check_text_pairing(self.datamodule, cfg.model, self.name)
+        if self.datamodule.task is not Task.EMBEDDING:  # a corpus is read as sentences; its cells are GloVe's
+            self.datamodule.setup()
         with open_dict(cfg):  # a classifier family on regression data becomes its regressor
             cfg.model = for_task(cfg.model, self.datamodule.task, self.name)
         self.estimator = hydra.utils.instantiate(cfg.model, _convert_="all")

@@ -164,7 +164,7 @@ def check_choices(choices: dict[str, Any]) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
-    for group in ("experiment", "hparams_search", "debug"):
+    for group in ("experiment", "hparams_search", "debug", "text_model"):
         chosen = choices.get(group)
         if chosen is not None and chosen not in (options := loader.get_group_options(group)):
             raise ValueError(f"{group}={chosen}: no such preset; choose one of {', '.join(options)}")

@@ -51,6 +51,8 @@ def build_metrics(task: Task, num_classes: int | None = None) -> MetricCollectio
         if task is Task.REGRESSION:
             metrics["r2"] = R2Score()
         return MetricCollection(metrics)
+    if task is Task.EMBEDDING:  # scored on word benchmarks after training (sweeplab.text.intrinsic); the loss is logged
+        return MetricCollection({})
     raise ValueError(f"no supervised metrics for task {task.value!r}")
 
 

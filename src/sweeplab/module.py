@@ -70,7 +70,11 @@ class SweepModule(pl.LightningModule):
         super().__init__()
         self.net = net
         self.task = Task(task)
-        self.loss_fn = resolve_loss(loss, self.task)
+        # A network that defines its own objective (GloVe's weighted least squares) is trained on it.
+        self.own_objective = callable(getattr(net, "objective", None))
+        if self.own_objective and loss is not None:
+            raise ValueError(f"{type(net).__name__} trains on its own objective; drop loss={type(loss).__name__} (use loss=auto)")
+        self.loss_fn = None if self.own_objective else resolve_loss(loss, self.task)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_options = dict(scheduler_options or {})
@@ -106,7 +110,7 @@ class SweepModule(pl.LightningModule):
         # An autoencoder is its own target: the labels are not used.
         target = x if self.task is Task.RECONSTRUCTION else y
         output = self.net(x)
-        loss = self.compute_loss(output, target)
+        loss = self.net.objective(output, x, target) if self.own_objective else self.compute_loss(output, target)
         preds = predictions(self.task, output.detach())
         if self.target_scale is not None:
             mean, std = self.target_scale

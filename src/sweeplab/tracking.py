@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-SECRET_KEY = re.compile(r"(password|passwd|token|secret|api[_-]?key|access[_-]?key|credential)", re.IGNORECASE)
+SECRET_KEY = re.compile(r"(password|passwd|token(?!i[sz]e)|secret|api[_-]?key|access[_-]?key|credential)", re.IGNORECASE)
 MASK = "***"
 # Keys that name or place a run but do not change what it computes.
 NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_finished", "resume")

@@ -85,6 +85,7 @@ def _quiet_lightning() -> None:
     # MLflow's SQLite layer logs a full traceback for each failed write before
     # raising it; the raised error is reported in one line (errors.one_line).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # per-epoch and per-benchmark-section INFO lines
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -99,9 +100,15 @@ def _build_module(cfg: DictConfig, datamodule: Any) -> Any:
     """A torch network with its loss, optimizer and scheduler, in the LightningModule."""
     from sweeplab.module import SweepModule
 
-    net = hydra.utils.instantiate(
-        cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs, _convert_="all"
+    from sweeplab.data.text import check_text_pairing
+
+    # Text data modules hand their vocabulary to the models that read it (model_inputs).
+    inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
+    check_text_pairing(datamodule, cfg.model, _model_choice(cfg), inputs)
+    build = hydra.utils.instantiate(
+        cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs, _convert_="all", _partial_=True
     )
+    net = build(**inputs)  # objects, not config: instantiate would turn them into dicts
     # The data's task, unless the network defines its own (an autoencoder reconstructs).
     task = getattr(net, "task", datamodule.task)
     loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") else None
@@ -161,6 +168,9 @@ class TorchFamily:
 
     def attach(self, logger: Any, run_dir: Path) -> None:
         self.trainer, self.run_dir = _build_trainer(self.cfg, logger, run_dir), run_dir
+        facts = getattr(self.module.net, "facts", None)  # e.g. the share of the vocabulary pre-trained vectors cover
+        if logger is not None and facts:
+            logger.log_metrics(facts, step=0)
 
     def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
         fitted = _fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
@@ -241,6 +251,11 @@ def _fit_torch(
     y_true = torch.cat(module.test_targets).numpy()
     if module.task is Task.REGRESSION and len(datamodule.targets("test")) == len(y_true):
         y_true = datamodule.targets("test")  # exact, not a float32 round trip through the scaling
+    if module.task is Task.EMBEDDING:  # word vectors: scored on the word benchmarks
+        scores, files = module.net.evaluate(run_dir)
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(scores, step=0)
+        return {**metrics, **scores}, files
     if module.task is Task.RECONSTRUCTION:
         return metrics, write_reconstruction_report(
             y_true, y_pred, datamodule.input_shape, run_dir, datamodule.unstandardize

@@ -23,6 +23,7 @@ class Task(str, Enum):
     RECONSTRUCTION = "reconstruction"
     CLUSTERING = "clustering"
     REINFORCEMENT = "reinforcement"  # an agent in an environment (sweeplab.rl), no data set
+    EMBEDDING = "embedding"  # word vectors from a corpus, scored on word-similarity and analogy benchmarks
 
     @property
     def is_classification(self) -> bool:
@@ -223,7 +224,7 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.arrays(split)
-        target = torch.as_tensor(y, dtype=torch.float32 if self.task is Task.REGRESSION else torch.long)
+        target = torch.as_tensor(y, dtype=torch.long if self.task.is_classification else torch.float32)
         return torch.from_numpy(np.ascontiguousarray(x)), target
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

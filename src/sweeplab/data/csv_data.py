@@ -26,6 +26,38 @@ def sniff_separator(path: Path) -> str:
         return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
+def read_table(path: Path, sep: str | None = None):
+    """A table file as a DataFrame, by its extension; one-line errors naming the problem."""
+    import pandas as pd
+
+    if not path.exists():
+        raise FileNotFoundError(f"data.path={path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"data.path={path}: is a folder, not a table file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"data.path={path}: the file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        with open(path, errors="replace") as handle:
+            first = handle.read(256).lstrip()[:1]  # JSON opens with { or [
+        if suffix in (".json", ".jsonl", ".ndjson"):
+            return pd.read_json(path, lines=suffix != ".json" or first not in ("[", "{"))
+        if suffix not in DELIMITED:
+            raise ValueError(f"data.path={path.name}: unknown table format {suffix!r}; sweeplab reads {', '.join(FORMATS)}")
+        if first in ("{", "["):
+            raise ValueError(f"data.path={path.name}: looks like JSON, not delimited text; name the file .json (or .jsonl)")
+        sep = sep or sniff_separator(path)
+        return pd.read_csv(path, sep=sep)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"data.path={path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"data.path={path}: not a readable {suffix.lstrip('.') or 'text'} file ({' '.join(str(exc).split())})") from None
+    except ImportError as exc:  # parquet without pyarrow
+        raise ValueError(f"data.path={path.name}: reading {suffix} needs a package that is missing ({exc})") from None
+
+
 class CsvDataModule(ArrayDataModule):
     """Features and a target column from a CSV file.
 
@@ -72,35 +104,7 @@ class CsvDataModule(ArrayDataModule):
         self._load()  # fail on bad files now, before a run is created; and the task must be known
 
     def _read(self):
-        """The file as a DataFrame, by its extension; one-line errors naming the problem."""
-        import pandas as pd
-
-        if not self.path.exists():
-            raise FileNotFoundError(f"data.path={self.path}: no such file")
-        if self.path.is_dir():
-            raise ValueError(f"data.path={self.path}: is a folder, not a table file")
-        if self.path.stat().st_size == 0:
-            raise ValueError(f"data.path={self.path}: the file is empty")
-        suffix = self.path.suffix.lower()
-        try:
-            if suffix == ".parquet":
-                return pd.read_parquet(self.path)
-            with open(self.path, errors="replace") as handle:
-                first = handle.read(256).lstrip()[:1]  # JSON opens with { or [
-            if suffix in (".json", ".jsonl", ".ndjson"):
-                return pd.read_json(self.path, lines=suffix != ".json" or first not in ("[", "{"))
-            if suffix not in DELIMITED:
-                raise ValueError(f"data.path={self.path.name}: unknown table format {suffix!r}; sweeplab reads {', '.join(FORMATS)}")
-            if first in ("{", "["):
-                raise ValueError(f"data.path={self.path.name}: looks like JSON, not delimited text; name the file .json (or .jsonl)")
-            sep = self.sep or sniff_separator(self.path)
-            return pd.read_csv(self.path, sep=sep)
-        except pd.errors.EmptyDataError:
-            raise ValueError(f"data.path={self.path}: the file is empty") from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise ValueError(f"data.path={self.path}: not a readable {suffix.lstrip('.') or 'text'} file ({' '.join(str(exc).split())})") from None
-        except ImportError as exc:  # parquet without pyarrow
-            raise ValueError(f"data.path={self.path.name}: reading {suffix} needs a package that is missing ({exc})") from None
+        return read_table(self.path, self.sep)
 
     def _load(self) -> None:
         import pandas as pd

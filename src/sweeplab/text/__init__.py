@@ -1,0 +1,1 @@
+"""Text: tokenizers, word vectors (Word2Vec, GloVe) and their intrinsic evaluation."""
