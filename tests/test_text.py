@@ -131,7 +131,8 @@ def test_glove_objective_is_the_papers_weighted_least_squares() -> None:
         i, j = int(i), int(j)
         pred = float(w[i] @ c[j]) + float(g.word_bias.weight[i, 0].detach()) + float(g.context_bias.weight[j, 0].detach())
         by_hand.append(min(1.0, (count / 10.0) ** 0.75) * (pred - log_count) ** 2)
-    assert float(g.objective(g(x), x, y)) == pytest.approx(np.mean(by_hand), rel=1e-5)
+    with torch.no_grad():
+        assert float(g.objective(g(x), x, y)) == pytest.approx(np.mean(by_hand), rel=1e-5)
 
 
 def test_intrinsic_scores_match_scipy_spearman_on_the_covered_pairs() -> None:
@@ -289,6 +290,17 @@ def test_bert_fine_tunes_a_local_save_pretrained_folder_through_the_cli(tmp_path
     run = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").iloc[0]
     assert run["status"] == "FINISHED" and run["params.data.tokenizer"] == "auto"
     assert 0 <= run["metrics.test/accuracy"] <= 1
+    # sweeplab-eval rebuilds the encoder from the folder's config and the data's ids with the same tokenizer.
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("sweeplab-eval")
+    evaluated = subprocess.run([str(exe), run["run_id"], "--store", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"],
+                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    again = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").iloc[0]
+    assert again["metrics.eval/test/accuracy"] == pytest.approx(run["metrics.test/accuracy"])
+    assert again["metrics.eval/test/f1"] == pytest.approx(run["metrics.test/f1"])
     # The pre-trained tokenizer's ids ([CLS] first) went into the encoder: the same folder tokenizes the test texts.
     from transformers import AutoTokenizer
 

@@ -46,7 +46,7 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
     except Exception:
         raise ValueError(f"{target}: neither a checkpoint file nor an MLflow run id in {tracking.redact_uri(store)}") from None
     if run.data.tags.get("sweeplab.model_kind") == "classical":
-        raise ValueError(f"run {target} is a scikit-learn run: it has no checkpoint to re-test")
+        raise ValueError(f"run {target} is a fit-once run (scikit-learn, or gensim's Word2Vec): it has no checkpoint to re-test")
     if run.data.tags.get("sweeplab.model_kind") == "rl":
         raise ValueError(
             f"run {target} is a reinforcement-learning run: its greedy policy was scored after training (test/*); "
@@ -83,8 +83,11 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
     cfg: DictConfig = OmegaConf.load(config_file)  # type: ignore[assignment]
     with open_dict(cfg):
         cfg.callbacks = None
-        if cfg.model.get("weights"):
-            cfg.model.weights = None  # the checkpoint holds the trained weights; the original file may be gone
+        weights = cfg.model.get("weights")
+        # The checkpoint holds the trained weights and the original file may be gone; a
+        # pre-trained text model's folder stays: its config.json is the architecture.
+        if weights and not Path(str(weights)).expanduser().is_dir():
+            cfg.model.weights = None
         if accelerator:
             cfg.trainer.accelerator = accelerator
     checkpoint = load_checkpoint(ckpt_path, key="checkpoint")
@@ -95,6 +98,8 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
     module.load_state_dict(checkpoint["state_dict"])
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if module.task.value == "embedding":  # word vectors: their benchmark scores, as at the end of training
+        metrics.update(module.net.evaluate(run_dir)[0])
 
     if run_id:
         from mlflow.tracking import MlflowClient

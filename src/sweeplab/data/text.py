@@ -127,7 +127,7 @@ class TextDataModule(ArrayDataModule):
         """Extra arguments a model's builder may take (``text``): the vocabulary and ids."""
         self.setup()
         tok = self.tokenizer
-        return {"text": TextInputs(tok.vocabulary, tok.pad_id, tok.cls_id, tok.name, [tok.tokens(t) for t in self.texts["train"]])}
+        return {"text": TextInputs(tok.vocabulary, tok.pad_id, tok.cls_id, tok.name, tok.tokenize(self.texts["train"]))}
 
 
 class SentimentDataModule(TextDataModule):

@@ -37,6 +37,9 @@ class TextTokenizer:
     def tokens(self, text: str) -> list[str]:
         raise NotImplementedError
 
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        return [self.tokens(t) for t in texts]
+
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         raise NotImplementedError
 
@@ -45,7 +48,9 @@ class WordTokenizer(TextTokenizer):
     name = "word"
 
     def __init__(self, train_texts: Sequence[str], min_freq: int = 1, max_vocab: int | None = None) -> None:
-        counts = Counter(t for text in train_texts for t in words(text))
+        # The training texts are split once: for the vocabulary, their ids and pre-training vectors.
+        self._fitted = (train_texts, [words(text) for text in train_texts])
+        counts = Counter(t for tokens in self._fitted[1] for t in tokens)
         kept = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         if max_vocab:
             kept = kept[: max(0, max_vocab - len(SPECIALS))]
@@ -55,9 +60,12 @@ class WordTokenizer(TextTokenizer):
     def tokens(self, text: str) -> list[str]:
         return words(text)
 
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        return self._fitted[1] if texts is self._fitted[0] else [words(t) for t in texts]
+
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         get = self.index.get
-        return [[get(t, UNK_ID) for t in words(text)[:max_length]] for text in texts]
+        return [[get(t, UNK_ID) for t in tokens[:max_length]] for tokens in self.tokenize(texts)]
 
 
 class SubwordTokenizer(TextTokenizer):
