@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/sweep_parallel.py
 	$(BIN)/python benchmarks/rl_steps.py
+	$(BIN)/python benchmarks/text_pipeline.py
 
 clean:
 	rm -rf outputs/runs outputs/multirun
