@@ -69,14 +69,21 @@ def reproduce_command(run: Any) -> str:
     return " ".join(["sweeplab-train", *(shlex.quote(o) for o in overrides)])
 
 
-def differing_overrides(runs: Any) -> list[str]:
-    """Add one column per command-line override key whose value differs between
-    runs (from the tag sweeplab.overrides); return the column names."""
+def parse_overrides(runs: Any) -> list[dict[str, str]]:
+    """Each run's command-line overrides as {key: value} (from the tag sweeplab.overrides),
+    without those that say where a run lands or how it starts."""
     hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume", "skip_finished")
     parsed = []
     for text in runs.get("tags.sweeplab.overrides", [""] * len(runs)).fillna(""):
         pairs = (item.split("=", 1) for item in split_overrides(text) if "=" in item)
         parsed.append({k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith(hidden)})
+    return parsed
+
+
+def differing_overrides(runs: Any) -> list[str]:
+    """Add one column per command-line override key whose value differs between
+    runs; return the column names."""
+    parsed = parse_overrides(runs)
     keys = sorted({k for p in parsed for k in p})
     differing = [k for k in keys if len({p.get(k, "") for p in parsed}) > 1]
     for key in differing:
@@ -137,11 +144,17 @@ def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
     return out
 
 
-def compare(uri: str, experiment: str, metric: str, sweep: str | None, out_dir: Path, extra: list[str]) -> dict[str, Any]:
-    """Rank, print, write CSV and PNG; return what was written and the best run."""
+def compare(
+    uri: str, experiment: str, metric: str, sweep: str | None, out_dir: Path, extra: list[str],
+    group_by: list[str] | None = None, over: str | None = None,
+) -> dict[str, Any]:
+    """Rank, print, write CSV and PNG; return what was written and the best run.
+    With ``group_by`` / ``over``: replicates aggregated (mean ± sd, n) instead."""
     from rich.console import Console
     from rich.table import Table
 
+    if group_by or over:
+        return compare_groups(uri, experiment, metric, sweep, out_dir, extra, list(group_by or []), over)
     ranked = rank(load_runs(uri, experiment, sweep), metric)
     params = differing_overrides(ranked)
     all_metrics = [metric, *[m for m in extra if m != metric and f"metrics.{m}" in ranked.columns]]
@@ -213,9 +226,102 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="further metrics to show when logged")
     parser.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
     parser.add_argument("--out", default="outputs/compare", help="folder for the CSV and PNG")
+    parser.add_argument("--group-by", nargs="+", default=None, metavar="KEY",
+                        help="aggregate runs by these config keys (e.g. optimizer, optimizer.lr): mean ± sd and n per group")
+    parser.add_argument("--over", default=None, metavar="KEY",
+                        help="the replicate key (e.g. seed): runs differing only in it are averaged; alone, groups by everything else that differs")
 
 
 def run_from_args(args: argparse.Namespace) -> None:
     from sweeplab.tracking import default_tracking_uri, existing_store
 
-    compare(existing_store(args.store or default_tracking_uri()), args.experiment, args.metric, args.sweep, Path(args.out), args.also)
+    compare(existing_store(args.store or default_tracking_uri()), args.experiment, args.metric, args.sweep, Path(args.out), args.also,
+            args.group_by, args.over)
+
+
+def compare_groups(
+    uri: str, experiment: str, metric: str, sweep: str | None, out_dir: Path, extra: list[str], group_by: list[str], over: str | None,
+) -> dict[str, Any]:
+    """Replicates as one row: each group's n and each metric's mean ± sd, ranked
+    by the mean; the PNG draws the sd as error bars; the CSVs hold the
+    aggregate and the runs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweeplab.results import flatten_runs, summarize
+
+    raw = rank(load_runs(uri, experiment, sweep), metric)
+    frame = flatten_runs(raw, parse_overrides(raw))
+    if not group_by:  # --over alone: what differs between runs, except the replicate key
+        group_by = [c.removeprefix("override.") for c in differing_overrides(raw.copy()) if c != f"override.{over}"]
+        if not group_by:
+            raise ValueError(f"--over {over}: the runs differ in nothing else; every run is a replicate of one config (use --group-by to name one)")
+    metrics = [metric, *[m for m in extra if m != metric and m in frame.columns]]
+    table = summarize(frame[frame[metric].notna()], group_by, metrics, over=over, descending=not lower_is_better(metric))
+    console = Console()
+    console.print(f"{experiment}{' / sweep ' + sweep if sweep else ''}: {metric} over {over or 'runs'}, by {', '.join(group_by)} "
+                  f"(mean ± sd, ranked by the mean)", soft_wrap=True, style="bold")
+    shown = Table()
+    shown.add_column("#", justify="right", no_wrap=True)
+    for key in group_by:
+        shown.add_column(_break_dotted(key), overflow="fold", min_width=max(len(str(v)) for v in table[key]))
+    shown.add_column("n", justify="right", no_wrap=True)
+    cells = {m: [f"{_sd(row[f'{m} mean'])} ± {_sd(row[f'{m} sd'])}" for _, row in table.iterrows()] for m in metrics}
+    # Group names and the first metric always show; further metrics while the terminal has room (all are in the CSV).
+    used = 4 + 6 + sum(max(len(str(v)) for v in [*_break_dotted(k).split("\n"), *table[k]]) + 3 for k in group_by)
+    fits = []
+    for m in metrics:
+        width = max(len(c) for c in cells[m]) + 3
+        if fits and used + width > console.width:
+            break
+        fits.append(m)
+        used += width
+    for m in fits:
+        shown.add_column(m.replace("/", "/\n", 1), justify="right", no_wrap=True)
+    for i, row in table.iterrows():
+        cells_i = [cells[m][i] for m in fits]
+        shown.add_row(str(i + 1), *[str(row[k]) for k in group_by], str(row["n"]), *cells_i)
+    console.print(shown)
+    if len(fits) < len(metrics):
+        console.print(f"(not shown at this width: {', '.join(metrics[len(fits):])}; all are in the CSV)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = f"{metric.replace('/', '_')}_by_{'_'.join(k.replace('.', '-') for k in group_by)}"
+    csv_path = out_dir / f"compare_{experiment}_{slug}.csv"
+    runs_path = out_dir / f"compare_{experiment}_{slug}_runs.csv"
+    table.to_csv(csv_path, index=False)
+    frame[["run_id", "status", *group_by, *([over] if over and over not in group_by else []), *metrics]].to_csv(runs_path, index=False)
+    png_path = _plot_groups(table, metric, group_by, out_dir / f"compare_{experiment}_{slug}.png")
+    best = table.iloc[0]
+    console.print(f"best: {', '.join(f'{k}={best[k]}' for k in group_by)}: {metric} = {_sd(best[f'{metric} mean'])} ± {_sd(best[f'{metric} sd'])} "
+                  f"over {best['n']} run(s)", soft_wrap=True)
+    console.print(f"wrote {csv_path}, {runs_path} and {png_path}", soft_wrap=True)
+    return {"csv": csv_path, "runs_csv": runs_path, "png": png_path, "table": table}
+
+
+def _sd(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _plot_groups(table: Any, metric: str, group_by: list[str], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table.iloc[::-1]
+    labels = [" / ".join(str(r[k]) for k in group_by) + f"  (n={r['n']})" for _, r in rows.iterrows()]
+    means, sds = rows[f"{metric} mean"].to_numpy(), rows[f"{metric} sd"].fillna(0).to_numpy()
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.4 * len(rows) + 1.5)))
+    colours = ["tab:orange" if i == len(rows) - 1 else "tab:blue" for i in range(len(rows))]
+    ax.barh(range(len(rows)), means, xerr=sds, color=colours, capsize=3, error_kw={"elinewidth": 1})
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    low, high = float((means - sds).min()), float((means + sds).max())
+    span = (high - low) or abs(high) or 1.0
+    ax.set_xlim(low - 0.25 * span if low - 0.25 * span > 0 or low < 0 else 0, high + 0.15 * span)
+    ax.set_xlabel(f"{metric} (mean ± sd)")
+    ax.set_ylabel(" / ".join(group_by))
+    ax.set_title(f"{metric} by {', '.join(group_by)} ({'lower' if lower_is_better(metric) else 'higher'} is better)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
