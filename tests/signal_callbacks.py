@@ -17,3 +17,24 @@ class PauseOnTestStart(Callback):
     def on_test_start(self, trainer, pl_module) -> None:
         self.marker.write_text("testing")
         time.sleep(self.seconds)
+
+
+class HoldAtEpoch(Callback):
+    """With SWEEPLAB_TEST_HOLD set to a folder: at the start of epoch
+    SWEEPLAB_TEST_HOLD_EPOCH, write ``<folder>/held-<pid>`` and wait while it
+    exists (up to 120 s), so a test can signal, kill or release the run at a
+    known moment instead of racing a long run. Without the variable (a resume)
+    it does nothing, and being in the config either way, the run's identity
+    is the same."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import os
+
+        folder = os.environ.get("SWEEPLAB_TEST_HOLD")
+        if not folder or trainer.current_epoch != int(os.environ.get("SWEEPLAB_TEST_HOLD_EPOCH", "1")):
+            return
+        marker = Path(folder) / f"held-{os.getpid()}"
+        marker.write_text(str(trainer.current_epoch))
+        deadline = time.time() + 120
+        while marker.exists() and time.time() < deadline:
+            time.sleep(0.05)

@@ -14,13 +14,36 @@ from mlflow.tracking import MlflowClient
 
 from conftest import cli, runs_of, store_overrides, train_in_process
 
-SLOW_RUN = ["data=moons", "data.n_samples=60000", "trainer.max_epochs=4", "callbacks.progress_bar=null"]
+# A short run that a test holds at a chosen epoch (signal_callbacks.HoldAtEpoch), so a
+# signal or a kill lands at a known moment however busy the machine is.
+SLOW_RUN = ["trainer.max_epochs=4", "callbacks.progress_bar=null", "+callbacks.hold._target_=signal_callbacks.HoldAtEpoch"]
+TESTS = {"PYTHONPATH": str(Path(__file__).parent)}  # where the hold callback is imported from
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    exe = Path(sys.executable).with_name("sweeplab-train")
+def _hold_env(cwd: Path, epoch: int | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    env.update(TESTS)
+    if epoch is not None:
+        env.update(SWEEPLAB_TEST_HOLD=str(cwd), SWEEPLAB_TEST_HOLD_EPOCH=str(epoch))
+    return env
+
+
+def _start(args: list[str], cwd: Path, hold: int | None = None, **popen) -> subprocess.Popen:
+    """The console script in the background; held at the start of epoch ``hold`` if given."""
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([str(exe), *args], cwd=cwd, text=True, env=_hold_env(cwd, hold), **popen)
+
+
+def _held(cwd: Path, count: int = 1, timeout: float = 180) -> list[Path]:
+    """The hold markers of ``count`` runs, once they are all held."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = sorted(cwd.glob("held-*"))
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{count} held run(s) did not appear in {timeout}s")
 
 
 def _wait_for(pattern: str, cwd: Path, timeout: float = 120) -> Path:
@@ -42,9 +65,9 @@ def _store(cwd: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_marks_run_killed_and_keeps_checkpoints(signum: int, tmp_path: Path) -> None:
-    proc = _start(SLOW_RUN, tmp_path)
+    proc = _start(SLOW_RUN, tmp_path, hold=1)
+    _held(tmp_path)
     ckpt = _wait_for("outputs/runs/*/*/checkpoints/last.ckpt", tmp_path)
-    time.sleep(0.5)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, stderr[-2000:]  # 130 for Ctrl-C, 143 for SIGTERM
@@ -54,7 +77,7 @@ def test_interrupt_marks_run_killed_and_keeps_checkpoints(signum: int, tmp_path:
     assert "add resume=auto to the same command" in stderr
     assert runs["tags.sweeplab.error"][0] == f"Interrupted: interrupted by {signal.Signals(signum).name}"
     if signum == signal.SIGINT:  # resumed to the end, the run no longer carries the interruption's error
-        assert cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path).returncode == 0
+        assert cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path, env=TESTS).returncode == 0
         after = runs_of(_store(tmp_path))
         assert list(after.status) == ["FINISHED"] and "sweeplab.error" not in MlflowClient(_store(tmp_path)).get_run(after.run_id[0]).data.tags
 
@@ -90,26 +113,17 @@ def _metric_points(cwd: Path, key: str) -> int:
         return 0
 
 
-def _runs_in(cwd: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{cwd / 'outputs' / 'mlflow.db'}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_sigkill_after_an_epoch_that_did_not_improve_then_two_resumes(tmp_path: Path) -> None:
     """monitor_mode=max on val/loss: no epoch after the first improves, so only
     last.ckpt can hold epoch 2. Killed then, a resume must not train (and log)
     epoch 2 again; of two resumes started together, one trains and one refuses."""
     args = [*SLOW_RUN, "monitor_mode=max"]
-    proc = _start(args, tmp_path)
-    deadline = time.time() + 180
-    while _metric_points(tmp_path, "val/loss") < 2 and time.time() < deadline:
-        time.sleep(0.3)
-    time.sleep(1.0)  # let the end-of-epoch checkpoint land
+    proc = _start(args, tmp_path, hold=2)  # held after two epochs, their checkpoints written
+    marker = _held(tmp_path)[0]
+    assert _metric_points(tmp_path, "val/loss") == 2
     proc.kill()  # SIGKILL: no handler runs, the MLflow run stays RUNNING
+    marker.unlink()
     proc.communicate(timeout=60)
     before = runs_of(_store(tmp_path))
     assert list(before.status) == ["RUNNING"]
@@ -118,15 +132,13 @@ def test_sigkill_after_an_epoch_that_did_not_improve_then_two_resumes(tmp_path: 
     last = next(tmp_path.glob("outputs/runs/*/*/checkpoints/last.ckpt"))
     assert torch.load(last, weights_only=True)["epoch"] >= 1  # the end of the last finished epoch, not the best one
 
-    first = _start([*args, "resume=auto"], tmp_path)
-    lock = last.parent.parent / ".sweeplab.lock"
-    deadline = time.time() + 120
-    while f"process {first.pid} " not in (lock.read_text() if lock.exists() else "") and time.time() < deadline:
-        time.sleep(0.2)
-    second = cli([*args, "resume=auto"], cwd=tmp_path)
+    first = _start([*args, "resume=auto"], tmp_path, hold=3)  # held inside the resumed run, holding its folder
+    held = _held(tmp_path)[0]
+    second = cli([*args, "resume=auto"], cwd=tmp_path, env=TESTS)
     assert second.returncode == 1
     lines = [line for line in second.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"is being trained by process {first.pid} on" in lines[0], second.stderr[-2000:]
+    held.unlink()  # let the first resume finish
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
     assert f"resuming MLflow run {before.run_id[0]}" in out
@@ -141,10 +153,8 @@ def test_sigkill_after_an_epoch_that_did_not_improve_then_two_resumes(tmp_path: 
 
 @pytest.mark.slow
 def test_sigkill_before_the_first_checkpoint_is_closed_by_the_next_run(tmp_path: Path) -> None:
-    proc = _start(SLOW_RUN, tmp_path)
-    deadline = time.time() + 120
-    while not _runs_in(tmp_path) and time.time() < deadline:
-        time.sleep(0.2)
+    proc = _start(SLOW_RUN, tmp_path, hold=0)
+    _held(tmp_path)
     proc.kill()
     proc.communicate(timeout=60)
     assert not list(tmp_path.glob("outputs/runs/*/*/checkpoints/*.ckpt"))
@@ -155,7 +165,7 @@ def test_sigkill_before_the_first_checkpoint_is_closed_by_the_next_run(tmp_path:
                             timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     assert listed.returncode == 0 and stale.run_id[0] in listed.stdout and "gone" in listed.stdout, listed.stderr
 
-    result = cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path)
+    result = cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path, env=TESTS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"run {stale.run_id[0]} of this config was left RUNNING by a process that is gone; marked KILLED" in result.stdout
     runs = runs_of(_store(tmp_path)).set_index("run_id")
@@ -295,48 +305,26 @@ def _bad_checkpoints(tmp_path: Path) -> None:
     torch.save({"state_dict": {"net.weight": torch.zeros(2)}}, tmp_path / "bare.ckpt")
 
 
+# Every bad input of the CLI's own plumbing (validation before imports, data and
+# model errors after them, checkpoints, the store, presets) through the console
+# script; the other values through the same code in-process, where the message
+# and the store are checked the same way at a fraction of the cost.
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args,expected",
     [
         (["data=csv", "data.path=missing.csv", "data.target=y"], "data.path=missing.csv: no such file"),
-        (["data=csv", "data.path=empty.csv", "data.target=y"], "data.path=empty.csv: the file is empty"),
-        (["data=csv", "data.path=header_only.csv", "data.target=label"], "has a header but no rows"),
-        (["data=csv", "data.path=malformed.csv", "data.target=a"], "not a readable csv file"),
         (["data=csv", "data.path=text.csv", "data.target=lbl"], "data.target='lbl': no such column in text.csv; columns: x1, colour, label"),
-        (["data=csv", "data.path=nan.csv", "data.target=label"], "missing or infinite values in x2; set data.missing=drop, mean, median or zero"),
-        (["data=csv", "data.path=text.csv", "data.target=label", "data.categorical=error"], "non-numeric feature columns colour"),
-        (["data=csv", "data.path=text.csv", "data.target=label", "data.task=binary"], "data.task=binary but column 'label' has 3 classes"),
         (["data=csv"], "data.path is required and has no value"),
-        (["data.val_fraction=0.5", "data.test_fraction=0.45"], "must leave at least 10% for training"),
         (["optimizer.lr=0"], "optimizer.lr=0: must be a finite number > 0"),
         (["trainer.precision=16-mixed", "trainer.accelerator=cpu"], "trainer.precision=16-mixed: the CPU has no float16 mixed precision"),
-        (["model=cnn", "data=iris"], "model=cnn needs image-shaped samples"),
-        (["loss=bce"], "loss=BCEWithLogitsLoss does not fit the run's multiclass task"),
-        (["model=kmeans", "data=diabetes"], "model=kmeans is a clustering model"),
         (["logger.tracking_uri=http://127.0.0.1:9"], "logger.tracking_uri=http://127.0.0.1:9: no MLflow server answers there"),
-        (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt: no such file"),
         (["resume=0123456789abcdef"], "resume=0123456789abcdef: no such MLflow run"),
         (["paths.outputs=afile/sub"], "afile"),
-        (["scheduler=step", "scheduler.interval=batch"], "scheduler.interval='batch': choose epoch or step"),
-        (["model.activation=swishy"], "model.activation='swishy': choose one of relu"),
-        (["monitor_mode=maximum"], "monitor_mode='maximum': choose min or max"),
+        (["model=kmeans", "data=diabetes"], "model=kmeans is a clustering model"),
         (["seed=abc"], "seed='abc': must be an integer from 0 to 4294967295"),
-        (["seed=-1"], "seed=-1: must be an integer from 0 to 4294967295"),
-        (["data.val_fraction=abc"], "data.val_fraction='abc': must be a number in (0, 1)"),
-        (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number > 0"),
-        (["optimizer.lr=1e999"], "optimizer.lr=inf: must be a finite number > 0"),
-        (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1: must be a number in [0, inf)"),
-        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be a positive integer"),
-        (["scheduler=multistep", "scheduler.milestones=[8,5]"], "scheduler.milestones=[8, 5]: must be increasing positive integers"),
-        (["param_groups=[{params: '(', lr: 0.1}]"], "param_groups[0].params='(': not a valid regular expression"),
         (["experiment=nope"], "experiment=nope: no such preset; choose one of autoencoder_vs_pca, clustering_digits"),
-        (["logger.tracking_uri=garbage://x"], "logger.tracking_uri=garbage://x: unknown scheme; use sqlite:///"),
-        (["trainer.accelerator=cpu", "trainer.devices=3"], "trainer.devices=3: on the CPU that means 3 training processes (DDP)"),
-        (["data=csv", "data.path=onemember.csv", "data.target=label"], "needs at least 3 samples of every class; too few of: c"),
         (["ckpt_path=plain.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
-        (["ckpt_path=random.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
-        (["ckpt_path=bare.ckpt"], "a bare state dict, not a checkpoint Lightning wrote"),
     ],
 )
 def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -356,15 +344,60 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
         assert "RUNNING" not in set(runs_of(f"sqlite:///{db}").status)
 
 
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["data=csv", "data.path=empty.csv", "data.target=y"], "data.path=empty.csv: the file is empty"),
+        (["data=csv", "data.path=header_only.csv", "data.target=label"], "has a header but no rows"),
+        (["data=csv", "data.path=malformed.csv", "data.target=a"], "not a readable csv file"),
+        (["data=csv", "data.path=nan.csv", "data.target=label"], "missing or infinite values in x2; set data.missing=drop, mean, median or zero"),
+        (["data=csv", "data.path=text.csv", "data.target=label", "data.categorical=error"], "non-numeric feature columns colour"),
+        (["data=csv", "data.path=text.csv", "data.target=label", "data.task=binary"], "data.task=binary but column 'label' has 3 classes"),
+        (["data.val_fraction=0.5", "data.test_fraction=0.45"], "must leave at least 10% for training"),
+        (["model=cnn", "data=iris"], "model=cnn needs image-shaped samples"),
+        (["loss=bce"], "loss=BCEWithLogitsLoss does not fit the run's multiclass task"),
+        (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt: no such file"),
+        (["scheduler=step", "scheduler.interval=batch"], "scheduler.interval='batch': choose epoch or step"),
+        (["model.activation=swishy"], "model.activation='swishy': choose one of relu"),
+        (["monitor_mode=maximum"], "monitor_mode='maximum': choose min or max"),
+        (["seed=-1"], "seed=-1: must be an integer from 0 to 4294967295"),
+        (["data.val_fraction=abc"], "data.val_fraction='abc': must be a number in (0, 1)"),
+        (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number > 0"),
+        (["optimizer.lr=1e999"], "optimizer.lr=inf: must be a finite number > 0"),
+        (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1: must be a number in [0, inf)"),
+        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be a positive integer"),
+        (["scheduler=multistep", "scheduler.milestones=[8,5]"], "scheduler.milestones=[8, 5]: must be increasing positive integers"),
+        (["param_groups=[{params: '(', lr: 0.1}]"], "param_groups[0].params='(': not a valid regular expression"),
+        (["logger.tracking_uri=garbage://x"], "logger.tracking_uri=garbage://x: unknown scheme; use sqlite:///"),
+        (["trainer.accelerator=cpu", "trainer.devices=3"], "trainer.devices=3: on the CPU that means 3 training processes (DDP)"),
+        (["data=csv", "data.path=onemember.csv", "data.target=label"], "needs at least 3 samples of every class; too few of: c"),
+        (["ckpt_path=random.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
+        (["ckpt_path=bare.ckpt"], "a bare state dict, not a checkpoint Lightning wrote"),
+    ],
+)
+def test_bad_input_in_process_names_the_value_and_leaves_nothing_running(args: list[str], expected: str, tmp_path: Path, monkeypatch) -> None:
+    from sweeplab.errors import one_line
+
+    monkeypatch.chdir(tmp_path)
+    _csv(tmp_path)
+    _bad_checkpoints(tmp_path)
+    with pytest.raises(Exception) as raised:
+        train_in_process([*args, "callbacks=none", "trainer.max_epochs=1"], tmp_path / "run")
+    assert expected in one_line(raised.value)
+    db = tmp_path / "outputs" / "mlflow.db"
+    if db.exists():
+        assert "RUNNING" not in set(runs_of(f"sqlite:///{db}").status)
+
+
 # -- the store under concurrent writers ------------------------------------------
 
 @pytest.mark.slow
 def test_a_crashing_writer_does_not_hurt_the_others(tmp_path: Path) -> None:
     first = cli(["trainer.max_epochs=1", "callbacks=none"], cwd=tmp_path)  # creates the store
     assert first.returncode == 0, first.stderr[-2000:]
-    victim = _start(SLOW_RUN, tmp_path)
+    victim = _start(SLOW_RUN, tmp_path, hold=1)
     survivor = _start(["trainer.max_epochs=3", "callbacks=none", "data=wine"], tmp_path)
-    _wait_for("outputs/runs/*/*/checkpoints/last.ckpt", tmp_path)
+    _held(tmp_path)
     victim.kill()
     victim.communicate(timeout=60)
     _, err = survivor.communicate(timeout=300)
@@ -442,33 +475,17 @@ def test_full_disk_for_checkpoints_and_for_the_store_is_one_line_and_leaves_no_b
     assert lines[0].startswith("sweeplab-train: error: the MLflow store could not be written")
 
 
-JOBLIB_SWEEP = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SLOW_RUN, "trainer.max_epochs=20", "seed=1,2"]
+JOBLIB_SWEEP = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SLOW_RUN, "seed=1,2"]
 
 
 def _two_runs_training(cwd: Path) -> list[int]:
-    """Wait until both jobs of the sweep have a RUNNING run; their worker pids."""
-    db = cwd / "outputs" / "mlflow.db"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                pids = [int(v) for (v,) in conn.execute(
-                    "SELECT t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid WHERE t.key = 'sweeplab.pid' AND r.status = 'RUNNING'")]
-            if len(pids) == 2:
-                time.sleep(3)  # into training
-                return pids
-        except sqlite3.Error:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("the sweep's two runs did not start")
+    """Wait until both jobs of the sweep are held in training; their worker pids."""
+    return [int(marker.name.removeprefix("held-")) for marker in _held(cwd, count=2)]
 
 
 @pytest.mark.slow
 def test_ctrl_c_on_a_joblib_sweep_ends_every_run_in_flight_killed(tmp_path: Path) -> None:
-    exe = Path(sys.executable).with_name("sweeplab-train")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([str(exe), *JOBLIB_SWEEP], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
+    proc = _start(JOBLIB_SWEEP, tmp_path, hold=1, start_new_session=True)
     _two_runs_training(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
     _, stderr = proc.communicate(timeout=180)
@@ -480,10 +497,7 @@ def test_ctrl_c_on_a_joblib_sweep_ends_every_run_in_flight_killed(tmp_path: Path
 
 @pytest.mark.slow
 def test_workers_of_a_sweep_whose_parent_is_killed_close_their_runs_and_exit(tmp_path: Path) -> None:
-    exe = Path(sys.executable).with_name("sweeplab-train")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([str(exe), *JOBLIB_SWEEP], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, start_new_session=True)
+    proc = _start(JOBLIB_SWEEP, tmp_path, hold=1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     workers = _two_runs_training(tmp_path)
     proc.kill()  # SIGKILL of the parent alone: no handler of its runs
     proc.wait()
