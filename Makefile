@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sweeplab-installed
 
-.PHONY: train test test-fast ui bench clean
+.PHONY: train test test-fast lint format ui bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -15,9 +15,18 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/sweeplab-train $(ARGS)
 
-## The whole test suite (CI runs exactly this), one worker per core (pytest-xdist)
-test: $(STAMP)
+## Lint, then the whole test suite (CI runs exactly this), one worker per core (pytest-xdist)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+## ruff: lint and formatting check (make format rewrites)
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks conf experiments
+	$(BIN)/ruff format --check src tests benchmarks conf experiments
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests benchmarks conf experiments
+	$(BIN)/ruff format src tests benchmarks conf experiments
 
 ## The inner loop: everything but the end-to-end tests marked slow
 test-fast: $(STAMP)

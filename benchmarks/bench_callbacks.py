@@ -1,4 +1,5 @@
 """Callbacks the benchmarks inject into sweeplab runs with +callbacks.<name>._target_=..."""
+
 from __future__ import annotations
 
 import os

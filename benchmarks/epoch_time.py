@@ -13,6 +13,7 @@ training images (rows) per second.
     # the ResNet preset on a GPU, bf16 mixed precision, both sides on the same device:
     python benchmarks/epoch_time.py --model resnet18 --accelerator gpu --precision bf16-mixed --batch-size 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_callbacks  # noqa: E402
-
 from sweeplab.config import compose  # noqa: E402
 from sweeplab.train import run  # noqa: E402
+
+import bench_callbacks  # noqa: E402
 
 
 def sweeplab_epochs(overrides: list[str], epochs: int, outputs: Path) -> list[float]:

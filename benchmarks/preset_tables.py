@@ -10,6 +10,7 @@ prints. The caption names the machine and torch's thread count: results of
 the same seed can differ in the last digits between thread counts (the order
 of floating-point sums changes), most for LBFGS, whose line search amplifies it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,14 @@ SKIPPED = ("seed=", "experiment=", "paths.", "hydra.", "callbacks.progress_bar")
 
 def run_preset(preset: str, seeds: list[int], outputs: Path) -> None:
     exe = Path(sys.executable).with_name("sweeplab-train")
-    command = [str(exe), "-m", f"experiment={preset}", f"seed={','.join(map(str, seeds))}", f"paths.outputs={outputs}",
-               "callbacks.progress_bar=null"]
+    command = [
+        str(exe),
+        "-m",
+        f"experiment={preset}",
+        f"seed={','.join(map(str, seeds))}",
+        f"paths.outputs={outputs}",
+        "callbacks.progress_bar=null",
+    ]
     print("$", " ".join(command[1:]), file=sys.stderr, flush=True)
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 

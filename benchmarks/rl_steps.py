@@ -11,6 +11,7 @@ the same Gymnasium environment doing the same work (target ratio <= 1.15).
 Same seed, same episodes: both sides take the same actions, so the step
 counts match and the ratio is the cost of the framework's loop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,12 @@ def hand_collect(env, net, steps: int, epsilon: float, seed: int) -> None:
 
     rng = np.random.default_rng(seed)
     obs_buf = np.zeros((steps, *env.observation_space.shape), dtype=np.float32)
-    next_buf, actions, rewards, dones = np.zeros_like(obs_buf), np.zeros(steps, np.int64), np.zeros(steps, np.float32), np.zeros(steps, np.float32)
+    next_buf, actions, rewards, dones = (
+        np.zeros_like(obs_buf),
+        np.zeros(steps, np.int64),
+        np.zeros(steps, np.float32),
+        np.zeros(steps, np.float32),
+    )
     obs, _ = env.reset(seed=seed)
     for i in range(steps):
         if rng.random() < epsilon:
@@ -112,9 +118,13 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=0.1, help="DQN exploration rate while collecting (mostly network actions)")
     args = parser.parse_args()
     ours, hand = tabular(args.repeat, args.episodes)
-    print(f"Q-learning, FrozenLake 4x4: sweeplab {ours:,.0f} steps/s, hand loop {hand:,.0f} steps/s, ratio (hand/sweeplab) {hand / ours:.3f}")
+    print(
+        f"Q-learning, FrozenLake 4x4: sweeplab {ours:,.0f} steps/s, hand loop {hand:,.0f} steps/s, ratio (hand/sweeplab) {hand / ours:.3f}"
+    )
     ours, hand = dqn(args.repeat, args.steps, args.epsilon)
-    print(f"DQN collection, CartPole:   sweeplab {ours:,.0f} steps/s, hand loop {hand:,.0f} steps/s, ratio (hand/sweeplab) {hand / ours:.3f}")
+    print(
+        f"DQN collection, CartPole:   sweeplab {ours:,.0f} steps/s, hand loop {hand:,.0f} steps/s, ratio (hand/sweeplab) {hand / ours:.3f}"
+    )
 
 
 if __name__ == "__main__":

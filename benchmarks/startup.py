@@ -5,6 +5,7 @@ Runs each command N times in fresh processes and compares medians
 
     python benchmarks/startup.py --repeat 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,11 @@ def first_step_seconds(workdir: Path) -> float:
     start = time.time()
     out = subprocess.run(
         [str(exe), "callbacks=none", "+callbacks.exit._target_=bench_callbacks.ExitAtFirstStep"],
-        cwd=workdir, capture_output=True, text=True, env=env, check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     stamp = next(line for line in out.stdout.splitlines() if line.startswith("FIRST_STEP_AT"))
     return float(stamp.split()[1]) - start
@@ -46,8 +51,10 @@ def main() -> None:
         ours = [first_step_seconds(Path(tmp)) for _ in range(args.repeat)]
     base = [baseline_seconds() for _ in range(args.repeat)]
     ours_m, base_m = statistics.median(ours), statistics.median(base)
-    print(f"import torch, sklearn: {base_m:.2f} s; sweeplab-train to first step: {ours_m:.2f} s; "
-          f"difference {ours_m - base_m:+.2f} s (target <= +1.5 s), ratio {ours_m / base_m:.2f}")
+    print(
+        f"import torch, sklearn: {base_m:.2f} s; sweeplab-train to first step: {ours_m:.2f} s; "
+        f"difference {ours_m - base_m:+.2f} s (target <= +1.5 s), ratio {ours_m / base_m:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ against the same run with logger=none (target: <= 3% of the run).
 
     python benchmarks/sweep_parallel.py
 """
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ epochs); target <= 1.15.
     python benchmarks/text_pipeline.py
     python benchmarks/text_pipeline.py --rows 50000 --epochs 6 --threads 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from epoch_time import _macro_scores, sweeplab_epochs  # noqa: E402
-
 from sweeplab.data.text import TextCsvDataModule, gensim_data  # noqa: E402
+
+from epoch_time import _macro_scores, sweeplab_epochs  # noqa: E402
 
 
 def write_corpus(path: Path, rows: int) -> Path:
@@ -122,16 +123,33 @@ def main() -> None:
         hand_tok += time.perf_counter() - start
         tokens = int((dm.arrays("train")[0] != 0).sum())
         all_tokens = tokens + sum(int((dm.arrays(s)[0] != 0).sum()) for s in ("val", "test"))
-        overrides = ["data=text_csv", f"data.path={csv}", "data.text=text", "data.target=label", f"data.batch_size={args.batch_size}",
-                     "data.max_length=64", "model=embedding_bag", "model.embedding_dim=32", "model.hidden_size=64"]
+        overrides = [
+            "data=text_csv",
+            f"data.path={csv}",
+            "data.text=text",
+            "data.target=label",
+            f"data.batch_size={args.batch_size}",
+            "data.max_length=64",
+            "model=embedding_bag",
+            "model.embedding_dim=32",
+            "model.hidden_size=64",
+        ]
         ours = statistics.median(sweeplab_epochs(overrides, args.epochs, Path(tmp) / "out")[1:])
         hand = statistics.median(hand_epochs(dm, args.epochs, 32, 64, 1e-3)[1:])
         del frame
-    print(f"{args.rows} rows ({tokens:,} training tokens), batch {args.batch_size}, threads {args.threads}, epochs {args.epochs} (first dropped)")
-    print(f"tokenise (read + vocabulary + ids, all splits): sweeplab {all_tokens / ours_tok:,.0f} tokens/s, hand {all_tokens / hand_tok:,.0f} tokens/s, ratio {ours_tok / hand_tok:.2f}")
-    print(f"train epoch (train + val, 4 scores): sweeplab {tokens / ours:,.0f} tokens/s, hand {tokens / hand:,.0f} tokens/s, ratio {ours / hand:.2f}")
+    print(
+        f"{args.rows} rows ({tokens:,} training tokens), batch {args.batch_size}, threads {args.threads}, epochs {args.epochs} (first dropped)"
+    )
+    print(
+        f"tokenise (read + vocabulary + ids, all splits): sweeplab {all_tokens / ours_tok:,.0f} tokens/s, hand {all_tokens / hand_tok:,.0f} tokens/s, ratio {ours_tok / hand_tok:.2f}"
+    )
+    print(
+        f"train epoch (train + val, 4 scores): sweeplab {tokens / ours:,.0f} tokens/s, hand {tokens / hand:,.0f} tokens/s, ratio {ours / hand:.2f}"
+    )
     total_ours, total_hand = ours_tok + args.epochs * ours, hand_tok + args.epochs * hand
-    print(f"pipeline (tokenise + {args.epochs} epochs): sweeplab {total_ours:.2f} s, hand {total_hand:.2f} s, ratio {total_ours / total_hand:.2f} (target <= 1.15)")
+    print(
+        f"pipeline (tokenise + {args.epochs} epochs): sweeplab {total_ours:.2f} s, hand {total_hand:.2f} s, ratio {total_ours / total_hand:.2f} (target <= 1.15)"
+    )
 
 
 if __name__ == "__main__":

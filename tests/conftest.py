@@ -1,4 +1,5 @@
 """Shared fixtures: every test gets its own outputs folder and MLflow store."""
+
 from __future__ import annotations
 
 import os

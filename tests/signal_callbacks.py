@@ -1,5 +1,6 @@
 """Callbacks that hold a run at a chosen moment so a test can signal it there
 (imported by the training subprocess through PYTHONPATH)."""
+
 from __future__ import annotations
 
 import time

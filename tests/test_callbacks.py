@@ -1,4 +1,5 @@
 """PreciseBatchNorm: BatchNorm statistics of the current weights before each validation."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -21,8 +22,15 @@ def _fit(net: nn.Module, callbacks: list, epochs: int = 1) -> MoonsDataModule:
     # lr 0: the weights never move, so the expected statistics are those of the data
     dm = MoonsDataModule(n_samples=200, batch_size=200, standardize=False)  # one batch: the whole training split
     module = SweepModule(net=net, task=Task.BINARY, optimizer=partial(torch.optim.SGD, lr=0.0))
-    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm)
     return dm
 

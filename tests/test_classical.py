@@ -1,4 +1,5 @@
 """scikit-learn models beside torch ones: same data, same metric code, same store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, adjusted_rand_score, normalized_mutual_info_score, precision_recall_fscore_support
 
-from conftest import runs_of, store_overrides, train_in_process, saved_predictions
 from sweeplab.config import compose
+
+from conftest import runs_of, saved_predictions, store_overrides, train_in_process
 
 SUPERVISED = [
     ("knn", "digits"),
@@ -22,7 +24,9 @@ SUPERVISED = [
 
 @pytest.mark.parametrize("model,data", SUPERVISED)
 def test_estimator_metrics_equal_sklearn_scoring(model: str, data: str, store, tmp_path: Path) -> None:
-    overrides = [f"model={model}", f"data={data}", "model.n_estimators=20"] if model == "random_forest" else [f"model={model}", f"data={data}"]
+    overrides = (
+        [f"model={model}", f"data={data}", "model.n_estimators=20"] if model == "random_forest" else [f"model={model}", f"data={data}"]
+    )
     run_dir = tmp_path / "run"
     metrics = train_in_process([*overrides, *store_overrides(store)], run_dir)
     run = runs_of(store["uri"]).iloc[0]

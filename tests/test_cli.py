@@ -1,4 +1,5 @@
 """The console script as a user runs it: real processes, a temporary store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,7 +53,10 @@ def test_failed_run_in_sweep_does_not_stop_the_others(tmp_path: Path) -> None:
         (["data.batch_size=0"], "data.batch_size=0: must be a positive integer"),
         (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': must be a positive integer"),
         (["trainer.accelerator=gpu"], "trainer.accelerator=gpu: this machine has none; available here: cpu"),
-        (["data=imagenet"], "data=imagenet: no such option; valid choices: breast_cancer, cifar10, corpus, csv, diabetes, digits, fashion_mnist"),
+        (
+            ["data=imagenet"],
+            "data=imagenet: no such option; valid choices: breast_cancer, cifar10, corpus, csv, diabetes, digits, fashion_mnist",
+        ),
         (["trainer.precision=bf17"], "Precision 'bf17' is invalid"),
     ],
 )

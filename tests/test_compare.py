@@ -1,4 +1,5 @@
 """sweeplab compare, sweep ids and resumable sweeps, through real sweeps."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def swept(tmp_path_factory) -> Path:
 
 def _compare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("sweeplab")
-    return subprocess.run([str(exe), "compare", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [str(exe), "compare", *args], cwd=cwd, capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    )
 
 
 def test_every_run_of_a_sweep_shares_one_sweep_id(swept: Path) -> None:
@@ -84,8 +86,14 @@ def test_rerunning_a_sweep_skips_finished_configs(swept: Path) -> None:
 
 def test_compare_stays_readable_at_80_columns_in_a_pipe(swept: Path) -> None:
     exe = Path(sys.executable).with_name("sweeplab")
-    result = subprocess.run([str(exe), "compare", "--metric", "test/accuracy", "--out", "cmp80"], cwd=swept, capture_output=True,
-                            text=True, timeout=120, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [str(exe), "compare", "--metric", "test/accuracy", "--out", "cmp80"],
+        cwd=swept,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     table = [line for line in lines if line[:1] in "┏┃┡│└"]
@@ -143,10 +151,11 @@ def test_reproduce_line_quotes_a_name_with_spaces_and_other_scripts_and_the_plot
     shown = _compare(tmp_path, "--experiment", name, "--metric", "test/accuracy")
     assert shown.returncode == 0, shown.stderr
     assert "Glyph" not in shown.stderr and "missing from font" not in shown.stderr
-    line = next(l for l in shown.stdout.splitlines() if l.startswith("reproduce: "))
+    line = next(text for text in shown.stdout.splitlines() if text.startswith("reproduce: "))
     command = line.removeprefix("reproduce: ").replace("sweeplab-train", str(Path(sys.executable).with_name("sweeplab-train")), 1)
-    again = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "COLUMNS": "200"})
+    again = subprocess.run(
+        ["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"}
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", name)
     assert len(runs) == 2 and set(runs.status) == {"FINISHED"}

@@ -1,4 +1,5 @@
 """Every option of every config group composes and trains one short epoch."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, runs_of, store_overrides, train_in_process
 from sweeplab.config import compose, register_experiments
+
+from conftest import runs_of, store_overrides, train_in_process
 
 # Partners an option needs to make sense (the option itself is the subject).
 NEEDS = {
@@ -22,8 +24,20 @@ NEEDS = {
     ("data", "sentiment"): ["model=embedding_bag"],
     ("data", "text_csv"): ["model=embedding_bag"],
     ("data", "text_folder"): ["model=embedding_bag", "data.tokenizer=bpe", "data.vocab_size=100"],
-    ("data", "corpus"): ["model=glove", "optimizer=adagrad", "+trainer.limit_train_batches=5", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"],
-    ("model", "glove"): ["data=corpus", "optimizer=adagrad", "+trainer.limit_train_batches=5", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"],
+    ("data", "corpus"): [
+        "model=glove",
+        "optimizer=adagrad",
+        "+trainer.limit_train_batches=5",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+    ],
+    ("model", "glove"): [
+        "data=corpus",
+        "optimizer=adagrad",
+        "+trainer.limit_train_batches=5",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+    ],
     ("model", "word2vec"): ["data=corpus", "model.epochs=1"],
     ("model", "bert"): ["data=sentiment", "data.tokenizer=wordpiece", "model.hidden_size=32", "model.num_layers=1"],
     ("model", "tfidf_logistic_regression"): ["data=sentiment"],

@@ -1,4 +1,5 @@
 """debug= presets: check a config before spending compute on it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ def test_overfit_drives_the_training_loss_to_about_zero(store, tmp_path: Path) -
 
 
 def test_limit_and_profiler_are_tracked_with_the_profile_as_an_artifact(store, tmp_path: Path) -> None:
-    train_in_process(["debug=profiler", "trainer.max_epochs=1", "+trainer.limit_train_batches=5", *store_overrides(store)], tmp_path / "run")
+    train_in_process(
+        ["debug=profiler", "trainer.max_epochs=1", "+trainer.limit_train_batches=5", *store_overrides(store)], tmp_path / "run"
+    )
     run = runs_of(store["uri"]).iloc[0]
     assert run["status"] == "FINISHED"
     artifacts = {a.path for a in MlflowClient(store["uri"]).list_artifacts(run["run_id"])}

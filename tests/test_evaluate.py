@@ -1,4 +1,5 @@
 """sweeplab-eval reproduces a run's logged test metrics from its checkpoint."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import runs_of, store_overrides, train_in_process
 from sweeplab.evaluate import evaluate
+
+from conftest import runs_of, store_overrides, train_in_process
 
 
 def test_train_then_eval_agree_exactly_and_log_to_the_same_run(store, tmp_path: Path) -> None:
@@ -44,8 +46,14 @@ def test_eval_cli_bad_targets_are_one_line(store, tmp_path: Path) -> None:
     ]:
         result = subprocess.run([str(exe), target, "--store", store["uri"]], capture_output=True, text=True, cwd=tmp_path, timeout=120)
         assert result.returncode == 1
-        assert result.stderr.strip().splitlines()[-1] == f"sweeplab-eval: error: {expected}" or expected in result.stderr.strip().splitlines()[-1]
-    for bad_store, expected in [(f"sqlite:///{tmp_path / 'junk.db'}", "not an MLflow store"), (str(tmp_path / "none.db"), "no such MLflow store")]:
+        assert (
+            result.stderr.strip().splitlines()[-1] == f"sweeplab-eval: error: {expected}"
+            or expected in result.stderr.strip().splitlines()[-1]
+        )
+    for bad_store, expected in [
+        (f"sqlite:///{tmp_path / 'junk.db'}", "not an MLflow store"),
+        (str(tmp_path / "none.db"), "no such MLflow store"),
+    ]:
         result = subprocess.run([str(exe), run_id, "--store", bad_store], capture_output=True, text=True, cwd=tmp_path, timeout=120)
         assert result.returncode == 1 and expected in result.stderr.strip().splitlines()[-1], result.stderr[-500:]
 
@@ -56,11 +64,16 @@ def test_eval_cli_prints_the_metrics_and_no_banners(store, tmp_path: Path) -> No
     trained = train_in_process(["data=diabetes", "trainer.max_epochs=3", *store_overrides(store)], tmp_path / "run")
     run_id = runs_of(store["uri"]).run_id[0]
     exe = Path(sys.executable).with_name("sweeplab-eval")
-    result = subprocess.run([str(exe), run_id, "--store", store["uri"]], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                            env={"PATH": "/usr/bin:/bin", "COLUMNS": "80"})
+    result = subprocess.run(
+        [str(exe), run_id, "--store", store["uri"]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "80"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     output = result.stdout + result.stderr
     for banner in ("GPU available", "TPU available", "Tip:"):
         assert banner not in output
     assert f"{trained['test/mse']:.6f}" in result.stdout and trained["test/mse"] > 100  # the target's own units
-

@@ -1,5 +1,6 @@
 """Image data beyond digits: image folders, MNIST / Fashion-MNIST / CIFAR-10 from a
 local root. Every file here is generated in a temporary folder."""
+
 from __future__ import annotations
 
 import pickle
@@ -9,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FAST, runs_of, store_overrides, train_in_process
 from sweeplab.config import compose
+
+from conftest import FAST, runs_of, store_overrides, train_in_process
 
 SHORT = [*FAST, "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
 
@@ -107,7 +109,15 @@ def test_image_folder_errors_name_the_problem(tmp_path: Path, setup, message: st
 def test_image_folder_trains_and_lands_in_mlflow(tmp_path: Path, store) -> None:
     root = make_image_folder(tmp_path / "pets")
     metrics = train_in_process(
-        ["data=image_folder", f"data.root={root}", "data.image_size=16", "model=cnn", "trainer.max_epochs=1", "callbacks=none", *store_overrides(store)],
+        [
+            "data=image_folder",
+            f"data.root={root}",
+            "data.image_size=16",
+            "model=cnn",
+            "trainer.max_epochs=1",
+            "callbacks=none",
+            *store_overrides(store),
+        ],
         tmp_path / "run",
     )
     runs = runs_of(store["uri"])
@@ -156,16 +166,30 @@ def test_missing_dataset_files_name_the_root_and_the_download_flag(tmp_path: Pat
 
 def test_mnist_trains_a_torchvision_model_and_lands_in_mlflow(tmp_path: Path, store) -> None:
     root = make_mnist(tmp_path / "data")
-    train_in_process(["data=mnist", f"data.root={root}", "data.val_fraction=0.2", "data.batch_size=16", "model=mobilenet_v2", *SHORT, *store_overrides(store)], tmp_path / "run")
+    train_in_process(
+        [
+            "data=mnist",
+            f"data.root={root}",
+            "data.val_fraction=0.2",
+            "data.batch_size=16",
+            "model=mobilenet_v2",
+            *SHORT,
+            *store_overrides(store),
+        ],
+        tmp_path / "run",
+    )
     run = runs_of(store["uri"]).iloc[0]
     assert run["status"] == "FINISHED"
     assert 0.0 <= run["metrics.test/f1"] <= 1.0
 
 
-@pytest.mark.parametrize(("name", "module", "function"), [
-    ("mnist", "torchvision.datasets.mnist", "download_and_extract_archive"),
-    ("cifar10", "torchvision.datasets.cifar", "download_and_extract_archive"),
-])
+@pytest.mark.parametrize(
+    ("name", "module", "function"),
+    [
+        ("mnist", "torchvision.datasets.mnist", "download_and_extract_archive"),
+        ("cifar10", "torchvision.datasets.cifar", "download_and_extract_archive"),
+    ],
+)
 def test_download_without_a_network_is_one_clear_error(tmp_path: Path, monkeypatch, name: str, module: str, function: str) -> None:
     import importlib
     from urllib.error import URLError

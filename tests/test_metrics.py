@@ -1,4 +1,5 @@
 """Metrics must equal scikit-learn's on the same predictions."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The seed's four model-definition styles, losses and per-parameter options."""
+
 from __future__ import annotations
 
 import pytest
@@ -95,7 +96,9 @@ def test_param_groups_give_per_parameter_learning_rates() -> None:
     from functools import partial
 
     net = build_mlp((4,), 3, hidden_sizes=[8])
-    module = SweepModule(net, Task.MULTICLASS, partial(torch.optim.SGD, lr=0.1), num_classes=3, param_groups=[{"params": r"^3\.", "lr": 0.001}])
+    module = SweepModule(
+        net, Task.MULTICLASS, partial(torch.optim.SGD, lr=0.1), num_classes=3, param_groups=[{"params": r"^3\.", "lr": 0.001}]
+    )
     optimizer = module.configure_optimizers()
     lrs = sorted(g["lr"] for g in optimizer.param_groups)
     assert lrs == [0.001, 0.1]
@@ -104,7 +107,9 @@ def test_param_groups_give_per_parameter_learning_rates() -> None:
 
 
 def test_param_group_pattern_matching_nothing_is_an_error() -> None:
-    module = SweepModule(build_linear((4,), 2), Task.MULTICLASS, torch.optim.SGD, num_classes=2, param_groups=[{"params": "backbone", "lr": 1}])
+    module = SweepModule(
+        build_linear((4,), 2), Task.MULTICLASS, torch.optim.SGD, num_classes=2, param_groups=[{"params": "backbone", "lr": 1}]
+    )
     with pytest.raises(ValueError, match="params='backbone' matches no trainable parameter"):
         module.configure_optimizers()
 

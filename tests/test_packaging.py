@@ -1,4 +1,5 @@
 """Configs and presets must ship in the wheel, not only in an editable checkout."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_carries_configs_and_composes_from_them(tmp_path: Path) -> None:
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     # The packaging metadata builds without setuptools' deprecation and missing-package banners.
     output = build.stdout + build.stderr

@@ -1,4 +1,5 @@
 """The model-zoo presets run end to end through the console script (shortened)."""
+
 from __future__ import annotations
 
 from pathlib import Path

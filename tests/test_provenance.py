@@ -1,4 +1,5 @@
 """Provenance tags: code version, command, software, device, data split."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """Bad input, crashes and interruptions: nothing lost, everything explained."""
+
 from __future__ import annotations
 
 import os
@@ -62,6 +63,7 @@ def _store(cwd: Path) -> str:
 
 # -- signals and resume -------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_marks_run_killed_and_keeps_checkpoints(signum: int, tmp_path: Path) -> None:
@@ -79,7 +81,9 @@ def test_interrupt_marks_run_killed_and_keeps_checkpoints(signum: int, tmp_path:
     if signum == signal.SIGINT:  # resumed to the end, the run no longer carries the interruption's error
         assert cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path, env=TESTS).returncode == 0
         after = runs_of(_store(tmp_path))
-        assert list(after.status) == ["FINISHED"] and "sweeplab.error" not in MlflowClient(_store(tmp_path)).get_run(after.run_id[0]).data.tags
+        assert (
+            list(after.status) == ["FINISHED"] and "sweeplab.error" not in MlflowClient(_store(tmp_path)).get_run(after.run_id[0]).data.tags
+        )
 
 
 @pytest.mark.slow
@@ -89,9 +93,18 @@ def test_ctrl_c_during_the_test_stage_exits_130_and_says_interrupted(tmp_path: P
     env.pop("MLFLOW_TRACKING_URI", None)
     exe = Path(sys.executable).with_name("sweeplab-train")
     proc = subprocess.Popen(
-        [str(exe), "trainer.max_epochs=1", "callbacks.progress_bar=null",
-         "+callbacks.pause._target_=signal_callbacks.PauseOnTestStart", f"+callbacks.pause.marker={marker}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            str(exe),
+            "trainer.max_epochs=1",
+            "callbacks.progress_bar=null",
+            "+callbacks.pause._target_=signal_callbacks.PauseOnTestStart",
+            f"+callbacks.pause.marker={marker}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     _wait_for("testing", tmp_path)
     proc.send_signal(signal.SIGINT)
@@ -161,8 +174,14 @@ def test_sigkill_before_the_first_checkpoint_is_closed_by_the_next_run(tmp_path:
     stale = runs_of(_store(tmp_path))
     assert list(stale.status) == ["RUNNING"] and stale["tags.sweeplab.pid"][0] == str(proc.pid)
 
-    listed = subprocess.run([str(Path(sys.executable).with_name("sweeplab")), "runs"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    listed = subprocess.run(
+        [str(Path(sys.executable).with_name("sweeplab")), "runs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
     assert listed.returncode == 0 and stale.run_id[0] in listed.stdout and "gone" in listed.stdout, listed.stderr
 
     result = cli([*SLOW_RUN, "resume=auto"], cwd=tmp_path, env=TESTS)
@@ -185,11 +204,20 @@ def test_sweeplab_runs_close_marks_runs_of_dead_processes_killed(store, tmp_path
     experiment = client.create_experiment("sweeplab")
     runs = {}
     for name, pid in (("dead", dead.pid), ("alive", os.getpid())):
-        tags = {"sweeplab.host": socket.gethostname(), "sweeplab.pid": str(pid), "sweeplab.process_start": _process_start(os.getpid()) or ""}
+        tags = {
+            "sweeplab.host": socket.gethostname(),
+            "sweeplab.pid": str(pid),
+            "sweeplab.process_start": _process_start(os.getpid()) or "",
+        }
         runs[name] = client.create_run(experiment, run_name=name, tags=tags).info.run_id
     exe = Path(sys.executable).with_name("sweeplab")
-    result = subprocess.run([str(exe), "runs", "--close", "--store", store["uri"]], capture_output=True, text=True, timeout=120,
-                            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [str(exe), "runs", "--close", "--store", store["uri"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     assert client.get_run(runs["dead"]).info.status == "KILLED"
     assert "ended before its first checkpoint" in client.get_run(runs["dead"]).data.tags["sweeplab.error"]
@@ -231,6 +259,7 @@ def test_resume_auto_with_nothing_to_resume_starts_fresh(store, tmp_path: Path) 
 
 
 # -- checkpoints --------------------------------------------------------------
+
 
 class _Payload:
     def __reduce__(self):
@@ -278,6 +307,7 @@ def test_training_can_start_from_a_checkpoint(store, tmp_path: Path) -> None:
 
 # -- bad input through the CLI: one line, non-zero, nothing RUNNING -------------
 
+
 def _csv(tmp_path: Path) -> dict[str, Path]:
     files = {
         "empty": "",
@@ -314,7 +344,10 @@ def _bad_checkpoints(tmp_path: Path) -> None:
     "args,expected",
     [
         (["data=csv", "data.path=missing.csv", "data.target=y"], "data.path=missing.csv: no such file"),
-        (["data=csv", "data.path=text.csv", "data.target=lbl"], "data.target='lbl': no such column in text.csv; columns: x1, colour, label"),
+        (
+            ["data=csv", "data.path=text.csv", "data.target=lbl"],
+            "data.target='lbl': no such column in text.csv; columns: x1, colour, label",
+        ),
         (["data=csv"], "data.path is required and has no value"),
         (["optimizer.lr=0"], "optimizer.lr=0: must be a finite number > 0"),
         (["trainer.precision=16-mixed", "trainer.accelerator=cpu"], "trainer.precision=16-mixed: the CPU has no float16 mixed precision"),
@@ -350,7 +383,10 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
         (["data=csv", "data.path=empty.csv", "data.target=y"], "data.path=empty.csv: the file is empty"),
         (["data=csv", "data.path=header_only.csv", "data.target=label"], "has a header but no rows"),
         (["data=csv", "data.path=malformed.csv", "data.target=a"], "not a readable csv file"),
-        (["data=csv", "data.path=nan.csv", "data.target=label"], "missing or infinite values in x2; set data.missing=drop, mean, median or zero"),
+        (
+            ["data=csv", "data.path=nan.csv", "data.target=label"],
+            "missing or infinite values in x2; set data.missing=drop, mean, median or zero",
+        ),
         (["data=csv", "data.path=text.csv", "data.target=label", "data.categorical=error"], "non-numeric feature columns colour"),
         (["data=csv", "data.path=text.csv", "data.target=label", "data.task=binary"], "data.task=binary but column 'label' has 3 classes"),
         (["data.val_fraction=0.5", "data.test_fraction=0.45"], "must leave at least 10% for training"),
@@ -375,7 +411,9 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
         (["ckpt_path=bare.ckpt"], "a bare state dict, not a checkpoint Lightning wrote"),
     ],
 )
-def test_bad_input_in_process_names_the_value_and_leaves_nothing_running(args: list[str], expected: str, tmp_path: Path, monkeypatch) -> None:
+def test_bad_input_in_process_names_the_value_and_leaves_nothing_running(
+    args: list[str], expected: str, tmp_path: Path, monkeypatch
+) -> None:
     from sweeplab.errors import one_line
 
     monkeypatch.chdir(tmp_path)
@@ -390,6 +428,7 @@ def test_bad_input_in_process_names_the_value_and_leaves_nothing_running(args: l
 
 
 # -- the store under concurrent writers ------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_crashing_writer_does_not_hurt_the_others(tmp_path: Path) -> None:
@@ -412,10 +451,11 @@ def test_a_crashing_writer_does_not_hurt_the_others(tmp_path: Path) -> None:
 
 # -- servers bind to loopback ----------------------------------------------------------
 
+
 def test_ui_binds_loopback_unless_told(tmp_path: Path) -> None:
     fake = tmp_path / "bin" / "mlflow"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.write_text('#!/bin/sh\necho "$@"\n')
     fake.chmod(0o755)
     exe = Path(sys.executable).with_name("sweeplab")
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
@@ -453,8 +493,9 @@ def test_full_disk_for_checkpoints_and_for_the_store_is_one_line_and_leaves_no_b
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     wide = ["trainer.max_epochs=2", "callbacks.progress_bar=null", "model.hidden_sizes=[512,512]"]
     # Checkpoints (about 3.6 MB with Adam's state) do not fit; the store (about 1 MB) does.
-    result = subprocess.run([exe, *wide], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
-                            preexec_fn=_with_file_size_limit(2_500_000))
+    result = subprocess.run(
+        [exe, *wide], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, preexec_fn=_with_file_size_limit(2_500_000)
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
     assert "could not be written (File too large: a full disk?)" in lines[0]
@@ -468,8 +509,15 @@ def test_full_disk_for_checkpoints_and_for_the_store_is_one_line_and_leaves_no_b
 
     # The store itself full: its size now, plus a few pages.
     db = tmp_path / "outputs" / "mlflow.db"
-    result = subprocess.run([exe, "trainer.max_epochs=30", "callbacks=none"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=env, preexec_fn=_with_file_size_limit(db.stat().st_size + 8192))
+    result = subprocess.run(
+        [exe, "trainer.max_epochs=30", "callbacks=none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        preexec_fn=_with_file_size_limit(db.stat().st_size + 8192),
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
     assert lines[0].startswith("sweeplab-train: error: the MLflow store could not be written")

@@ -1,6 +1,7 @@
 """Replicates as mean ± sd: sweeplab.runs / summarize for notebooks and
 `sweeplab compare --group-by ... --over seed`, on a store filled by the MLflow
 client (the numbers are known, so the aggregates are checked exactly)."""
+
 from __future__ import annotations
 
 import shlex
@@ -29,8 +30,13 @@ def replicates(tmp_path: Path) -> str:
         for seed, f1 in zip((1, 2, 3), scores):
             overrides = [f"optimizer={optimizer}", f"optimizer.lr={lr}", f"seed={seed}"]
             run = client.create_run(experiment, tags={"sweeplab.overrides": shlex.join(overrides), "mlflow.runName": ",".join(overrides)})
-            for key, value in {"optimizer.lr": lr, "seed": seed, "data.seed": seed, "model.width": 64,
-                               "paths.run_dir": f"/runs/{run.info.run_id}"}.items():
+            for key, value in {
+                "optimizer.lr": lr,
+                "seed": seed,
+                "data.seed": seed,
+                "model.width": 64,
+                "paths.run_dir": f"/runs/{run.info.run_id}",
+            }.items():
                 client.log_param(run.info.run_id, key, value)
             client.log_metric(run.info.run_id, "test/f1", f1)
             client.log_metric(run.info.run_id, "test/accuracy", f1 + 0.01)
@@ -68,8 +74,13 @@ def test_replicates_that_differ_in_more_than_the_seed_are_refused(replicates: st
 @pytest.mark.slow
 def test_compare_group_by_over_seed_prints_and_writes_the_aggregate(replicates: str, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("sweeplab")
-    result = subprocess.run([str(exe), "compare", "--experiment", "opt", "--store", replicates, "--over", "seed", "--out", str(tmp_path / "cmp")],
-                            capture_output=True, text=True, timeout=120, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [str(exe), "compare", "--experiment", "opt", "--store", replicates, "--over", "seed", "--out", str(tmp_path / "cmp")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     assert "test/f1 over seed, by optimizer, optimizer.lr" in result.stdout
     assert f"{np.mean(F1[('adam', 0.01)]):.4f} ± {np.std(F1[('adam', 0.01)], ddof=1):.4f}" in result.stdout
@@ -81,6 +92,10 @@ def test_compare_group_by_over_seed_prints_and_writes_the_aggregate(replicates: 
 
 
 def test_importing_sweeplab_stays_light() -> None:
-    out = subprocess.run([sys.executable, "-c", "import sys, sweeplab; print(sorted(m for m in ('mlflow', 'pandas', 'torch') if m in sys.modules))"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, sweeplab; print(sorted(m for m in ('mlflow', 'pandas', 'torch') if m in sys.modules))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.strip() == "[]", out.stderr

@@ -1,4 +1,5 @@
 """env= + agent=: MDP solvers, tabular TD learners and DQN, through the same run layout."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,12 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, runs_of, store_overrides, train_in_process
 from sweeplab.rl import envs, tabular
 from sweeplab.rl.family import evaluate
 
+from conftest import cli, runs_of, store_overrides, train_in_process
+
 FITTING = [
-    *[(env, agent) for env in ("frozen_lake", "cliff_walking", "taxi") for agent in ("value_iteration", "policy_iteration", "q_learning", "sarsa")],
+    *[
+        (env, agent)
+        for env in ("frozen_lake", "cliff_walking", "taxi")
+        for agent in ("value_iteration", "policy_iteration", "q_learning", "sarsa")
+    ],
     ("cartpole", "dqn"),
 ]
 TINY = {
@@ -30,10 +36,12 @@ def _bellman_by_hand(env, gamma: float, sweeps: int = 5000) -> np.ndarray:
     table, n = env.unwrapped.P, env.observation_space.n
     values = np.zeros(n)
     for _ in range(sweeps):
-        values = np.array([
-            max(sum(p * (r + (0.0 if done else gamma * values[s2])) for p, s2, r, done in table[s][a]) for a in table[s])
-            for s in range(n)
-        ])
+        values = np.array(
+            [
+                max(sum(p * (r + (0.0 if done else gamma * values[s2])) for p, s2, r, done in table[s][a]) for a in table[s])
+                for s in range(n)
+            ]
+        )
     return values
 
 
@@ -79,7 +87,9 @@ def test_sarsa_learns_the_safe_path_and_q_learning_the_edge_on_cliff_walking() -
     lengths = {}
     for agent in (tabular.QLearning(episodes=1000), tabular.Sarsa(episodes=1000)):
         agent.train(envs.make_env("CliffWalking-v1", max_episode_steps=200), seed=0)
-        lengths[type(agent).__name__] = evaluate(envs.make_env("CliffWalking-v1", max_episode_steps=200), agent.act, 1, seed=0)["test/mean_episode_length"]
+        lengths[type(agent).__name__] = evaluate(envs.make_env("CliffWalking-v1", max_episode_steps=200), agent.act, 1, seed=0)[
+            "test/mean_episode_length"
+        ]
     assert lengths["QLearning"] == 13
     assert lengths["Sarsa"] > 13
 
@@ -117,8 +127,16 @@ def test_q_learning_solves_deterministic_frozen_lake_within_its_default_budget(s
 
 @pytest.mark.slow
 def test_dqn_on_cartpole_clearly_beats_a_random_policy(store, tmp_path: Path) -> None:
-    overrides = ["env=cartpole", "agent=dqn", "agent.total_steps=3000", "agent.epsilon_decay_steps=2000",
-                 "model.hidden_sizes=[128,128]", "model.dropout=0", "optimizer.lr=0.0005", *store_overrides(store)]
+    overrides = [
+        "env=cartpole",
+        "agent=dqn",
+        "agent.total_steps=3000",
+        "agent.epsilon_decay_steps=2000",
+        "model.hidden_sizes=[128,128]",
+        "model.dropout=0",
+        "optimizer.lr=0.0005",
+        *store_overrides(store),
+    ]
     metrics = train_in_process(overrides, tmp_path / "run")
     rng = np.random.default_rng(0)
     random_policy = evaluate(envs.make_env("CartPole-v1"), lambda obs: int(rng.integers(2)), 100, seed=43)
@@ -137,8 +155,14 @@ def test_dqn_on_cartpole_clearly_beats_a_random_policy(store, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["env=cartpole", "agent=q_learning"], "agent=q_learning needs discrete states and actions (env=frozen_lake, cliff_walking or taxi); env=cartpole has continuous states (4 numbers): use agent=dqn"),
-        (["env=frozen_lake", "agent=dqn"], "agent=dqn needs vector observations and discrete actions (env=cartpole); env=frozen_lake has 16 discrete states: use agent=policy_iteration, q_learning, sarsa, value_iteration"),
+        (
+            ["env=cartpole", "agent=q_learning"],
+            "agent=q_learning needs discrete states and actions (env=frozen_lake, cliff_walking or taxi); env=cartpole has continuous states (4 numbers): use agent=dqn",
+        ),
+        (
+            ["env=frozen_lake", "agent=dqn"],
+            "agent=dqn needs vector observations and discrete actions (env=cartpole); env=frozen_lake has 16 discrete states: use agent=policy_iteration, q_learning, sarsa, value_iteration",
+        ),
         (["env=taxi"], "env=taxi needs an agent: add agent= one of dqn, policy_iteration, q_learning, sarsa, value_iteration"),
         (["agent=sarsa"], "agent=sarsa needs an environment: add env= one of frozen_lake, cliff_walking, taxi, cartpole"),
         (["env=frozen_lake", "agent=q_learning", "env.map_name=9x9"], "env.map_name='9x9': choose one of 4x4, 8x8"),
@@ -166,9 +190,23 @@ def test_mdp_preset_from_the_command_line_then_compared(tmp_path: Path) -> None:
     assert runs["tags.sweeplab.sweep_id"].nunique() == 1
     exe = Path(sys.executable).with_name("sweeplab")
     shown = subprocess.run(
-        [str(exe), "compare", "--experiment", "mdp_frozen_lake", "--metric", "test/success_rate", "--also", "test/start_value",
-         "--store", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        [
+            str(exe),
+            "compare",
+            "--experiment",
+            "mdp_frozen_lake",
+            "--metric",
+            "test/success_rate",
+            "--also",
+            "test/start_value",
+            "--store",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
     assert shown.returncode == 0, shown.stderr
     assert "value_iteration" in shown.stdout and "start_value" in shown.stdout

@@ -1,5 +1,6 @@
 """Secret values never reach MLflow or the console: run names, tags, params,
 the logged config, the summary, and credentials inside a tracking URI."""
+
 from __future__ import annotations
 
 import base64
@@ -9,16 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, runs_of
 from sweeplab import tracking
+
+from conftest import cli, runs_of
 
 SECRETS = ("S3CRET-tag", "S3CRET-root", "S3CRET-env")
 
 
 @pytest.mark.slow
 def test_secret_overrides_are_masked_in_name_tags_params_config_and_console(tmp_path: Path) -> None:
-    args = ["+tags.api_key=S3CRET-tag", "+tags.owner=ana", "+api_key=S3CRET-root", "+db_password=${oc.env:MY_SECRET}",
-            "trainer.max_epochs=1", "callbacks=none"]
+    args = [
+        "+tags.api_key=S3CRET-tag",
+        "+tags.owner=ana",
+        "+api_key=S3CRET-root",
+        "+db_password=${oc.env:MY_SECRET}",
+        "trainer.max_epochs=1",
+        "callbacks=none",
+    ]
     result = cli(args, cwd=tmp_path, env={"MY_SECRET": "S3CRET-env"})
     assert result.returncode == 0, result.stderr[-2000:]
     for secret in SECRETS:
@@ -27,8 +35,11 @@ def test_secret_overrides_are_masked_in_name_tags_params_config_and_console(tmp_
     assert "api_key=***" in run["tags.mlflow.runName"] and "api_key=***" in run["tags.sweeplab.overrides"]
     assert run["tags.api_key"] == "***" and run["tags.owner"] == "ana"  # only secret-looking keys
     store_bytes = b"".join(p.read_bytes() for p in (tmp_path / "outputs").glob("mlflow.db*"))
-    run_files = b"".join(p.read_bytes() for p in (tmp_path / "outputs").rglob("*") if p.is_file() and ".hydra" not in p.parts
-                         and not p.name.startswith("mlflow.db"))
+    run_files = b"".join(
+        p.read_bytes()
+        for p in (tmp_path / "outputs").rglob("*")
+        if p.is_file() and ".hydra" not in p.parts and not p.name.startswith("mlflow.db")
+    )
     for secret in SECRETS:
         assert secret.encode() not in store_bytes and secret.encode() not in run_files
 

@@ -1,4 +1,5 @@
 """Series data (chronological windows, train-only scaling), RNN/LSTM/GRU, and the AutoEncoder."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAST, runs_of, store_overrides, train_in_process, saved_predictions
 from sweeplab.data.series import SeriesDataModule, SineDataModule, SunspotsDataModule
 from sweeplab.models.autoencoder import AutoEncoder
 from sweeplab.models.recurrent import RecurrentNet
+
+from conftest import FAST, runs_of, saved_predictions, store_overrides, train_in_process
 
 
 class Ramp(SeriesDataModule):
@@ -149,7 +151,9 @@ def test_reconstruction_pictures_are_drawn_in_pixel_units() -> None:
 def test_autoencoder_trains_on_digits_and_logs_reconstructions(tmp_path: Path, store) -> None:
     from mlflow.tracking import MlflowClient
 
-    metrics = train_in_process(["model=autoencoder", "model.latent_size=8", "trainer.max_epochs=3", "callbacks=none", *store_overrides(store)], tmp_path / "run")
+    metrics = train_in_process(
+        ["model=autoencoder", "model.latent_size=8", "trainer.max_epochs=3", "callbacks=none", *store_overrides(store)], tmp_path / "run"
+    )
     run = runs_of(store["uri"]).iloc[0]
     assert run["status"] == "FINISHED" and run["tags.sweeplab.task"] == "reconstruction"
     for stage in ("train", "val", "test"):

@@ -1,5 +1,6 @@
 """Real MLflow tracking servers on loopback, written to over HTTP by sweeps:
 one on SQLite, one on PostgreSQL (a team server), and the UI in a browser."""
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,23 @@ def _start_mlflow(backend: str, artifacts: Path):
     port = _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     if not _wait_http(url + "/health"):
@@ -83,10 +98,29 @@ def postgres_server():
     if as_postgres:
         shutil.chown(root, "postgres")
     port = _free_port()
-    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeplab"],
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
-                    f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeplab"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "pg.log"),
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {root}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         url, proc = _start_mlflow(f"postgresql://sweeplab@127.0.0.1:{port}/postgres", root / "artifacts")
         yield url
@@ -108,8 +142,18 @@ def _post(url: str, body: dict) -> dict:
 
 
 def _sweep_and_check(url: str, experiment: str, cwd: Path) -> list[dict]:
-    result = cli(["-m", f"logger.tracking_uri={url}", f"experiment_name={experiment}", "optimizer=adam,sgd",
-                  "trainer.max_epochs=1", "callbacks=none", "data=iris"], cwd=cwd)
+    result = cli(
+        [
+            "-m",
+            f"logger.tracking_uri={url}",
+            f"experiment_name={experiment}",
+            "optimizer=adam,sgd",
+            "trainer.max_epochs=1",
+            "callbacks=none",
+            "data=iris",
+        ],
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"mlflow ui --backend-store-uri {url}" in result.stdout
     assert not (cwd / "outputs" / "mlflow.db").exists()  # nothing went to a local store
@@ -127,7 +171,9 @@ def _sweep_and_check(url: str, experiment: str, cwd: Path) -> list[dict]:
 
 def test_sweep_against_a_tracking_server_over_http(server: str, tmp_path: Path) -> None:
     _sweep_and_check(server, "team", tmp_path)
-    tags = {t["key"]: t["value"] for t in _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team")["experiment"]["tags"]}
+    tags = {
+        t["key"]: t["value"] for t in _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team")["experiment"]["tags"]
+    }
     assert tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
 
 
@@ -142,9 +188,20 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path
     runs = _sweep_and_check(server, "browser", tmp_path)
     experiment_id = runs[0]["info"]["experiment_id"]
     page = f"{server}/#/experiments/{experiment_id}/runs"
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1600,1000", "--virtual-time-budget=20000"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1600,1000",
+        "--virtual-time-budget=20000",
+    ]
     shot = tmp_path / "mlflow_ui.png"
     subprocess.run([*flags, f"--screenshot={shot}", page], capture_output=True, timeout=180)
     assert shot.exists() and shot.stat().st_size > 10_000

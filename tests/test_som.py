@@ -1,4 +1,5 @@
 """model=som: a self-organising map through the classical path, its scores checked by hand."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from conftest import runs_of, store_overrides, train_in_process
 from sweeplab.models.som import SelfOrganizingMap
+
+from conftest import runs_of, store_overrides, train_in_process
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,12 @@ def test_clustering_preset_puts_the_four_clusterers_in_one_experiment(tmp_path: 
     assert result.returncode == 0, result.stderr[-2000:]
     assert "4 jobs: 4 trained, 0 skipped, 0 failed" in result.stdout
     runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "clustering_digits")
-    assert sorted(runs["params.model._target_"].str.rsplit(".", n=1).str[-1]) == ["DBSCAN", "GaussianMixture", "KMeans", "SelfOrganizingMap"]
+    assert sorted(runs["params.model._target_"].str.rsplit(".", n=1).str[-1]) == [
+        "DBSCAN",
+        "GaussianMixture",
+        "KMeans",
+        "SelfOrganizingMap",
+    ]
     assert (runs["status"] == "FINISHED").all() and (runs["tags.sweeplab.task"] == "clustering").all()
     assert runs["metrics.test/adjusted_rand"].notna().all()
     som = runs[runs["params.model._target_"].str.endswith("SelfOrganizingMap")].iloc[0]

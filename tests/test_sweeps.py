@@ -1,4 +1,5 @@
 """Hydra's launcher and sweeper plugins with sweeplab's MLflow store."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -59,7 +60,10 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
 
 
 def test_failing_run_reports_worst_value_to_the_sweeper(tmp_path: Path) -> None:
-    result = cli(["hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "data.val_fraction=0.5", "data.test_fraction=0.45", *QUICK[:2]], cwd=tmp_path)
+    result = cli(
+        ["hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "data.val_fraction=0.5", "data.test_fraction=0.45", *QUICK[:2]],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("failed: data.val_fraction + data.test_fraction") == 2
     assert "2 jobs: 0 trained, 0 skipped, 2 failed" in result.stdout
@@ -70,10 +74,16 @@ def test_failing_run_reports_worst_value_to_the_sweeper(tmp_path: Path) -> None:
 
 def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
     """trainer=ddp: two gloo processes train, rank 0 alone tracks, tests and reports."""
-    import numpy as np
     from sklearn.metrics import accuracy_score
 
-    args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2", "callbacks.progress_bar=null", "data=wine"]
+    args = [
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        "callbacks.progress_bar=null",
+        "data=wine",
+    ]
     result = cli(args, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("test metrics") == 1

@@ -1,6 +1,7 @@
 """Text: tokenizers, text data modules, word vectors (Word2Vec, GloVe), pre-trained
 vectors in a classifier, BERT, and their errors; checked against scikit-learn,
 scipy and hand computations."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -10,13 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAST, cli, runs_of, saved_predictions, store_overrides, train_in_process
 from sweeplab.data.base import Task
 from sweeplab.data.text import CorpusDataModule, SentimentDataModule, TextCsvDataModule, TextFolderDataModule, gensim_data
 from sweeplab.text.tokenizers import PAD_ID, SPECIALS, UNK_ID, WordTokenizer, build_tokenizer, words
 
-REVIEWS = [("a wonderful, moving film", "pos"), ("dull and tedious", "neg"), ("wonderful acting", "pos"),
-           ("tedious plot , dull script", "neg"), ("moving and funny", "pos"), ("a dull mess", "neg")] * 4
+from conftest import FAST, cli, runs_of, saved_predictions, store_overrides, train_in_process
+
+REVIEWS = [
+    ("a wonderful, moving film", "pos"),
+    ("dull and tedious", "neg"),
+    ("wonderful acting", "pos"),
+    ("tedious plot , dull script", "neg"),
+    ("moving and funny", "pos"),
+    ("a dull mess", "neg"),
+] * 4
 
 
 def write_reviews(path: Path, rows=REVIEWS, text="review", target="label") -> Path:
@@ -55,7 +63,9 @@ def test_subword_tokenizers_are_trained_on_the_training_split(kind: str) -> None
 def test_tokenizer_choices_are_checked() -> None:
     with pytest.raises(ValueError, match=r"data.tokenizer='spacy': choose one of auto, word, wordpiece, bpe, pretrained"):
         build_tokenizer("spacy", ["a b"])
-    with pytest.raises(ValueError, match="data.tokenizer=word with model.weights=/m: a pre-trained model reads the ids of its own tokenizer"):
+    with pytest.raises(
+        ValueError, match="data.tokenizer=word with model.weights=/m: a pre-trained model reads the ids of its own tokenizer"
+    ):
         build_tokenizer("word", ["a b"], pretrained="/m")
     with pytest.raises(ValueError, match="data.tokenizer=pretrained needs a pre-trained model"):
         build_tokenizer("pretrained", ["a b"])
@@ -89,7 +99,11 @@ def test_text_csv_and_text_folder_read_the_same_reviews(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "rows,column,message",
     [
-        ([("good", "pos"), ("", "neg"), ("bad", "neg")] * 3, "review", r"data.text='review': 3 empty text\(s\) \(row 1, row 4, row 7\); drop or fill them"),
+        (
+            [("good", "pos"), ("", "neg"), ("bad", "neg")] * 3,
+            "review",
+            r"data.text='review': 3 empty text\(s\) \(row 1, row 4, row 7\); drop or fill them",
+        ),
         (REVIEWS, "stars", r"data.text='stars' holds int values, not text \(row 0, row 1, row 2, ...\); point it at a text column"),
         ([("good", "pos"), ("fine", "pos")] * 3, "review", r"every label is 'pos'; a classifier needs at least 2 classes"),
         (REVIEWS, "body", r"data.text='body': no such column in .*; columns: review, label, stars"),
@@ -180,7 +194,10 @@ def test_vectors_files_in_glove_and_word2vec_format(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content,message",
     [
-        ("the 0.1 0.2 0.3\nof 0.1 0.2\n", r"line 2 has 2 numbers where the file's vectors have 3; every vector must have the same dimension"),
+        (
+            "the 0.1 0.2 0.3\nof 0.1 0.2\n",
+            r"line 2 has 2 numbers where the file's vectors have 3; every vector must have the same dimension",
+        ),
         ("the\nof\n", r"line 1 has a word and no numbers; expected word2vec or GloVe text format"),
         (b"\x80\x81binary\xff", r"not a text file; expected word2vec or GloVe text format"),
         ("the 0.1 zero\n", r"line 1 is not a word followed by numbers"),
@@ -198,8 +215,17 @@ def test_bad_vectors_files_are_one_line(content, message: str, tmp_path: Path) -
 
 def test_pretrained_vectors_fill_the_embedding_and_coverage_is_logged(store, tmp_path: Path, capsys) -> None:
     metrics = train_in_process(
-        ["data=sentiment", "model=embedding_bag", f"model.vectors={gensim_data('test_glove.txt')}", "model.freeze_embeddings=true",
-         "model.embedding_dim=7", *FAST, *store_overrides(store)], tmp_path / "run")
+        [
+            "data=sentiment",
+            "model=embedding_bag",
+            f"model.vectors={gensim_data('test_glove.txt')}",
+            "model.freeze_embeddings=true",
+            "model.embedding_dim=7",
+            *FAST,
+            *store_overrides(store),
+        ],
+        tmp_path / "run",
+    )
     out = capsys.readouterr().out
     assert "of the 1,0" in out or "-word vocabulary found (dim 50)" in out
     run = runs_of(store["uri"]).iloc[0]
@@ -211,8 +237,9 @@ def test_pretrained_vectors_fill_the_embedding_and_coverage_is_logged(store, tmp
 def test_text_classifier_metrics_equal_scikit_learns(store, tmp_path: Path) -> None:
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-    metrics = train_in_process(["data=sentiment", "model=embedding_bag", "trainer.max_epochs=3", "callbacks=none",
-                                *store_overrides(store)], tmp_path / "run")
+    metrics = train_in_process(
+        ["data=sentiment", "model=embedding_bag", "trainer.max_epochs=3", "callbacks=none", *store_overrides(store)], tmp_path / "run"
+    )
     y_true, y_pred = saved_predictions(tmp_path / "run")
     assert len(y_true) == 30
     assert metrics["test/accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
@@ -239,7 +266,10 @@ def test_tfidf_baseline_equals_scikit_learns_own_vectorizer() -> None:
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["data=sentiment", "model=mlp"], r"model=\w+ does not read text; on data=sentiment use model=embedding_bag, bert or tfidf_logistic_regression"),
+        (
+            ["data=sentiment", "model=mlp"],
+            r"model=\w+ does not read text; on data=sentiment use model=embedding_bag, bert or tfidf_logistic_regression",
+        ),
         (["data=sentiment", "model=knn"], r"model=\w+ does not read text"),
         (["data=corpus", "model=mlp"], "data=corpus is unlabelled text for word vectors: use model=word2vec or model=glove"),
         (["data=digits", "model=glove"], r"model=\w+ learns word vectors from unlabelled text: use data=corpus"),
@@ -268,23 +298,46 @@ def tiny_bert(folder: Path, with_tokenizer: bool = True) -> Path:
         BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
     else:
         (folder / "vocab.txt").unlink()
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=80)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=80
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(folder))
     return folder
 
 
 def test_bert_from_scratch_builds_on_the_datas_vocabulary(store, tmp_path: Path) -> None:
-    metrics = train_in_process(["data=sentiment", "data.tokenizer=wordpiece", "data.vocab_size=300", "model=bert", "model.hidden_size=16",
-                                "model.num_layers=1", "model.freeze_backbone=false", *FAST, *store_overrides(store)], tmp_path / "run")
+    metrics = train_in_process(
+        [
+            "data=sentiment",
+            "data.tokenizer=wordpiece",
+            "data.vocab_size=300",
+            "model=bert",
+            "model.hidden_size=16",
+            "model.num_layers=1",
+            "model.freeze_backbone=false",
+            *FAST,
+            *store_overrides(store),
+        ],
+        tmp_path / "run",
+    )
     assert {"test/accuracy", "test/f1"} <= set(metrics)
 
 
 @pytest.mark.slow
 def test_bert_fine_tunes_a_local_save_pretrained_folder_through_the_cli(tmp_path: Path) -> None:
     weights = tiny_bert(tmp_path / "tiny-bert")
-    result = cli(["data=sentiment", "model=bert", f"model.weights={weights}", "trainer.max_epochs=2", "callbacks.progress_bar=null",
-                  "param_groups=[{params: backbone, lr: 1e-4}]"], cwd=tmp_path)
+    result = cli(
+        [
+            "data=sentiment",
+            "model=bert",
+            f"model.weights={weights}",
+            "trainer.max_epochs=2",
+            "callbacks.progress_bar=null",
+            "param_groups=[{params: backbone, lr: 1e-4}]",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"encoder and its tokenizer loaded from {weights}" in result.stdout
     run = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").iloc[0]
@@ -295,8 +348,13 @@ def test_bert_fine_tunes_a_local_save_pretrained_folder_through_the_cli(tmp_path
     import sys
 
     exe = Path(sys.executable).with_name("sweeplab-eval")
-    evaluated = subprocess.run([str(exe), run["run_id"], "--store", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"],
-                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    evaluated = subprocess.run(
+        [str(exe), run["run_id"], "--store", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     again = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").iloc[0]
     assert again["metrics.eval/test/accuracy"] == pytest.approx(run["metrics.test/accuracy"])
@@ -313,7 +371,10 @@ def test_bert_fine_tunes_a_local_save_pretrained_folder_through_the_cli(tmp_path
     "case,message",
     [
         ("no-tokenizer", "the folder has no tokenizer (tokenizer.json, vocab.txt or tokenizer_config.json); save it beside the model"),
-        ("hub-name", "model.weights=prajjwal1/bert-tiny: no such local folder; give the folder save_pretrained wrote, or add model.download_weights=true"),
+        (
+            "hub-name",
+            "model.weights=prajjwal1/bert-tiny: no such local folder; give the folder save_pretrained wrote, or add model.download_weights=true",
+        ),
         ("offline", "model.weights=prajjwal1/bert-tiny with model.download_weights=true: could not fetch it from the Hugging Face hub"),
         ("mlp-on-text", "model=mlp does not read text; on data=sentiment use model=embedding_bag, bert or tfidf_logistic_regression"),
     ],
@@ -335,9 +396,20 @@ def test_text_errors_through_the_cli_are_one_line_and_nothing_is_left_running(ca
 # -- the experiments ----------------------------------------------------------------
 @pytest.mark.slow
 def test_word_embeddings_sweep_compares_word2vec_and_glove(tmp_path: Path) -> None:
-    result = cli(["-m", "experiment=word_embeddings", "model=word2vec,glove", "model.vector_size=20", "trainer.max_epochs=1",
-                  "+trainer.limit_train_batches=20", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
-                  "callbacks.progress_bar=null"], cwd=tmp_path)
+    result = cli(
+        [
+            "-m",
+            "experiment=word_embeddings",
+            "model=word2vec,glove",
+            "model.vector_size=20",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=20",
+            "+trainer.limit_val_batches=2",
+            "+trainer.limit_test_batches=2",
+            "callbacks.progress_bar=null",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", "word_embeddings")
     assert sorted(runs["status"]) == ["FINISHED", "FINISHED"]
@@ -355,8 +427,24 @@ def test_word_embeddings_sweep_compares_word2vec_and_glove(tmp_path: Path) -> No
     import sys
 
     exe = Path(sys.executable).with_name("sweeplab")
-    compare = subprocess.run([str(exe), "compare", "--experiment", "word_embeddings", "--metric", "test/wordsim353_spearman",
-                              "--store", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", "--out", str(tmp_path / "cmp")],
-                             capture_output=True, text=True, timeout=300, cwd=tmp_path, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    compare = subprocess.run(
+        [
+            str(exe),
+            "compare",
+            "--experiment",
+            "word_embeddings",
+            "--metric",
+            "test/wordsim353_spearman",
+            "--store",
+            f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}",
+            "--out",
+            str(tmp_path / "cmp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
     assert compare.returncode == 0, compare.stderr[-2000:]
     assert "word2vec" in compare.stdout and "glove" in compare.stdout

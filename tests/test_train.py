@@ -1,13 +1,13 @@
 """A run end to end, in process, against a temporary MLflow store."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, r2_score
 
-from conftest import FAST, runs_of, store_overrides, train_in_process, saved_predictions
+from conftest import FAST, runs_of, saved_predictions, store_overrides, train_in_process
 
 
 def _artifacts(uri: str, run_id: str) -> set[str]:
@@ -93,7 +93,7 @@ def test_exploding_loss_stops_with_epoch_and_step(store, tmp_path: Path) -> None
 
 def test_secret_looking_values_never_reach_the_store(store, tmp_path: Path) -> None:
     secret = "hunter2-do-not-log"
-    train_in_process([*FAST, f"+data_api_token={secret}", f"+tags.note=ok", *store_overrides(store)], tmp_path / "run")
+    train_in_process([*FAST, f"+data_api_token={secret}", "+tags.note=ok", *store_overrides(store)], tmp_path / "run")
     run = runs_of(store["uri"]).iloc[0]
     assert run["params.data_api_token"] == "***"
     assert secret not in (tmp_path / "run" / "config.yaml").read_text()

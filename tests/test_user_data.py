@@ -1,6 +1,7 @@
 """Right answers on a user's own data: regression targets in their own units,
 regressors for every classical family, tables in any common format, and
 test predictions a person can trace back to their rows and files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from conftest import cli, runs_of, saved_predictions, store_overrides, train_in_process
 from sweeplab.config import compose
+
+from conftest import cli, runs_of, saved_predictions, store_overrides, train_in_process
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,9 @@ def test_classical_families_regress_on_regression_data(model: str, store, tmp_pa
     assert run["params.model._target_"] == REGRESSORS[model]
     # The same regressor fitted by hand on the same split (standardised target), scored in the target's units.
     dm = _datamodule(["data=diabetes"])
-    params = {"n_estimators": 20, "random_state": 42} if model == "random_forest" else {"random_state": 42} if model == "decision_tree" else {}
+    params = (
+        {"n_estimators": 20, "random_state": 42} if model == "random_forest" else {"random_state": 42} if model == "decision_tree" else {}
+    )
     estimator = hydra.utils.get_class(REGRESSORS[model])(**params)
     (x_train, y_train), (x_test, y_test) = dm.arrays("train"), dm.arrays("test")
     pred = dm.unscale_target(estimator.fit(x_train, y_train).predict(x_test))
@@ -118,7 +122,10 @@ def test_classical_families_regress_on_regression_data(model: str, store, tmp_pa
 
 
 def test_a_classification_only_setting_on_regression_data_is_one_line(store, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"model=(decision_tree|DecisionTreeClassifier): The .criterion. parameter of DecisionTreeRegressor must be .*Got .entropy."):
+    with pytest.raises(
+        ValueError,
+        match=r"model=(decision_tree|DecisionTreeClassifier): The .criterion. parameter of DecisionTreeRegressor must be .*Got .entropy.",
+    ):
         train_in_process(["model=decision_tree", "data=diabetes", "model.criterion=entropy", *store_overrides(store)], tmp_path / "run")
     assert not (Path(store["outputs"]) / "mlflow.db").exists() or runs_of(store["uri"]).empty
 
@@ -161,8 +168,18 @@ def test_tables_in_other_formats_read_like_the_csv(name: str, write, grunfeld: P
     [
         ("records.csv", '[{"a": 1, "b": 2}]', [], r"looks like JSON, not delimited text; name the file \.json"),
         ("table.xlsx", "PK\x03\x04", [], r"unknown table format '\.xlsx'; sweeplab reads csv, tsv, .*json, jsonl, parquet"),
-        ("semi.csv", "a;b;c\n1;2;3\n", ["data.sep=','"], r"no such column in semi.csv; columns: a;b;c; the file seems separated by ';': set data.sep=';'"),
-        ("inf.csv", "x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(11)) + "inf,1\n", [], r"missing or infinite values in x; set data.missing="),
+        (
+            "semi.csv",
+            "a;b;c\n1;2;3\n",
+            ["data.sep=','"],
+            r"no such column in semi.csv; columns: a;b;c; the file seems separated by ';': set data.sep=';'",
+        ),
+        (
+            "inf.csv",
+            "x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(11)) + "inf,1\n",
+            [],
+            r"missing or infinite values in x; set data.missing=",
+        ),
     ],
 )
 def test_a_table_sweeplab_cannot_read_is_named_at_once(name: str, content: str, overrides, message: str, tmp_path: Path) -> None:
@@ -213,7 +230,18 @@ def test_image_folder_predictions_name_the_image_files(tmp_path: Path) -> None:
     from test_images import make_image_folder
 
     root = make_image_folder(tmp_path / "pets", per_class=8)
-    train_in_process(["data=image_folder", f"data.root={root}", "data.image_size=8", "model=cnn", "trainer.max_epochs=1", "logger=none", "callbacks=none"], tmp_path / "run")
+    train_in_process(
+        [
+            "data=image_folder",
+            f"data.root={root}",
+            "data.image_size=8",
+            "model=cnn",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "callbacks=none",
+        ],
+        tmp_path / "run",
+    )
     saved = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
     assert len(saved) > 0
     for _, row in saved.iterrows():

@@ -1,5 +1,6 @@
 """torchvision architectures: adaptation to the data, offline weight loading,
 head swap, frozen backbone, backbone/head learning rates."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, runs_of, store_overrides, train_in_process, saved_predictions
 from sweeplab.config import compose
 from sweeplab.models.zoo import ARCHITECTURES, TorchvisionNet
+
+from conftest import FAST, runs_of, saved_predictions, store_overrides, train_in_process
 
 SHORT = [*FAST, "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
 
@@ -174,7 +176,6 @@ def test_each_torchvision_model_trains_a_short_epoch_into_mlflow(model: str, tmp
         assert run[f"metrics.test/{name}"] == pytest.approx(metrics[f"test/{name}"])
     assert run["params.model.arch"] == model
     # Right, not just present: the logged values are scikit-learn's on the saved predictions.
-    import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
     y_true, y_pred = saved_predictions(tmp_path / "run")

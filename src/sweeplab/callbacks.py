@@ -1,4 +1,5 @@
 """Lightning callbacks sweeplab adds to the ones Lightning ships."""
+
 from __future__ import annotations
 
 import lightning.pytorch as pl
@@ -31,7 +32,8 @@ class PreciseBatchNorm(pl.Callback):
     @staticmethod
     def trainable_batch_norms(module: torch.nn.Module) -> list[_BatchNorm]:
         return [
-            m for m in module.modules()
+            m
+            for m in module.modules()
             if isinstance(m, _BatchNorm) and m.track_running_stats and all(p.requires_grad for p in m.parameters(recurse=False))
         ]
 

@@ -1,5 +1,6 @@
 """Checkpoints are written atomically and loaded weights-only: a file that
 needs arbitrary unpickling is refused."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ def atomic_checkpoint_io() -> Any:
                 partial.unlink(missing_ok=True)
                 if isinstance(exc, OSError):
                     raise OSError(
-                        exc.errno, f"checkpoint {path} could not be written ({exc.strerror or exc}: a full disk?); "
-                        "an earlier checkpoint of that name is left whole"
+                        exc.errno,
+                        f"checkpoint {path} could not be written ({exc.strerror or exc}: a full disk?); "
+                        "an earlier checkpoint of that name is left whole",
                     ) from None
                 raise
 

@@ -9,12 +9,12 @@ Lightning: same data module and split, same metric code
 on a regression data set the same option builds the regressor of that family
 (``REGRESSOR_OF``), so one sweep over models works on any task.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig
 
 from sweeplab.data.base import Task

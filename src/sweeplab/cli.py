@@ -1,4 +1,5 @@
 """The `sweeplab` command: compare runs, list and close stale runs, open the MLflow UI."""
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ writes it as CSV, draws the metric per run (and against the swept value when
 one numeric hyper-parameter varies) as PNG, and prints the command line that
 reproduces the best run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         names = [e.name for e in mlflow.search_experiments()]
-        raise ValueError(f"--experiment {experiment!r}: no such experiment in {redact_uri(uri)}; experiments there: {', '.join(names) or 'none'}")
+        raise ValueError(
+            f"--experiment {experiment!r}: no such experiment in {redact_uri(uri)}; experiments there: {', '.join(names) or 'none'}"
+        )
     if sweep:
         trained = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`sweeplab.sweep_id` = '{sweep}'")
         member = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`{SWEEPS_TAG}` LIKE '%{sweep}%'")
@@ -103,10 +106,10 @@ def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    import warnings
+
     import matplotlib.pyplot as plt
     import pandas as pd
-
-    import warnings
 
     # A name in a script the default font lacks (CJK, emoji) draws as boxes: say nothing about it.
     warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
@@ -145,8 +148,14 @@ def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
 
 
 def compare(
-    uri: str, experiment: str, metric: str, sweep: str | None, out_dir: Path, extra: list[str],
-    group_by: list[str] | None = None, over: str | None = None,
+    uri: str,
+    experiment: str,
+    metric: str,
+    sweep: str | None,
+    out_dir: Path,
+    extra: list[str],
+    group_by: list[str] | None = None,
+    over: str | None = None,
 ) -> dict[str, Any]:
     """Rank, print, write CSV and PNG; return what was written and the best run.
     With ``group_by`` / ``over``: replicates aggregated (mean ± sd, n) instead."""
@@ -222,25 +231,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default="sweeplab", help="MLflow experiment name (default: sweeplab)")
     parser.add_argument("--sweep", default=None, help="only runs of this sweep id (tag sweeplab.sweep_id)")
     parser.add_argument("--metric", default="test/f1", help="metric to rank by (default: test/f1)")
-    parser.add_argument("--also", nargs="*", default=["test/accuracy", "test/precision", "test/recall", "test/mse", "test/r2", "val/loss"],
-                        help="further metrics to show when logged")
+    parser.add_argument(
+        "--also",
+        nargs="*",
+        default=["test/accuracy", "test/precision", "test/recall", "test/mse", "test/r2", "val/loss"],
+        help="further metrics to show when logged",
+    )
     parser.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
     parser.add_argument("--out", default="outputs/compare", help="folder for the CSV and PNG")
-    parser.add_argument("--group-by", nargs="+", default=None, metavar="KEY",
-                        help="aggregate runs by these config keys (e.g. optimizer, optimizer.lr): mean ± sd and n per group")
-    parser.add_argument("--over", default=None, metavar="KEY",
-                        help="the replicate key (e.g. seed): runs differing only in it are averaged; alone, groups by everything else that differs")
+    parser.add_argument(
+        "--group-by",
+        nargs="+",
+        default=None,
+        metavar="KEY",
+        help="aggregate runs by these config keys (e.g. optimizer, optimizer.lr): mean ± sd and n per group",
+    )
+    parser.add_argument(
+        "--over",
+        default=None,
+        metavar="KEY",
+        help="the replicate key (e.g. seed): runs differing only in it are averaged; alone, groups by everything else that differs",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> None:
     from sweeplab.tracking import default_tracking_uri, existing_store
 
-    compare(existing_store(args.store or default_tracking_uri()), args.experiment, args.metric, args.sweep, Path(args.out), args.also,
-            args.group_by, args.over)
+    compare(
+        existing_store(args.store or default_tracking_uri()),
+        args.experiment,
+        args.metric,
+        args.sweep,
+        Path(args.out),
+        args.also,
+        args.group_by,
+        args.over,
+    )
 
 
 def compare_groups(
-    uri: str, experiment: str, metric: str, sweep: str | None, out_dir: Path, extra: list[str], group_by: list[str], over: str | None,
+    uri: str,
+    experiment: str,
+    metric: str,
+    sweep: str | None,
+    out_dir: Path,
+    extra: list[str],
+    group_by: list[str],
+    over: str | None,
 ) -> dict[str, Any]:
     """Replicates as one row: each group's n and each metric's mean ± sd, ranked
     by the mean; the PNG draws the sd as error bars; the CSVs hold the
@@ -255,12 +292,18 @@ def compare_groups(
     if not group_by:  # --over alone: what differs between runs, except the replicate key
         group_by = [c.removeprefix("override.") for c in differing_overrides(raw.copy()) if c != f"override.{over}"]
         if not group_by:
-            raise ValueError(f"--over {over}: the runs differ in nothing else; every run is a replicate of one config (use --group-by to name one)")
+            raise ValueError(
+                f"--over {over}: the runs differ in nothing else; every run is a replicate of one config (use --group-by to name one)"
+            )
     metrics = [metric, *[m for m in extra if m != metric and m in frame.columns]]
     table = summarize(frame[frame[metric].notna()], group_by, metrics, over=over, descending=not lower_is_better(metric))
     console = Console()
-    console.print(f"{experiment}{' / sweep ' + sweep if sweep else ''}: {metric} over {over or 'runs'}, by {', '.join(group_by)} "
-                  f"(mean ± sd, ranked by the mean)", soft_wrap=True, style="bold")
+    console.print(
+        f"{experiment}{' / sweep ' + sweep if sweep else ''}: {metric} over {over or 'runs'}, by {', '.join(group_by)} "
+        f"(mean ± sd, ranked by the mean)",
+        soft_wrap=True,
+        style="bold",
+    )
     shown = Table()
     shown.add_column("#", justify="right", no_wrap=True)
     for key in group_by:
@@ -283,7 +326,7 @@ def compare_groups(
         shown.add_row(str(i + 1), *[str(row[k]) for k in group_by], str(row["n"]), *cells_i)
     console.print(shown)
     if len(fits) < len(metrics):
-        console.print(f"(not shown at this width: {', '.join(metrics[len(fits):])}; all are in the CSV)")
+        console.print(f"(not shown at this width: {', '.join(metrics[len(fits) :])}; all are in the CSV)")
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = f"{metric.replace('/', '_')}_by_{'_'.join(k.replace('.', '-') for k in group_by)}"
     csv_path = out_dir / f"compare_{experiment}_{slug}.csv"
@@ -292,8 +335,11 @@ def compare_groups(
     frame[["run_id", "status", *group_by, *([over] if over and over not in group_by else []), *metrics]].to_csv(runs_path, index=False)
     png_path = _plot_groups(table, metric, group_by, out_dir / f"compare_{experiment}_{slug}.png")
     best = table.iloc[0]
-    console.print(f"best: {', '.join(f'{k}={best[k]}' for k in group_by)}: {metric} = {_sd(best[f'{metric} mean'])} ± {_sd(best[f'{metric} sd'])} "
-                  f"over {best['n']} run(s)", soft_wrap=True)
+    console.print(
+        f"best: {', '.join(f'{k}={best[k]}' for k in group_by)}: {metric} = {_sd(best[f'{metric} mean'])} ± {_sd(best[f'{metric} sd'])} "
+        f"over {best['n']} run(s)",
+        soft_wrap=True,
+    )
     console.print(f"wrote {csv_path}, {runs_path} and {png_path}", soft_wrap=True)
     return {"csv": csv_path, "runs_csv": runs_path, "png": png_path, "table": table}
 

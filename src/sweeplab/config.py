@@ -7,6 +7,7 @@ and are registered as the Hydra group ``experiment``, selected with
 ``experiment=<name>``. A user's own folder joins the search path with
 ``hydra.searchpath=[file:///path/to/conf]`` (its ``experiment/*.yaml`` too).
 """
+
 from __future__ import annotations
 
 import math
@@ -187,8 +188,10 @@ def check_accelerator(cfg: DictConfig) -> None:
 
     wanted = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
     missing = (
-        wanted in ("gpu", "cuda") and not torch.cuda.is_available()
-        or wanted == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+        wanted in ("gpu", "cuda")
+        and not torch.cuda.is_available()
+        or wanted == "mps"
+        and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     )
     if missing:
         raise ValueError(
@@ -207,6 +210,5 @@ def check_accelerator(cfg: DictConfig) -> None:
     precision = str((cfg.get("trainer") or {}).get("precision", "32-true"))
     if on_cpu and precision in ("16-mixed", "16", "16-true"):
         raise ValueError(
-            f"trainer.precision={precision}: the CPU has no float16 mixed precision; "
-            "use bf16-mixed, 32-true or 64-true (or a GPU)"
+            f"trainer.precision={precision}: the CPU has no float16 mixed precision; use bf16-mixed, 32-true or 64-true (or a GPU)"
         )

@@ -4,6 +4,7 @@ Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR is set, so
 the console scripts set it, catch what comes out, and print one line. A user
 who sets HYDRA_FULL_ERROR=1 or SWEEPLAB_DEBUG=1 gets the traceback.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -8,6 +8,7 @@ checkpoint is loaded weights-only, and the test metrics are logged to the
 same MLflow run as ``eval/test/...`` (with a ``sweeplab.evaluated_ckpt`` tag)
 rather than to a stray new run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
 
         client = MlflowClient(store)
         matches = [
-            r for e in client.search_experiments() for r in client.search_runs(
-                [e.experiment_id], filter_string=f"tags.`sweeplab.run_dir` = '{run_dir}'", max_results=1)
+            r
+            for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id], filter_string=f"tags.`sweeplab.run_dir` = '{run_dir}'", max_results=1)
         ]
         return (matches[0].info.run_id if matches else None), run_dir, path
     from mlflow.tracking import MlflowClient

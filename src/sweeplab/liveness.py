@@ -7,6 +7,7 @@ marks it KILLED with the reason, and ``sweeplab runs --stale --close`` does so
 for any. A run folder is locked while a process trains into it, so two
 ``resume=auto`` cannot train into the same run.
 """
+
 from __future__ import annotations
 
 import os
@@ -125,11 +126,13 @@ def list_running(store: str, experiment: str | None, close: bool) -> list[dict[s
     for run in runs:
         gone = process_gone(run.data.tags)
         state = "gone" if gone else "alive" if gone is False else "unknown (no process tags, or another host)"
-        rows.append({
-            "run_id": run.info.run_id,
-            "name": run.data.tags.get("mlflow.runName", ""),
-            "process": f"{run.data.tags.get('sweeplab.pid', '?')} on {run.data.tags.get('sweeplab.host', '?')}",
-            "state": state,
-            "now": "KILLED" if run.info.run_id in closed else "RUNNING",
-        })
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "name": run.data.tags.get("mlflow.runName", ""),
+                "process": f"{run.data.tags.get('sweeplab.pid', '?')} on {run.data.tags.get('sweeplab.host', '?')}",
+                "state": state,
+                "now": "KILLED" if run.info.run_id in closed else "RUNNING",
+            }
+        )
     return rows

@@ -6,6 +6,7 @@ macro averages for multi-class and the positive class (label 1) for binary.
 Regression: mse, mae, r2. Metrics always receive hard predictions (class
 ids, or values for regression), never logits, so no threshold guessing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -99,10 +100,10 @@ def score(
 def cluster_scores(labels: np.ndarray, clusters: np.ndarray, features: np.ndarray | None) -> dict[str, float]:
     """Adjusted Rand index and normalised mutual information against the labels,
     silhouette on the features (undefined, so NaN, with fewer than 2 clusters)."""
+    import warnings
+
     from sklearn.metrics import silhouette_score
     from torchmetrics.functional.clustering import adjusted_rand_score, normalized_mutual_info_score
-
-    import warnings
 
     labels_t, clusters_t = torch.as_tensor(np.asarray(labels)), torch.as_tensor(np.asarray(clusters))
     with warnings.catch_warnings():  # torchmetrics' internal sparse tensors warn about invariant checks

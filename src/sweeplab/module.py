@@ -5,6 +5,7 @@ It owns the loss, the per-stage metric collections, the optimizer (a
 scheduler (from conf/scheduler, with its own interval and monitor).
 Device placement is Lightning's job: nothing here mentions a device.
 """
+
 from __future__ import annotations
 
 import re
@@ -181,8 +182,7 @@ class SweepModule(pl.LightningModule):
             members = [(n, p) for n, p in named if re.search(pattern, n) and n not in taken]
             if not members:
                 raise ValueError(
-                    f"param_groups params={pattern!r} matches no trainable parameter; names are like: "
-                    + ", ".join(n for n, _ in named[:6])
+                    f"param_groups params={pattern!r} matches no trainable parameter; names are like: " + ", ".join(n for n, _ in named[:6])
                 )
             taken.update(n for n, _ in members)
             groups.append({"params": [p for _, p in members], **spec})

@@ -1,7 +1,9 @@
 """Optimizers torch does not ship in the form a config needs."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

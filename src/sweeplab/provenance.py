@@ -7,6 +7,7 @@ line as typed (secrets masked), Python/torch/Lightning versions; once the run
 is set up, the device it trains on and a fingerprint of its data split (equal
 fingerprints: the same samples in train, val and test).
 """
+
 from __future__ import annotations
 
 import hashlib

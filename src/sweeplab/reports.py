@@ -1,4 +1,5 @@
 """Test-set reports written to the run folder (and logged to MLflow by train.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -206,7 +207,9 @@ def write_som_maps(
 
     def cells(ax, values, cmap):
         radius = 1 / np.sqrt(3) if hexagonal else np.sqrt(0.5)
-        shapes = [RegularPolygon(c, numVertices=6 if hexagonal else 4, radius=radius, orientation=0 if hexagonal else np.pi / 4) for c in centres]
+        shapes = [
+            RegularPolygon(c, numVertices=6 if hexagonal else 4, radius=radius, orientation=0 if hexagonal else np.pi / 4) for c in centres
+        ]
         collection = PatchCollection(shapes, cmap=cmap, edgecolor="white", linewidth=0.3)
         collection.set_array(np.asarray(values).ravel())
         ax.add_collection(collection)
@@ -230,8 +233,16 @@ def write_som_maps(
             name = class_names[int(c)] if class_names and int(c) < len(class_names) else str(c)
             axes[0].scatter(points[chosen, 0], points[chosen, 1], s=9, color=cmap(i % cmap.N), label=name, edgecolor="none")
         if len(classes) <= 20:
-            axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(10, len(classes)), fontsize=7,
-                           title="class", title_fontsize=7, markerscale=1.5, frameon=False)
+            axes[0].legend(
+                loc="upper center",
+                bbox_to_anchor=(0.5, 0.0),
+                ncol=min(10, len(classes)),
+                fontsize=7,
+                title="class",
+                title_fontsize=7,
+                markerscale=1.5,
+                frameon=False,
+            )
     axes[0].set_title("U-matrix, test samples on their best unit", fontsize=9)
     plt.colorbar(cells(axes[1], hits, "Blues"), ax=axes[1], fraction=0.046, label="test samples")
     if hits.size <= 400:

@@ -8,6 +8,7 @@ names (``test/f1``), and replicate aggregation (mean, sd, n).
     df = sweeplab.runs(experiment="optimizers_digits", where={"optimizer": ["adam", "sgd"], "optimizer.lr": (1e-4, 1e-2)})
     sweeplab.summarize(df, by=["optimizer"], metrics=["test/f1", "test/accuracy"])
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -40,15 +41,17 @@ def runs(
 def flatten_runs(raw: Any, overrides: list[dict[str, str]]) -> Any:
     import pandas as pd
 
-    frame = pd.DataFrame({
-        "run_id": raw["run_id"],
-        "status": raw["status"],
-        "run_name": raw.get("tags.mlflow.runName"),
-        "sweep_id": raw.get("tags.sweeplab.sweep_id"),
-        "start_time": raw["start_time"],
-        "end_time": raw["end_time"],
-        "duration_s": (raw["end_time"] - raw["start_time"]).dt.total_seconds(),
-    })
+    frame = pd.DataFrame(
+        {
+            "run_id": raw["run_id"],
+            "status": raw["status"],
+            "run_name": raw.get("tags.mlflow.runName"),
+            "sweep_id": raw.get("tags.sweeplab.sweep_id"),
+            "start_time": raw["start_time"],
+            "end_time": raw["end_time"],
+            "duration_s": (raw["end_time"] - raw["start_time"]).dt.total_seconds(),
+        }
+    )
     params = {c.removeprefix("params."): raw[c] for c in raw.columns if c.startswith("params.")}
     # A group chosen on the command line (optimizer=sgd) is no param of its own: take it from the overrides.
     chosen: dict[str, list[Any]] = {}
@@ -83,13 +86,16 @@ def filter_runs(frame: Any, where: Mapping[str, Any]) -> Any:
     for key, wanted in where.items():
         if key not in frame.columns:
             known = sorted(c for c in frame.columns if c not in RUN_COLUMNS)
-            raise ValueError(f"where={{{key!r}: ...}}: no such config value or metric in these runs; some that are: {', '.join(known[:25])}")
+            raise ValueError(
+                f"where={{{key!r}: ...}}: no such config value or metric in these runs; some that are: {', '.join(known[:25])}"
+            )
         frame = frame[[_matches(v, wanted) for v in frame[key]]]
     return frame.reset_index(drop=True)
 
 
-def summarize(frame: Any, by: Sequence[str], metrics: Sequence[str], over: str | None = None, rank_by: str | None = None,
-              descending: bool = True) -> Any:
+def summarize(
+    frame: Any, by: Sequence[str], metrics: Sequence[str], over: str | None = None, rank_by: str | None = None, descending: bool = True
+) -> Any:
     """One row per group of ``by`` values: ``n`` and each metric's mean and
     sample standard deviation (``<metric> mean``, ``<metric> sd``), ranked by
     the mean of ``rank_by`` (default: the first metric). ``over`` names the
@@ -121,8 +127,11 @@ def _check_replicates(frame: Any, by: Sequence[str], over: str) -> None:
     if over not in frame.columns:
         raise ValueError(f"--over {over}: no such config value in these runs")
     # Config values, without per-run paths; metrics have a "/" in their names.
-    config = [c for c in frame.columns if c not in (*RUN_COLUMNS, *by, over) and "/" not in c
-              and not c.startswith("paths.") and not c.endswith("dirpath")]
+    config = [
+        c
+        for c in frame.columns
+        if c not in (*RUN_COLUMNS, *by, over) and "/" not in c and not c.startswith("paths.") and not c.endswith("dirpath")
+    ]
     for values, group in frame.groupby(list(by), dropna=False, sort=False):
         replicate = group[over].astype(str)
         # A value equal to the replicate key in every run is derived from it (data.seed: ${seed}).
@@ -133,4 +142,3 @@ def _check_replicates(frame: Any, by: Sequence[str], over: str) -> None:
                 f"--over {over}: the runs of {label} also differ in {', '.join(varying[:5])}; "
                 f"add {'them' if len(varying) > 1 else 'it'} to --group-by, or narrow the runs with --sweep"
             )
-

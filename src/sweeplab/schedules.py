@@ -1,4 +1,5 @@
 """Learning-rate factor functions for LambdaLR (named by _target_ in YAML)."""
+
 from __future__ import annotations
 
 

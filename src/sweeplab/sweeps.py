@@ -11,6 +11,7 @@ A job skipped by ``skip_finished`` still belongs to its sweep: the new sweep
 id is added to the reused run's ``sweeplab.sweeps`` tag, which
 ``sweeplab compare --sweep`` reads, so a sweep lists every one of its jobs.
 """
+
 from __future__ import annotations
 
 import json
@@ -142,8 +143,11 @@ class SweepCallback(Callback):
         # Parallel jobs opening a new SQLite store at once race in MLflow's schema set-up.
         if tracking.uses_mlflow(config):
             tracking.ensure_experiment(config)
-            _started.update(uri=tracking.tracking_uri(config), experiment=str(config.experiment_name),
-                            sweep=tracking.sweep_id_of(config.hydra.sweep.dir))
+            _started.update(
+                uri=tracking.tracking_uri(config),
+                experiment=str(config.experiment_name),
+                sweep=tracking.sweep_id_of(config.hydra.sweep.dir),
+            )
         os.environ[PARENT_ENV] = str(os.getpid())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 
 mlflow is imported only inside the functions that need it (about 2 s).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,9 @@ def existing_store(store: str, flag: str = "--store") -> str:
         return store
     db = Path(store.removeprefix("sqlite:///"))
     if not db.is_file():
-        raise ValueError(f"{flag} {redact_uri(store)}: no such MLflow store (no file {db}); runs launched here are in {default_tracking_uri()}")
+        raise ValueError(
+            f"{flag} {redact_uri(store)}: no such MLflow store (no file {db}); runs launched here are in {default_tracking_uri()}"
+        )
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -136,7 +139,9 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
         try:
             candidates = [client.get_run(str(cfg.resume))]
         except Exception:
-            raise ValueError(f"resume={cfg.resume}: no such MLflow run in {redact_uri(tracking_uri(cfg))} (use resume=auto or a run id)") from None
+            raise ValueError(
+                f"resume={cfg.resume}: no such MLflow run in {redact_uri(tracking_uri(cfg))} (use resume=auto or a run id)"
+            ) from None
         if candidates[0].info.status == "FINISHED":
             raise ValueError(f"resume={cfg.resume}: that run already FINISHED; nothing to continue")
         tags = candidates[0].data.tags

@@ -7,6 +7,7 @@
 
 The whole run reads top to bottom in ``run``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,9 +99,8 @@ def _quiet_lightning() -> None:
 
 def _build_module(cfg: DictConfig, datamodule: Any) -> Any:
     """A torch network with its loss, optimizer and scheduler, in the LightningModule."""
-    from sweeplab.module import SweepModule
-
     from sweeplab.data.text import check_text_pairing
+    from sweeplab.module import SweepModule
 
     # Text data modules hand their vocabulary to the models that read it (model_inputs).
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
@@ -212,8 +212,13 @@ def _single_device_tester(trainer: Any) -> Any:
     if rank != 0:
         return None
     tester = pl.Trainer(
-        accelerator=trainer.accelerator, devices=1, precision=trainer.precision, logger=trainer.logger,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator=trainer.accelerator,
+        devices=1,
+        precision=trainer.precision,
+        logger=trainer.logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     tester.callbacks.append(best)  # so the best checkpoint below is the one fit found
     return tester
@@ -257,9 +262,7 @@ def _fit_torch(
             trainer.logger.log_metrics(scores, step=0)
         return {**metrics, **scores}, files
     if module.task is Task.RECONSTRUCTION:
-        return metrics, write_reconstruction_report(
-            y_true, y_pred, datamodule.input_shape, run_dir, datamodule.unstandardize
-        )
+        return metrics, write_reconstruction_report(y_true, y_pred, datamodule.input_shape, run_dir, datamodule.unstandardize)
     probabilities = torch.cat(module.test_probabilities).numpy() if module.test_probabilities else None
     return metrics, write_test_report(module.task, y_true, y_pred, run_dir, datamodule, probabilities)
 

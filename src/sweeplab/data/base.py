@@ -6,6 +6,7 @@ number (metrics, predictions, plots) is converted back to the target's own
 units through ``unscale_target``. Each sample keeps an id (its row in the
 source table, its file, its time step) from loading to ``test_predictions.csv``.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -168,8 +169,7 @@ class ArrayDataModule(pl.LightningDataModule):
             counts = np.bincount(np.asarray(y, dtype=np.int64))
             rare = [self.class_names[i] if self.class_names else str(i) for i in np.flatnonzero((counts > 0) & (counts < 3))]
             raise ValueError(
-                f"a stratified train/val/test split needs at least 3 samples of every class; "
-                f"too few of: {', '.join(rare) or '?'} ({exc})"
+                f"a stratified train/val/test split needs at least 3 samples of every class; too few of: {', '.join(rare) or '?'} ({exc})"
             ) from None
         return {"train": (x_train, y_train, id_train), "val": (x_val, y_val, id_val), "test": (x_test, y_test, id_test)}
 

@@ -1,4 +1,5 @@
 """A user's own table: one file (CSV and other delimited text, JSON, Parquet), one target column."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -118,9 +119,7 @@ class CsvDataModule(ArrayDataModule):
             if frame.shape[1] == 1:
                 found = next((s for s in ",;\t|" if s in frame.columns[0]), None)
                 hint = f"; the file seems separated by {found!r}: set data.sep='{found}'" if found else "; the file has a single column"
-            raise ValueError(
-                f"data.target={self.target!r}: no such column in {self.path.name}; columns: {', '.join(frame.columns)}{hint}"
-            )
+            raise ValueError(f"data.target={self.target!r}: no such column in {self.path.name}; columns: {', '.join(frame.columns)}{hint}")
         if frame.shape[1] < 2:
             raise ValueError(f"data.path={self.path}: only the target column, no features")
 
@@ -144,7 +143,9 @@ class CsvDataModule(ArrayDataModule):
         if self.task is Task.REGRESSION:
             y = pd.to_numeric(y_raw, errors="coerce")
             if y.isna().any():
-                raise ValueError(f"data.task=regression but column {self.target!r} holds non-numeric values such as {y_raw[y.isna()].iloc[0]!r}")
+                raise ValueError(
+                    f"data.task=regression but column {self.target!r} holds non-numeric values such as {y_raw[y.isna()].iloc[0]!r}"
+                )
             y = y.to_numpy(np.float32)
         else:
             codes, names = pd.factorize(y_raw, sort=True)

@@ -6,6 +6,7 @@ as arrays (60 000 MNIST images are 188 MB as float32), so the fast
 batch-indexed loaders, train-only standardisation and scikit-learn models
 work on them exactly as on digits.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

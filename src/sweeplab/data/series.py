@@ -10,6 +10,7 @@ The network learns in these scaled units; metrics, predictions and plots
 are converted back to the series' own units (``target_scale_`` holds the
 train mean and standard deviation). A sample's id is the time of its target.
 """
+
 from __future__ import annotations
 
 import numpy as np

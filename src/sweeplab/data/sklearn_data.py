@@ -1,4 +1,5 @@
 """scikit-learn's bundled data sets (no download) as data modules."""
+
 from __future__ import annotations
 
 import numpy as np

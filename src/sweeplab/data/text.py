@@ -6,6 +6,7 @@ Texts are split like every data set (seeded, stratified), then tokenised by
 to the longest text: samples are rows of token ids, padding id 0 for our
 tokenizers. Models read the vocabulary through ``model_inputs()``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -200,7 +201,9 @@ class TextFolderDataModule(TextDataModule):
             raise FileNotFoundError(f"data.root={self.root}: no such folder")
         classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if len(classes) < 2:
-            raise ValueError(f"data.root={self.root}: found {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); needs one sub-folder per class, at least 2")
+            raise ValueError(
+                f"data.root={self.root}: found {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); needs one sub-folder per class, at least 2"
+            )
         bunch = load_files(str(self.root), encoding=self.encoding, decode_error="replace", shuffle=False)
         self._files = [str(Path(f).relative_to(self.root)) for f in bunch.filenames]
         texts = check_texts(list(bunch.data), f"data.root={self.root}", self._files)
@@ -244,7 +247,9 @@ class CorpusDataModule(ArrayDataModule):
         counts = Counter(w for s in self.sentences for w in s)
         self.vocabulary = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         if len(self.vocabulary) < 10:
-            raise ValueError(f"data.path={self.path}: only {len(self.vocabulary)} words occur >= data.min_freq={min_freq} times; too little text for word vectors")
+            raise ValueError(
+                f"data.path={self.path}: only {len(self.vocabulary)} words occur >= data.min_freq={min_freq} times; too little text for word vectors"
+            )
         self.counts = np.asarray([counts[w] for w in self.vocabulary], dtype=np.int64)
         self.min_freq, self.window = min_freq, window
 

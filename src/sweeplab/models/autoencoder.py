@@ -1,4 +1,5 @@
 """AutoEncoder (seed: unsupervised, dimensionality reduction)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -11,6 +11,7 @@
 Names follow the CNN zoo, so ``model.freeze_backbone=true`` and
 ``param_groups='[{params: backbone, lr: 2e-5}]'`` work the same way.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,10 +53,15 @@ class BertClassifier(nn.Module):
                 raise ValueError(f"model.hidden_size={hidden_size} must be a multiple of model.num_heads={num_heads}")
             self.cls_id = text.cls_id
             config = BertConfig(
-                vocab_size=len(text.vocabulary), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                num_attention_heads=num_heads, intermediate_size=intermediate_size or 4 * hidden_size,
-                max_position_embeddings=int(input_shape[0]) + 1, pad_token_id=self.pad_id,
-                hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                vocab_size=len(text.vocabulary),
+                hidden_size=hidden_size,
+                num_hidden_layers=num_layers,
+                num_attention_heads=num_heads,
+                intermediate_size=intermediate_size or 4 * hidden_size,
+                max_position_embeddings=int(input_shape[0]) + 1,
+                pad_token_id=self.pad_id,
+                hidden_dropout_prob=dropout,
+                attention_probs_dropout_prob=dropout,
             )
             self.backbone = BertModel(config, add_pooling_layer=False)
         width = self.backbone.config.hidden_size

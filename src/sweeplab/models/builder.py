@@ -1,4 +1,5 @@
 """Seed style 4: a plain function that builds and returns the network."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,4 +1,5 @@
 """Seed style 2: a class inheriting nn.Module with __init__ and forward."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,6 +5,7 @@ row of token ids is a bag of words (the fastText-style classifier; vectors
 may be pre-trained); on numbers, each feature value is bucketed and its
 (feature, bin) token embedded, the model ``optimizer=sparse_adam`` exists for.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,8 +45,14 @@ class TextEmbeddingBag(nn.Module):
     """Mean of the word vectors of a text (padding left out), then a small MLP head."""
 
     def __init__(
-        self, text: Any, num_outputs: int, embedding_dim: int = 32, hidden_size: int = 64, sparse: bool = False,
-        vectors: str | None = None, freeze_embeddings: bool = False,
+        self,
+        text: Any,
+        num_outputs: int,
+        embedding_dim: int = 32,
+        hidden_size: int = 64,
+        sparse: bool = False,
+        vectors: str | None = None,
+        freeze_embeddings: bool = False,
     ) -> None:
         super().__init__()
         vocab_size = len(text.vocabulary)
@@ -56,7 +63,9 @@ class TextEmbeddingBag(nn.Module):
 
             # The run's seed (seed_everything ran before the model is built) seeds the pre-training too.
             trained_here = str(vectors) in ("word2vec", "glove")
-            weights, coverage = pretrained_embedding(str(vectors), text, embedding_dim if trained_here else None, torch.initial_seed() % 2**31)
+            weights, coverage = pretrained_embedding(
+                str(vectors), text, embedding_dim if trained_here else None, torch.initial_seed() % 2**31
+            )
             self.embedding = nn.EmbeddingBag.from_pretrained(
                 weights, freeze=freeze_embeddings, mode="mean", sparse=sparse, padding_idx=text.pad_id
             )

@@ -1,4 +1,5 @@
 """Small pieces the model builders share."""
+
 from __future__ import annotations
 
 from torch import nn

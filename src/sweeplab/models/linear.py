@@ -1,4 +1,5 @@
 """Seed style 1: a single layer."""
+
 from __future__ import annotations
 
 from torch import nn

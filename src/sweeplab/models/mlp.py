@@ -1,4 +1,5 @@
 """Seed style 3: nn.Sequential."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

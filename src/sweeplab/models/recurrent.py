@@ -1,5 +1,6 @@
 """Recurrent networks (seed: RNN, LSTM with its forget/input/output gates, GRU)
 for forecasting and sequence classification."""
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,12 @@ class RecurrentNet(nn.Module):
         self.input_rank = len(shape)
         # nn.RNN's own dropout acts between stacked layers only; the head gets it too.
         self.rnn = CELLS[cell](
-            features, hidden_size, num_layers=num_layers, batch_first=True,
-            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
+            features,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
         )
         self.directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout)

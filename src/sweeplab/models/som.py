@@ -10,6 +10,7 @@ second-best units are not neighbours), both as MiniSom computes them. Its
 pictures: the U-matrix with each test sample's class on its unit, and the
 hit map.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -58,8 +59,9 @@ class SelfOrganizingMap(ClusterMixin, BaseEstimator):
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"model.topology={self.topology!r}: choose one of {', '.join(TOPOLOGIES)}")
         units = grid[0] * grid[1]
-        if self.n_clusters is not None and (isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int)
-                                            or not 2 <= self.n_clusters <= units):
+        if self.n_clusters is not None and (
+            isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int) or not 2 <= self.n_clusters <= units
+        ):
             raise ValueError(f"model.n_clusters={self.n_clusters!r}: null (each unit a cluster) or an integer from 2 to {units}")
         return grid[0], grid[1]
 
@@ -72,8 +74,14 @@ class SelfOrganizingMap(ClusterMixin, BaseEstimator):
         rows, cols = self._check()
         x = np.asarray(x, dtype=np.float64)
         self.som_ = MiniSom(
-            rows, cols, x.shape[1], sigma=self.sigma, learning_rate=self.learning_rate,
-            neighborhood_function=self.neighborhood_function, topology=self.topology, random_seed=self.random_state,
+            rows,
+            cols,
+            x.shape[1],
+            sigma=self.sigma,
+            learning_rate=self.learning_rate,
+            neighborhood_function=self.neighborhood_function,
+            topology=self.topology,
+            random_seed=self.random_state,
         )
         self.som_.pca_weights_init(x)  # deterministic start along the data's main directions
         self.som_.train(x, self.num_iteration, random_order=True)

@@ -13,6 +13,7 @@ address them by name:
 - ``backbone``: the torchvision model with its last Linear removed.
 - ``head``: a new ``Linear(features, num_outputs)``: the head swap.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -99,7 +100,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - torch raises many formats' errors
         raise ValueError(f"model.weights={path}: not a file torch can read ({type(exc).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint
-        state = {k[len("net."):]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+        state = {k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"model.weights={path}: not a state dict (a mapping of parameter names to tensors)")
     return state
@@ -167,11 +168,8 @@ class TorchvisionNet(nn.Module):
         ``reset_head`` is off, else it stays new (the head swap)."""
         head_name = ARCHITECTURES[self.arch][0]
         if not any(k.startswith("backbone.") for k in state):
-            state = {
-                ("head." + k[len(head_name) + 1 :] if k.startswith(head_name + ".") else "backbone." + k): v
-                for k, v in state.items()
-            }
-        part = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
+            state = {("head." + k[len(head_name) + 1 :] if k.startswith(head_name + ".") else "backbone." + k): v for k, v in state.items()}
+        part = lambda prefix: {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
         try:
             self.backbone.load_state_dict(part("backbone."), strict=True)
         except RuntimeError as exc:
@@ -183,8 +181,10 @@ class TorchvisionNet(nn.Module):
             print(f"model.weights: {self.arch} backbone and head loaded from {source}")
         else:
             found = head["weight"].shape[0] if "weight" in head else "no"
-            print(f"model.weights: {self.arch} backbone loaded from {source}; new head "
-                  f"({found} outputs in the file, {self.head.out_features} for this data)")
+            print(
+                f"model.weights: {self.arch} backbone loaded from {source}; new head "
+                f"({found} outputs in the file, {self.head.out_features} for this data)"
+            )
         adapter = part("adapter.")
         if adapter and all(k in self.adapter.state_dict() and adapter[k].shape == self.adapter.state_dict()[k].shape for k in adapter):
             self.adapter.load_state_dict(adapter)

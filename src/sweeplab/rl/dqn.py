@@ -8,10 +8,12 @@ drawn from the buffer; every ``target_update`` gradient steps the target
 network copies the online one. The network is any ``conf/model`` option built
 for (observation size -> number of actions); the optimizer is ``conf/optimizer``.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -93,19 +95,34 @@ class DQN:
         _check("epsilon", epsilon, 0.0, 1.0)
         _check("epsilon_min", epsilon_min, 0.0, 1.0)
         for name, value in (
-            ("epsilon_decay_steps", epsilon_decay_steps), ("total_steps", total_steps), ("steps_per_epoch", steps_per_epoch),
-            ("replay_size", replay_size), ("warmup_steps", warmup_steps), ("batch_size", batch_size),
-            ("target_update", target_update), ("train_every", train_every),
+            ("epsilon_decay_steps", epsilon_decay_steps),
+            ("total_steps", total_steps),
+            ("steps_per_epoch", steps_per_epoch),
+            ("replay_size", replay_size),
+            ("warmup_steps", warmup_steps),
+            ("batch_size", batch_size),
+            ("target_update", target_update),
+            ("train_every", train_every),
         ):
             _check_count(name, value)
         if cpu_threads is not None:
             _check_count("cpu_threads", cpu_threads)
         if warmup_steps < batch_size:
-            raise ValueError(f"agent.warmup_steps={warmup_steps}: must be at least agent.batch_size={batch_size} (the first batch is drawn after the warm-up)")
+            raise ValueError(
+                f"agent.warmup_steps={warmup_steps}: must be at least agent.batch_size={batch_size} (the first batch is drawn after the warm-up)"
+            )
         self.settings = dict(
-            gamma=gamma, epsilon=epsilon, epsilon_min=epsilon_min, epsilon_decay_steps=epsilon_decay_steps,
-            replay_size=replay_size, warmup_steps=warmup_steps, batch_size=batch_size, target_update=target_update,
-            train_every=train_every, steps_per_epoch=steps_per_epoch, cpu_threads=cpu_threads,
+            gamma=gamma,
+            epsilon=epsilon,
+            epsilon_min=epsilon_min,
+            epsilon_decay_steps=epsilon_decay_steps,
+            replay_size=replay_size,
+            warmup_steps=warmup_steps,
+            batch_size=batch_size,
+            target_update=target_update,
+            train_every=train_every,
+            steps_per_epoch=steps_per_epoch,
+            cpu_threads=cpu_threads,
         )
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
 
@@ -120,7 +137,7 @@ class DQN:
         """Training steps in epochs of ``steps_per_epoch`` (the last one whole)."""
         return -(-self.total_steps // (self.steps_per_epoch * self.settings["train_every"]))
 
-    def module(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], env: Any, seed: int) -> "DQNModule":
+    def module(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], env: Any, seed: int) -> DQNModule:
         return DQNModule(net, optimizer, env, seed, **self.settings)
 
 

@@ -4,6 +4,7 @@
 :func:`make_env` builds it and turns Gymnasium's own errors for a bad
 argument into one line naming the value and the valid ones.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ a goal, and for tabular agents ``test/start_value`` (and ``test/iterations``
 for the solvers). Pictures: the policy over the value heat map for grid
 worlds, the learning curve for learning agents.
 """
+
 from __future__ import annotations
 
 import functools
@@ -212,8 +213,13 @@ class ReinforcementFamily:
         if shape is not None and not self.agent.uses_network:
             files.append(
                 reports.write_policy_map(
-                    self.agent.values, self.agent.policy, shape, envs.ARROWS[envs.env_id(self.env)],
-                    _grid_marks(self.env), self.run_dir, f"{title}\ngreedy policy over V(s)",
+                    self.agent.values,
+                    self.agent.policy,
+                    shape,
+                    envs.ARROWS[envs.env_id(self.env)],
+                    _grid_marks(self.env),
+                    self.run_dir,
+                    f"{title}\ngreedy policy over V(s)",
                 )
             )
         return metrics, files

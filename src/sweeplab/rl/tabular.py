@@ -7,9 +7,11 @@ epsilon decays each episode (``epsilon * epsilon_decay**episode``, floored at
 ``epsilon_min``). Each leaves ``values`` (V per state) and ``policy`` (the
 greedy action per state); what it logged while training is its ``history``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +19,12 @@ from sweeplab.rl import envs
 
 
 def _check(name: str, value: Any, low: float, high: float, closed_high: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value and (value <= high if closed_high else value < high)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and low <= value
+        and (value <= high if closed_high else value < high)
+    )
     if not ok:
         bracket = "]" if closed_high else ")"
         raise ValueError(f"agent.{name}={value!r}: must be a number in [{low}, {high}{bracket}")
@@ -55,6 +62,7 @@ class TabularAgent:
 
 
 # ----------------------------------------------------------------- exact solvers
+
 
 def transition_arrays(env: Any) -> tuple[np.ndarray, np.ndarray]:
     """From ``P[s][a] = [(p, s', r, terminated), ...]``: expected rewards R[s, a]
@@ -139,6 +147,7 @@ class PolicyIteration(ExactSolver):
 
 
 # -------------------------------------------------------------- learning agents
+
 
 class TemporalDifference(TabularAgent):
     """Epsilon-greedy episodes updating a Q-table; subclasses say which target."""

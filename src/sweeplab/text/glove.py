@@ -7,6 +7,7 @@ written here: for every non-zero co-occurrence count X_ij,
 as every network (``optimizer=adagrad``, as the paper). The word vectors are
 ``w + w~``, as the paper reports.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -58,7 +59,9 @@ class GloVe(nn.Module):
     ) -> None:
         super().__init__()
         if vector_size < 1 or x_max <= 0 or not 0 < alpha <= 1:
-            raise ValueError(f"model.vector_size={vector_size}, model.x_max={x_max}, model.alpha={alpha}: need vector_size >= 1, x_max > 0, 0 < alpha <= 1")
+            raise ValueError(
+                f"model.vector_size={vector_size}, model.x_max={x_max}, model.alpha={alpha}: need vector_size >= 1, x_max > 0, 0 < alpha <= 1"
+            )
         self.vocabulary = list(text.vocabulary)
         n = len(self.vocabulary)
         self.x_max, self.alpha = float(x_max), float(alpha)
@@ -89,8 +92,14 @@ class GloVe(nn.Module):
 
 
 def train_glove(
-    sentences: Sequence[Sequence[str]], vocabulary: Sequence[str], vector_size: int, seed: int,
-    window: int = 5, epochs: int = 25, lr: float = 0.05, batch_size: int = 512,
+    sentences: Sequence[Sequence[str]],
+    vocabulary: Sequence[str],
+    vector_size: int,
+    seed: int,
+    window: int = 5,
+    epochs: int = 25,
+    lr: float = 0.05,
+    batch_size: int = 512,
 ) -> np.ndarray:
     """GloVe vectors for ``vocabulary`` from a small corpus, in a plain loop
     (pre-training inside a classifier's set-up, not a tracked run)."""

@@ -8,6 +8,7 @@ benchmark files its wheel ships, plus a picture and the vectors themselves.
   3CosAdd over the whole vocabulary, among the questions whose four words have
   vectors (``test/analogy_coverage``: that share of the 19,544).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

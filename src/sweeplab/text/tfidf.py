@@ -1,5 +1,6 @@
 """TF-IDF + logistic regression on a text data module's token ids: the
 classical baseline a text classifier has to beat (scikit-learn, fitted once)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,6 +6,7 @@ least ``min_freq`` times. ``wordpiece`` / ``bpe``: sub-word vocabularies of
 tokenizer saved beside a pre-trained model (``save_pretrained``), ids as that
 model expects them. Ours reserve [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3.
 """
+
 from __future__ import annotations
 
 import re
@@ -77,7 +78,9 @@ class SubwordTokenizer(TextTokenizer):
         self.name = kind
         if kind == "wordpiece":
             tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-            trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_freq, special_tokens=list(SPECIALS), show_progress=False)
+            trainer = trainers.WordPieceTrainer(
+                vocab_size=vocab_size, min_frequency=min_freq, special_tokens=list(SPECIALS), show_progress=False
+            )
         else:
             tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
             trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_freq, special_tokens=list(SPECIALS), show_progress=False)
@@ -106,7 +109,11 @@ class PretrainedTokenizer(TextTokenizer):
 
         local = Path(source).expanduser()
         if local.is_dir():
-            found = [p.name for p in local.iterdir() if p.name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "vocab.json")]
+            found = [
+                p.name
+                for p in local.iterdir()
+                if p.name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "vocab.json")
+            ]
             if not found:
                 raise ValueError(
                     f"model.weights={source}: the folder has no tokenizer (tokenizer.json, vocab.txt or tokenizer_config.json); "

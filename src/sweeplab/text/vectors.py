@@ -5,6 +5,7 @@
 line, as gensim's ``KeyedVectors.load_word2vec_format`` reads them; or
 ``word2vec`` / ``glove`` to pre-train on the training texts first.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ def read_vectors(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], i
     """The vectors of the ``wanted`` words (matched exactly, else lower-cased),
     the file's dimension and its format; every line is checked."""
     if not path.is_file():
-        raise FileNotFoundError(f"model.vectors={path}: no such file (a word2vec or GloVe text file, or word2vec / glove to train them here)")
+        raise FileNotFoundError(
+            f"model.vectors={path}: no such file (a word2vec or GloVe text file, or word2vec / glove to train them here)"
+        )
     found: dict[str, np.ndarray] = {}
     dim, fmt = None, "glove"
     try:
@@ -36,7 +39,9 @@ def read_vectors(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], i
                 if dim is None:
                     dim = len(numbers)
                     if dim == 0:
-                        raise ValueError(f"model.vectors={path}: line {number} has a word and no numbers; expected word2vec or GloVe text format (word v1 v2 ...)")
+                        raise ValueError(
+                            f"model.vectors={path}: line {number} has a word and no numbers; expected word2vec or GloVe text format (word v1 v2 ...)"
+                        )
                 if len(numbers) != dim:
                     raise ValueError(
                         f"model.vectors={path}: line {number} has {len(numbers)} numbers where the file's vectors have {dim}; "
@@ -59,7 +64,10 @@ def read_vectors(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], i
 
 
 def embedding_matrix(
-    source: str, text: Any, dim: int | None, seed: int = 0,
+    source: str,
+    text: Any,
+    dim: int | None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, float, str]:
     """(vocabulary x dim matrix, coverage, description). Words the vectors lack
     get small random rows; the padding row is zero. Coverage is the share of
