@@ -39,3 +39,12 @@ class HoldAtEpoch(Callback):
         deadline = time.time() + 120
         while marker.exists() and time.time() < deadline:
             time.sleep(0.05)
+
+
+class WarnAtFitStart(Callback):
+    """Emit one UserWarning when fitting starts (train.log must keep warnings)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import warnings
+
+        warnings.warn("a warning raised during the run", UserWarning, stacklevel=1)

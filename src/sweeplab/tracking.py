@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 SECRET_KEY = re.compile(r"(password|passwd|token(?!i[sz]e)|secret|api[_-]?key|access[_-]?key|credential)", re.IGNORECASE)
 MASK = "***"
 # Keys that name or place a run but do not change what it computes.
-NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_finished", "resume")
+NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_finished", "resume", "print_config")
 # Keys not logged as params: they say how a run was started, and a resumed
 # run logs its params again (MLflow refuses a changed value).
 NOT_LOGGED = ("resume",)

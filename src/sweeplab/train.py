@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab import __version__, liveness, provenance, sweeps, tracking
+from sweeplab import __version__, console, liveness, provenance, sweeps, tracking
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
@@ -283,6 +283,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     liveness.claim(run_dir, resume_run_id)  # one process trains into a run folder at a time
     handlers, user_uri = _catch_signals(), os.environ.get("MLFLOW_TRACKING_URI")
     sweeps.watch_sweep_parent()
+    stop_log = console.tee_to(run_dir / "train.log")  # what the run prints, warnings too, also in its folder
+    if cfg.get("print_config", True):
+        console.print_config(tracking.mask_secrets(tracking.resolved(cfg)))
 
     # 1-3. data (or environment) and model: everything is checked before a run exists
     family.prepare()
@@ -304,20 +307,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
         diff = provenance.write_diff(run_dir) if run_id else None
         fitted = family.fit(start_from)
         if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
+            stop_log()
             return {}
         metrics, reports = fitted
         if run_id:
-            for path in (config_file, *([diff] if diff else []), *reports):
+            for path in (config_file, *([diff] if diff else []), *reports, run_dir / "train.log"):
                 logger.experiment.log_artifact(run_id, str(path))
             logger.experiment.set_terminated(run_id, "FINISHED")
         if _handling_signals:  # the record is complete: a late Ctrl-C only ends the process
             _on_signal(_exit_now)
     except BaseException as exc:
+        stop_log()
         raise _close_unfinished(logger, run_id, exc, run_dir) from None
     finally:
         _leave(run_dir, handlers, user_uri)
 
     _print_summary(cfg, run_name, metrics, run_dir, run_id)
+    stop_log()
     return metrics
 
 
