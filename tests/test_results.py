@@ -29,7 +29,8 @@ def replicates(tmp_path: Path) -> str:
     for (optimizer, lr), scores in F1.items():
         for seed, f1 in zip((1, 2, 3), scores):
             overrides = [f"optimizer={optimizer}", f"optimizer.lr={lr}", f"seed={seed}"]
-            run = client.create_run(experiment, tags={"sweeplab.overrides": shlex.join(overrides), "mlflow.runName": ",".join(overrides)})
+            tags = {"sweeplab.overrides": shlex.join(overrides), "mlflow.runName": ",".join(overrides), "sweeplab.choice.model": "mlp"}
+            run = client.create_run(experiment, tags=tags)
             for key, value in {
                 "optimizer.lr": lr,
                 "seed": seed,
@@ -47,6 +48,7 @@ def replicates(tmp_path: Path) -> str:
 def test_runs_flattens_params_overrides_and_metrics_and_filters(replicates: str) -> None:
     df = sweeplab.runs(experiment="opt", store=replicates)
     assert len(df) == 9 and {"run_id", "status", "optimizer", "optimizer.lr", "seed", "test/f1", "duration_s"} <= set(df.columns)
+    assert set(df["model"]) == {"mlp"}  # a group chosen by a preset, from the run's tags
     picked = sweeplab.runs(experiment="opt", store=replicates, where={"optimizer": ["adam"], "optimizer.lr": (1e-3, 5e-3)})
     assert sorted(picked["test/f1"]) == pytest.approx(sorted(F1[("adam", 0.001)]))
     assert len(sweeplab.runs(experiment="opt", store=replicates, where={"test/f1": (0.9, 1.0)})) == 3

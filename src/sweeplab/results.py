@@ -53,12 +53,16 @@ def flatten_runs(raw: Any, overrides: list[dict[str, str]]) -> Any:
         }
     )
     params = {c.removeprefix("params."): raw[c] for c in raw.columns if c.startswith("params.")}
-    # A group chosen on the command line (optimizer=sgd) is no param of its own: take it from the overrides.
-    chosen: dict[str, list[Any]] = {}
+    # The option of each config group (optimizer = sgd) is no param of its own: from the run's
+    # tags (sweeplab.choice.<group>), else from its command-line overrides.
+    chosen: dict[str, list[Any]] = {
+        c.removeprefix("tags.sweeplab.choice."): list(raw[c]) for c in raw.columns if c.startswith("tags.sweeplab.choice.")
+    }
     for i, parsed in enumerate(overrides):
         for key, value in parsed.items():
             if key not in params:
-                chosen.setdefault(key, [None] * len(overrides))[i] = value
+                column = chosen.setdefault(key, [None] * len(overrides))
+                column[i] = column[i] if isinstance(column[i], str) else value
     metrics = {c.removeprefix("metrics."): raw[c] for c in raw.columns if c.startswith("metrics.")}
     columns = {**{k: pd.Series(v, index=raw.index) for k, v in chosen.items()}, **params}
     frame = pd.concat([frame, pd.DataFrame(columns, index=raw.index), pd.DataFrame(metrics, index=raw.index)], axis=1)

@@ -45,6 +45,16 @@ def _model_choice(cfg: DictConfig) -> str:
         return str(cfg.model._target_).rsplit(".", 1)[-1]
 
 
+def _choices() -> dict[str, str]:
+    """The option picked in each config group (optimizer: sgd), whether on the command
+    line or by a preset; empty outside the CLI."""
+    try:
+        chosen = HydraConfig.get().runtime.choices
+    except ValueError:
+        return {}
+    return {str(g): str(o) for g, o in chosen.items() if o is not None and not str(g).startswith("hydra/")}
+
+
 def _run_name(cfg: DictConfig) -> str:
     # Where a run lands or how it starts is not what it is: the experiment already holds it.
     hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume=", "skip_finished=", "experiment_name=")
@@ -67,6 +77,7 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
         "sweeplab.version": __version__,
         "sweeplab.overrides": shlex.join(tracking.mask_override(o) for o in _overrides()),  # compare splits it back
         "sweeplab.config_hash": identity,
+        **{f"sweeplab.choice.{group}": option for group, option in _choices().items()},  # compare --group-by optimizer
         **liveness.process_tags(),
         **provenance.creation_tags(provenance.command_line()),
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
