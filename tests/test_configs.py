@@ -112,6 +112,9 @@ def test_option_composes_and_trains_one_epoch(group: str, option: str, store, tm
         return
     if group not in ("logger", "data"):
         overrides += ["logger=none"]
+    if (group, option) == ("logger", "wandb"):  # no account here: W&B's own offline mode
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     metrics = train_in_process([*overrides, "trainer.max_epochs=1", *store_overrides(store)], tmp_path / "run")
     assert any(k.startswith("test/") for k in metrics)
     if group == "data":  # every data set's metrics land in MLflow

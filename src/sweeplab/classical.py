@@ -206,11 +206,11 @@ class ClassicalFamily:
         check_pairing(self.name, estimator_task(self.estimator), self.datamodule.task)
         self.task = run_task(self.estimator, self.datamodule.task)
 
-    def attach(self, logger: Any, run_dir: Path) -> None:
-        self.logger, self.run_dir = logger, run_dir
+    def attach(self, loggers: list[Any], run_dir: Path) -> None:
+        self.loggers, self.run_dir = loggers, run_dir
 
     def fit(self, start_from: Path | None = None) -> tuple[dict[str, float], list[Path]]:
         metrics, reports = fit_and_score(self.estimator, self.datamodule, self.run_dir)
-        if self.logger is not None:
-            self.logger.log_metrics(metrics, step=0)
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=0)
         return metrics, reports

@@ -96,7 +96,7 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
 
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    module, trainer = _build_module(cfg, datamodule), _build_trainer(cfg, None, run_dir)
+    module, trainer = _build_module(cfg, datamodule), _build_trainer(cfg, [], run_dir)
     module.load_state_dict(checkpoint["state_dict"])
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

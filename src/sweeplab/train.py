@@ -62,17 +62,26 @@ def _run_name(cfg: DictConfig) -> str:
     return cfg.run_name or ",".join(shown) or "default"
 
 
-def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: str | None = None) -> Any:
+def _build_loggers(cfg: DictConfig, run_name: str, identity: str, resume_run_id: str | None = None) -> list[Any]:
+    """The run's loggers: the one ``logger=`` names (MLflow by default: the run's
+    record), then those under ``logger.also`` (logger=many: TensorBoard, CSV),
+    which receive the same metrics under the same names."""
     if not cfg.get("logger"):
-        return None
+        return []
+    main = OmegaConf.create({k: v for k, v in cfg.logger.items() if k != "also"})
+    also = [hydra.utils.instantiate(c) for c in (cfg.logger.get("also") or {}).values() if c]
+    return [_build_logger(cfg, main, run_name, identity, resume_run_id), *also]
+
+
+def _build_logger(cfg: DictConfig, main: DictConfig, run_name: str, identity: str, resume_run_id: str | None) -> Any:
     if not tracking.uses_mlflow(cfg):
-        return hydra.utils.instantiate(cfg.logger)
+        return hydra.utils.instantiate(main)
     uri = tracking.tracking_uri(cfg)
     tracking.ensure_experiment(cfg)  # checks a server answers, before anything waits on it
     for stale in tracking.close_stale_runs(cfg, keep=resume_run_id):
         print(f"sweeplab-train: run {stale.info.run_id} of this config was left RUNNING by a process that is gone; marked KILLED")
     if resume_run_id:
-        return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_id=resume_run_id)
+        return hydra.utils.instantiate(main, tracking_uri=uri, run_id=resume_run_id)
     tags = {
         "sweeplab.version": __version__,
         "sweeplab.overrides": shlex.join(tracking.mask_override(o) for o in _overrides()),  # compare splits it back
@@ -83,7 +92,7 @@ def _build_logger(cfg: DictConfig, run_name: str, identity: str, resume_run_id: 
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
         **{str(k): str(v) for k, v in tracking.mask_secrets(dict(cfg.get("tags") or {})).items()},
     }
-    return hydra.utils.instantiate(cfg.logger, tracking_uri=uri, run_name=run_name, tags=tags)
+    return hydra.utils.instantiate(main, tracking_uri=uri, run_name=run_name, tags=tags)
 
 
 def _quiet_lightning() -> None:
@@ -143,7 +152,7 @@ def _build_module(cfg: DictConfig, datamodule: Any) -> Any:
     )
 
 
-def _build_trainer(cfg: DictConfig, logger: Any, run_dir: Path) -> Any:
+def _build_trainer(cfg: DictConfig, loggers: list[Any], run_dir: Path) -> Any:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -152,7 +161,7 @@ def _build_trainer(cfg: DictConfig, logger: Any, run_dir: Path) -> Any:
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
-        logger=logger or False,
+        logger=loggers or False,
         callbacks=callbacks,
         plugins=[atomic_checkpoint_io()],
         enable_progress_bar=any(type(c).__name__.endswith("ProgressBar") for c in callbacks),
@@ -177,10 +186,10 @@ class TorchFamily:
         self.module = _build_module(self.cfg, self.datamodule)
         self.task = self.module.task
 
-    def attach(self, logger: Any, run_dir: Path) -> None:
-        self.trainer, self.run_dir = _build_trainer(self.cfg, logger, run_dir), run_dir
+    def attach(self, loggers: list[Any], run_dir: Path) -> None:
+        self.trainer, self.run_dir = _build_trainer(self.cfg, loggers, run_dir), run_dir
         facts = getattr(self.module.net, "facts", None)  # e.g. the share of the vocabulary pre-trained vectors cover
-        if logger is not None and facts:
+        for logger in loggers if facts else []:
             logger.log_metrics(facts, step=0)
 
     def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
@@ -194,9 +203,9 @@ class TorchFamily:
 def _family(cfg: DictConfig) -> Any:
     """The family that runs this config: an agent in an environment (env=), a
     scikit-learn estimator (model= naming one), or a torch network. Each has
-    prepare() (data, model, every check: before a run exists), attach(logger,
-    run_dir) and fit(start_from) -> (metrics, report files); kind, resumable
-    and, once prepared, task."""
+    prepare() (data, model, every check: before a run exists), attach(loggers,
+    run_dir) (the first logger is the run's record) and fit(start_from) ->
+    (metrics, report files); kind, resumable and, once prepared, task."""
     from sweeplab import classical
 
     if cfg.get("env"):
@@ -301,8 +310,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # 1-3. data (or environment) and model: everything is checked before a run exists
     family.prepare()
     run_name = _run_name(cfg)
-    logger = _build_logger(cfg, run_name, identity, resume_run_id)
-    family.attach(logger, run_dir)
+    loggers = _build_loggers(cfg, run_name, identity, resume_run_id)
+    family.attach(loggers, run_dir)
+    logger = loggers[0] if loggers else None  # the run's record
 
     # 4-5. fit, then evaluate on held-out data, tracked
     run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
@@ -331,7 +341,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         stop_log()
         raise _close_unfinished(logger, run_id, exc, run_dir) from None
     finally:
-        _leave(run_dir, handlers, user_uri)
+        _leave(run_dir, handlers, user_uri, loggers)
 
     _print_summary(cfg, run_name, metrics, run_dir, run_id)
     stop_log()
@@ -356,8 +366,12 @@ def _close_unfinished(logger: Any, run_id: str | None, exc: BaseException, run_d
     return exc
 
 
-def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None) -> None:
+def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None, loggers: list[Any]) -> None:
     """What every run undoes, however it ended."""
+    for extra in loggers[1:]:  # a W&B run stays open until finished: the next run in this process would join it
+        finish = getattr(getattr(extra, "_experiment", None), "finish", None)
+        if callable(finish):
+            finish()
     liveness.release(run_dir)
     sweeps.run_closed()
     if not _handling_signals:  # a notebook or a sweep worker gets its own handlers back

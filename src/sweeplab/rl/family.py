@@ -125,7 +125,7 @@ class ReinforcementFamily:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.logger: Any = None
+        self.loggers: list[Any] = []
         self.run_dir = Path(".")
 
     def prepare(self) -> None:
@@ -159,15 +159,15 @@ class ReinforcementFamily:
             optimizer = hydra.utils.instantiate(cfg.optimizer, _convert_="all")
             self.module = self.agent.module(net, optimizer, self.env, cfg.seed)
 
-    def attach(self, logger: Any, run_dir: Path) -> None:
-        self.logger, self.run_dir = logger, run_dir
+    def attach(self, loggers: list[Any], run_dir: Path) -> None:
+        self.loggers, self.run_dir = loggers, run_dir
         if self.agent.uses_network:
             from lightning.pytorch.callbacks import RichProgressBar
 
             self.trainer = hydra.utils.instantiate(
                 self.cfg.trainer,
                 max_epochs=self.agent.epochs,
-                logger=logger or False,
+                logger=loggers or False,
                 callbacks=[RichProgressBar(leave=False)],
                 enable_checkpointing=False,
                 default_root_dir=str(run_dir),
@@ -194,7 +194,8 @@ class ReinforcementFamily:
             with _progress(getattr(self.agent, "episodes", None), title) as advance:
                 self.agent.train(self.env, seed, advance)
             act = self.agent.act
-            log_series(self.logger, self.agent.history)
+            for logger in self.loggers:
+                log_series(logger, self.agent.history)
             returns = self.agent.history.get("train/return")
             metrics = {k: float(v[-1]) for k, v in self.agent.history.items()}
             metrics.update({f"test/{k}": v for k, v in self.agent.summary.items()})
@@ -202,10 +203,10 @@ class ReinforcementFamily:
             saved = [self._save_table()]
         tested = evaluate(self.eval_env, act, self.eval_episodes, seed + 1)
         metrics.update(tested)
-        if self.logger is not None:
-            self.logger.log_metrics(tested | {k: v for k, v in metrics.items() if k.startswith("test/")}, step=0)
-            if not _is_mlflow(self.logger):
-                self.logger.save()
+        for logger in self.loggers:
+            logger.log_metrics(tested | {k: v for k, v in metrics.items() if k.startswith("test/")}, step=0)
+            if not _is_mlflow(logger):
+                logger.save()
         files = list(saved)
         if returns is not None and len(returns):
             files.append(reports.write_learning_curve(returns, self.run_dir, title))
