@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist every worker is one of `cores` processes: one torch thread each (and
+# for each console script a test starts, which inherits the variable), or the workers'
+# thread pools oversubscribe the cores and every matrix product waits on the others.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 FAST = ["trainer.max_epochs=1", "callbacks=none"]
 CHECKOUT_OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"
 

@@ -81,6 +81,7 @@ def test_bad_num_batches_is_named() -> None:
         PreciseBatchNorm(num_batches=0)
 
 
+@pytest.mark.slow
 def test_mobilenet_on_a_tiny_image_folder_no_longer_predicts_one_class(tmp_path: Path) -> None:
     """3 classes x 30 images: 20 training steps leave momentum statistics of old weights."""
     from PIL import Image
