@@ -112,7 +112,13 @@ def test_reproduce_line_of_a_preset_sweep_trains_that_one_run(tmp_path: Path) ->
     """A job of a multirun preset: its overrides alone would re-enter the sweep and skip."""
     import shlex
 
-    sweep = ["experiment=optimizers_digits", "hydra.sweeper.params.optimizer='adam,sgd'", "trainer.max_epochs=1", "callbacks=none"]
+    sweep = [
+        "experiment=optimizers_digits",
+        "hydra.sweeper.params.optimizer='adam,sgd'",
+        "hydra.sweeper.params.seed=1",
+        "trainer.max_epochs=1",
+        "callbacks=none",
+    ]
     assert cli(sweep, cwd=tmp_path).returncode == 0
     shown = _compare(tmp_path, "--experiment", "optimizers_digits", "--metric", "test/accuracy", "--out", "cmp")
     command = next(line for line in shown.stdout.splitlines() if line.startswith("reproduce: ")).removeprefix("reproduce: ")
