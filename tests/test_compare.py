@@ -165,3 +165,13 @@ def test_reproduce_line_quotes_a_name_with_spaces_and_other_scripts_and_the_plot
     assert again.returncode == 0, again.stderr[-2000:]
     runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", name)
     assert len(runs) == 2 and set(runs.status) == {"FINISHED"}
+
+
+def test_a_sweeps_runs_differ_in_params_only_where_the_sweep_varied_and_say_so(swept: Path) -> None:
+    runs = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")
+    params = [c for c in runs.columns if c.startswith("params.")]
+    differing = sorted(c.removeprefix("params.") for c in params if runs[c].astype(str).nunique() > 1)
+    assert differing == ["optimizer.lr"]  # no run folder or checkpoint path among them
+    assert set(runs["tags.sweeplab.swept"]) == {"optimizer.lr"}
+    note = runs["tags.mlflow.note.content"][0]
+    assert "sweeplab-train " in note and "hydra.mode=RUN" in note and "test/accuracy" in note

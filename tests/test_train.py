@@ -145,3 +145,13 @@ def test_finding_finished_runs_leaves_the_process_tracking_uri_alone(store, tmp_
     found = find_finished(compose(overrides, run_dir=tmp_path / "other"))
     assert found is not None and "test/accuracy" in found[1]
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the next run in this process picks its own store
+
+
+def test_params_hold_each_value_once_and_no_run_paths(tmp_path) -> None:
+    from sweeplab.config import compose
+    from sweeplab.tracking import run_params
+
+    params = run_params(compose(["model=svm"], run_dir=tmp_path / "run"))
+    assert params["seed"] == "42" and params["experiment_name"] == "sweeplab"
+    assert not [k for k in params if k.startswith("paths.") or k.endswith(("dirpath", "random_state", "data.seed"))], params
+    assert str(tmp_path) not in "".join(params.values())

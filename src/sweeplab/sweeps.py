@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweeplab import tracking
 
@@ -136,6 +136,27 @@ def watch_sweep_parent() -> None:
     threading.Thread(target=watch, name="sweeplab-parent-watch", daemon=True).start()
 
 
+SWEPT_ENV = "SWEEPLAB_SWEPT"
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: sweep overrides on the command line (a,b / range() / ...)
+    and the sweeper's own search space (hydra.sweeper.params), read with Hydra's grammar."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys = {str(k).lstrip("+~") for k in (OmegaConf.select(config, "hydra.sweeper.params") or {})}
+    for override in parser.parse_overrides(list(config.hydra.overrides.task)):
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    return sorted(keys)
+
+
+def swept() -> str | None:
+    """The sweep's varied keys, in a job of a sweep (see SweepCallback)."""
+    return os.environ.get(SWEPT_ENV) or None
+
+
 class SweepCallback(Callback):
     """Hydra callback of the process that starts a multirun."""
 
@@ -149,8 +170,10 @@ class SweepCallback(Callback):
                 sweep=tracking.sweep_id_of(config.hydra.sweep.dir),
             )
         os.environ[PARENT_ENV] = str(os.getpid())
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(config))  # inherited by the jobs, joblib's workers too
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop(SWEPT_ENV, None)
         summary = summarize(Path(config.hydra.sweep.dir))
         if summary:
             print(summary, flush=True)

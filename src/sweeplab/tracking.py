@@ -320,10 +320,23 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+# An interpolation of another config value (${seed}, ${paths.run_dir}/checkpoints,
+# ${oc.select:model.weights,null}); ${oc.env:...} and ${now:...} bring values of their own.
+_COPY = re.compile(r"^\$\{(?!oc\.env|now:|hydra:)[^}]*\}")
+
+
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """Every resolved config value, flattened (``optimizer.lr``), secrets masked."""
+    """Every resolved config value, flattened (``optimizer.lr``), secrets masked;
+    without the run's paths (the run folder is a tag, the config an artifact) and
+    without values that copy another one by interpolation (``data.seed: ${seed}``
+    is logged once, as ``seed``), so a comparison of runs shows what differs."""
     values = {k: v for k, v in resolved(cfg).items() if k not in NOT_LOGGED}
-    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten(mask_secrets(values)).items()}
+    written = flatten(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+    return {
+        k: json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        for k, v in flatten(mask_secrets(values)).items()
+        if not k.startswith("paths.") and not (isinstance(written.get(k), str) and _COPY.match(written[k]))
+    }
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -90,6 +90,7 @@ def _build_logger(cfg: DictConfig, main: DictConfig, run_name: str, identity: st
         **liveness.process_tags(),
         **provenance.creation_tags(provenance.command_line()),
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
+        **({"sweeplab.swept": keys} if (keys := sweeps.swept()) else {}),  # where a comparison of the sweep starts
         **{str(k): str(v) for k, v in tracking.mask_secrets(dict(cfg.get("tags") or {})).items()},
     }
     return hydra.utils.instantiate(main, tracking_uri=uri, run_name=run_name, tags=tags)
@@ -334,6 +335,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if run_id:
             for path in (config_file, *([diff] if diff else []), *reports, run_dir / "train.log"):
                 logger.experiment.log_artifact(run_id, str(path))
+            logger.experiment.set_tag(run_id, "mlflow.note.content", _description(metrics))
             logger.experiment.set_terminated(run_id, "FINISHED")
         if _handling_signals:  # the record is complete: a late Ctrl-C only ends the process
             _on_signal(_exit_now)
@@ -413,6 +415,16 @@ def _starting_point(cfg: DictConfig, family: Any) -> tuple[Path | None, str | No
     if start_from is not None and not resume_run_id:  # refuse a missing, foreign or unsafe file before any run exists
         load_checkpoint(start_from, key="ckpt_path", training_state=True)
     return start_from, resume_run_id
+
+
+def _description(metrics: dict[str, float]) -> str:
+    """The run page's description (Markdown): the command that trains this run again, and its test scores."""
+    from sweeplab.compare import reproduce_command
+
+    overrides = shlex.join(tracking.mask_override(o) for o in _overrides())
+    command = reproduce_command({"tags.sweeplab.overrides": overrides, "tags.sweeplab.sweep_id": tracking.sweep_id()})
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+    return f"Reproduce:\n\n```\n{command}\n```\n\nTest: {scores or 'none'}\n"
 
 
 def _print_summary(cfg: DictConfig, run_name: str, metrics: dict[str, float], run_dir: Path, run_id: str | None) -> None:
