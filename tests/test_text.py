@@ -448,3 +448,17 @@ def test_word_embeddings_sweep_compares_word2vec_and_glove(tmp_path: Path) -> No
     )
     assert compare.returncode == 0, compare.stderr[-2000:]
     assert "word2vec" in compare.stdout and "glove" in compare.stdout
+
+
+def test_sweeplab_eval_of_a_glove_run_scores_its_vectors_again(store, tmp_path: Path) -> None:
+    from sweeplab.evaluate import evaluate
+
+    limit = ["+trainer.limit_train_batches=5", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+    metrics = train_in_process(
+        ["data=corpus", "model=glove", "model.vector_size=16", "optimizer=adagrad", "trainer.max_epochs=2", *limit, *store_overrides(store)],
+        tmp_path / "run",
+    )
+    run_id = runs_of(store["uri"]).run_id[0]
+    again = evaluate(run_id, store["uri"])
+    for key in ("test/wordsim353_spearman", "test/simlex999_spearman", "test/analogy_accuracy"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
