@@ -53,3 +53,21 @@ def test_a_password_in_a_uri_on_the_command_line_is_masked_in_tags() -> None:
 
     assert mask_override("logger.tracking_uri=http://ana:pw@host:5000") == "logger.tracking_uri=http://ana:***@host:5000"
     assert mask_override("+api_key=abc") == "+api_key=***" and mask_override("seed=3") == "seed=3"
+
+
+def test_each_split_is_an_mlflow_dataset_input_with_the_splits_digest(store, tmp_path: Path) -> None:
+    from conftest import FAST
+
+    table = tmp_path / "table.csv"
+    table.write_text("a,b,y\n" + "".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(60)))
+    for name, extra in (("one", ["seed=1"]), ("same", ["seed=1"]), ("other", ["seed=2"])):
+        train_in_process(
+            ["data=csv", f"data.path={table}", "data.target=y", *FAST, f"run_name={name}", *extra, *store_overrides(store)], tmp_path / name
+        )
+    client = MlflowClient(store["uri"])
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("sweeplab").experiment_id])}
+    inputs = {name: {[t.value for t in d.tags][0]: d.dataset for d in r.inputs.dataset_inputs} for name, r in runs.items()}
+    assert set(inputs["one"]) == {"train", "val", "test"}
+    assert inputs["one"]["train"].source_type == "local" and str(table) in inputs["one"]["train"].source
+    assert all(inputs["one"][s].digest == inputs["same"][s].digest for s in ("train", "val", "test"))  # same split, same digest
+    assert inputs["one"]["test"].digest != inputs["other"]["test"].digest  # another seed draws another split

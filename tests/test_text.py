@@ -455,7 +455,15 @@ def test_sweeplab_eval_of_a_glove_run_scores_its_vectors_again(store, tmp_path: 
 
     limit = ["+trainer.limit_train_batches=5", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
     metrics = train_in_process(
-        ["data=corpus", "model=glove", "model.vector_size=16", "optimizer=adagrad", "trainer.max_epochs=2", *limit, *store_overrides(store)],
+        [
+            "data=corpus",
+            "model=glove",
+            "model.vector_size=16",
+            "optimizer=adagrad",
+            "trainer.max_epochs=2",
+            *limit,
+            *store_overrides(store),
+        ],
         tmp_path / "run",
     )
     run_id = runs_of(store["uri"]).run_id[0]

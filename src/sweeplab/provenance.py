@@ -65,16 +65,18 @@ def write_diff(run_dir: Path) -> Path | None:
     return path
 
 
-def split_fingerprint(datamodule: Any) -> str | None:
-    """Hash of the sample ids in each split; None without a data module (RL)."""
-    ids = getattr(datamodule, "ids", None)
-    if not ids:
-        return None
+def _fingerprint(ids: dict[str, Any]) -> str:
     digest = hashlib.sha256()
     for split in sorted(ids):
         digest.update(split.encode())
         digest.update("\n".join(map(str, ids[split])).encode())
     return digest.hexdigest()[:16]
+
+
+def split_fingerprint(datamodule: Any) -> str | None:
+    """Hash of the sample ids in each split; None without a data module (RL)."""
+    ids = getattr(datamodule, "ids", None)
+    return _fingerprint(ids) if ids else None
 
 
 def setup_tags(family: Any) -> dict[str, str]:
@@ -85,6 +87,41 @@ def setup_tags(family: Any) -> dict[str, str]:
     if fingerprint:
         tags["sweeplab.data_split"] = fingerprint
     return tags
+
+
+def record(client: Any, run_id: str, family: Any, data_name: str, resumed: bool) -> None:
+    """Provenance tags, and each split as an MLflow dataset input (the UI's
+    "Datasets" column): name ``<data>/<split>``, source the user's file or
+    folder (else the data module), digest the split's fingerprint, so two runs
+    on the same split show the same digest. A resumed run has them already."""
+    for key, value in setup_tags(family).items():
+        client.set_tag(run_id, key, value)
+    datamodule = getattr(family, "datamodule", None)
+    if resumed or datamodule is None or not getattr(datamodule, "splits", None):
+        return
+    import warnings
+
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.entities import DatasetInput, InputTag
+
+    where = getattr(datamodule, "path", None) or getattr(datamodule, "root", None)
+    with warnings.catch_warnings():  # a local path matches two registered local-file sources; either is right
+        warnings.simplefilter("ignore")
+        source = (
+            resolve_dataset_source(str(Path(where).resolve()))
+            if where
+            else CodeDatasetSource({"sweeplab.data": f"{type(datamodule).__module__}.{type(datamodule).__name__}"})
+        )
+    inputs = []
+    for split in ("train", "val", "test"):
+        features, targets = datamodule.splits[split][:2]
+        dataset = mlflow.data.from_numpy(
+            features, targets=targets, source=source, name=f"{data_name}/{split}", digest=_fingerprint({split: datamodule.ids[split]})
+        )
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
+    client.log_inputs(run_id, datasets=inputs)
 
 
 def command_line() -> list[str]:

@@ -322,8 +322,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             tracking.reopen_run(logger, run_id)
         if run_id:
             tracking.describe_run(logger, run_id, run_dir, family.task.value, family.kind, cfg)
-            for key, value in provenance.setup_tags(family).items():
-                logger.experiment.set_tag(run_id, key, value)
+            provenance.record(logger.experiment, run_id, family, _choices().get("data", "data"), bool(resume_run_id))
         config_file = run_dir / "config.yaml"
         config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
         diff = provenance.write_diff(run_dir) if run_id else None
