@@ -155,3 +155,24 @@ def test_params_hold_each_value_once_and_no_run_paths(tmp_path) -> None:
     assert params["seed"] == "42" and params["experiment_name"] == "sweeplab"
     assert not [k for k in params if k.startswith("paths.") or k.endswith(("dirpath", "random_state", "data.seed"))], params
     assert str(tmp_path) not in "".join(params.values())
+
+
+def test_system_metrics_are_logged_when_asked(store, tmp_path) -> None:
+    from conftest import runs_of, store_overrides, train_in_process
+
+    train_in_process(
+        [
+            "trainer.max_epochs=6",
+            "callbacks=none",
+            "logger.system_metrics=true",
+            "logger.system_metrics_every=0.2",
+            *store_overrides(store),
+        ],
+        tmp_path / "run",
+    )
+    run = runs_of(store["uri"]).iloc[0]
+    assert run["status"] == "FINISHED"
+    assert {"metrics.system/cpu_utilization_percentage", "metrics.system/system_memory_usage_megabytes"} <= set(run.dropna().index)
+    with pytest.raises(ValueError, match=r"logger.system_metrics_every=0: must be a finite number > 0"):
+        train_in_process(["logger.system_metrics=true", "logger.system_metrics_every=0", *store_overrides(store)], tmp_path / "bad")
+    assert "RUNNING" not in set(runs_of(store["uri"]).status)

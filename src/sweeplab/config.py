@@ -112,6 +112,9 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("val_fraction", "test_fraction"):
         if data.get(key) is not None:
             _number_in(f"data.{key}", data[key], 0.0, 1.0, closed_low=False)
+    logger = cfg.get("logger") or {}
+    if logger.get("system_metrics") and "system_metrics_every" in logger:
+        _positive_number("logger.system_metrics_every", logger.system_metrics_every)
     trainer = cfg.get("trainer") or {}
     if "max_epochs" in trainer and trainer.max_epochs is not None and trainer.max_epochs != -1:
         _positive_number("trainer.max_epochs", trainer.max_epochs, integer=True)

@@ -24,6 +24,23 @@ NOT_LOGGED = ("resume",)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
+# Keys of conf/logger that sweeplab reads itself; the rest go to the logger's class.
+SWEEPLAB_LOGGER_KEYS = ("also", "system_metrics", "system_metrics_every")
+
+
+def system_metrics(cfg: DictConfig, run_id: str | None) -> Any:
+    """MLflow's system metrics monitor for this run when ``logger.system_metrics=true``
+    (a thread sampling every ``system_metrics_every`` seconds; ``finish()`` stops it)."""
+    if not run_id or not cfg.logger.get("system_metrics"):
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    every = float(cfg.logger.get("system_metrics_every", 10))  # checked > 0 by check_config
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=every, tracking_uri=tracking_uri(cfg))
+    monitor.start()
+    return monitor
+
+
 def uses_mlflow(cfg: DictConfig) -> bool:
     return str(cfg.get("logger", {}).get("_target_", "")).endswith("MLFlowLogger")
 

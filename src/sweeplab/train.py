@@ -68,7 +68,7 @@ def _build_loggers(cfg: DictConfig, run_name: str, identity: str, resume_run_id:
     which receive the same metrics under the same names."""
     if not cfg.get("logger"):
         return []
-    main = OmegaConf.create({k: v for k, v in cfg.logger.items() if k != "also"})
+    main = OmegaConf.create({k: v for k, v in cfg.logger.items() if k not in tracking.SWEEPLAB_LOGGER_KEYS})
     also = [hydra.utils.instantiate(c) for c in (cfg.logger.get("also") or {}).values() if c]
     return [_build_logger(cfg, main, run_name, identity, resume_run_id), *also]
 
@@ -317,6 +317,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # 4-5. fit, then evaluate on held-out data, tracked
     run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
+    monitor = tracking.system_metrics(cfg, run_id)
     try:
         if resume_run_id:
             tracking.reopen_run(logger, run_id)
@@ -342,7 +343,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         stop_log()
         raise _close_unfinished(logger, run_id, exc, run_dir) from None
     finally:
-        _leave(run_dir, handlers, user_uri, loggers)
+        _leave(run_dir, handlers, user_uri, loggers, monitor)
 
     _print_summary(cfg, run_name, metrics, run_dir, run_id)
     stop_log()
@@ -367,8 +368,10 @@ def _close_unfinished(logger: Any, run_id: str | None, exc: BaseException, run_d
     return exc
 
 
-def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None, loggers: list[Any]) -> None:
+def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None, loggers: list[Any], monitor: Any) -> None:
     """What every run undoes, however it ended."""
+    if monitor is not None:
+        monitor.finish()
     for extra in loggers[1:]:  # a W&B run stays open until finished: the next run in this process would join it
         finish = getattr(getattr(extra, "_experiment", None), "finish", None)
         if callable(finish):
