@@ -102,17 +102,30 @@ def rank(runs: Any, metric: str) -> Any:
     return runs.sort_values(column, ascending=lower_is_better(metric), na_position="last").reset_index(drop=True)
 
 
-def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
+def _pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
-    import warnings
-
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     # A name in a script the default font lacks (CJK, emoji) draws as boxes: say nothing about it.
     warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+    return plt
+
+
+def _zoom(ax: Any, low: float, high: float) -> None:
+    """Horizontal limits close around the values, so that differences show."""
+    span = (high - low) or abs(high) or 1.0
+    ax.set_xlim(low - 0.25 * span if low - 0.25 * span > 0 or low < 0 else 0, high + 0.15 * span)
+
+
+def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
+    import pandas as pd
+
+    plt = _pyplot()
     numeric = [p for p in params if pd.to_numeric(ranked[p], errors="coerce").notna().all()]
     panels = 2 if len(numeric) == 1 else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, max(3, 0.35 * len(ranked) + 1.5)), squeeze=False)
@@ -124,9 +137,7 @@ def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
     values = ranked[f"metrics.{metric}"].tolist()[::-1]
     ax.barh(range(len(values)), values, color=["tab:orange" if i == len(values) - 1 else "tab:blue" for i in range(len(values))])
     ax.set_yticks(range(len(values)), labels, fontsize=8)
-    low, high = min(values), max(values)
-    span = (high - low) or abs(high) or 1.0
-    ax.set_xlim(low - 0.25 * span if low - 0.25 * span > 0 or low < 0 else 0, high + 0.15 * span)  # zoom: differences must show
+    _zoom(ax, min(values), max(values))
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.4f}", va="center", fontsize=7)
     if params:
@@ -349,11 +360,7 @@ def _sd(value: Any) -> str:
 
 
 def _plot_groups(table: Any, metric: str, group_by: list[str], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = table.iloc[::-1]
     labels = [" / ".join(str(r[k]) for k in group_by) + f"  (n={r['n']})" for _, r in rows.iterrows()]
     means, sds = rows[f"{metric} mean"].to_numpy(), rows[f"{metric} sd"].fillna(0).to_numpy()
@@ -361,9 +368,7 @@ def _plot_groups(table: Any, metric: str, group_by: list[str], out: Path) -> Pat
     colours = ["tab:orange" if i == len(rows) - 1 else "tab:blue" for i in range(len(rows))]
     ax.barh(range(len(rows)), means, xerr=sds, color=colours, capsize=3, error_kw={"elinewidth": 1})
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
-    low, high = float((means - sds).min()), float((means + sds).max())
-    span = (high - low) or abs(high) or 1.0
-    ax.set_xlim(low - 0.25 * span if low - 0.25 * span > 0 or low < 0 else 0, high + 0.15 * span)
+    _zoom(ax, float((means - sds).min()), float((means + sds).max()))
     ax.set_xlabel(f"{metric} (mean ± sd)")
     ax.set_ylabel(" / ".join(group_by))
     ax.set_title(f"{metric} by {', '.join(group_by)} ({'lower' if lower_is_better(metric) else 'higher'} is better)")
