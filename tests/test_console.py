@@ -39,3 +39,17 @@ def test_train_log_holds_what_the_run_printed_warnings_included_and_no_secret(tm
     assert "s3cret-value" not in log and "s3cret-value" not in result.stdout + result.stderr
     assert "\x1b[" not in log and "\r" not in log  # colours and progress-bar redraws stay on the terminal
     assert os.path.getsize(next(tmp_path.glob("outputs/mlartifacts/*/artifacts/train.log"))) > 0  # and in MLflow
+
+
+def test_a_run_refused_during_set_up_gives_back_the_console_and_its_folder(store, tmp_path: Path) -> None:
+    import sys
+
+    from sweeplab import liveness
+
+    streams = sys.stdout, sys.stderr
+    with pytest.raises(Exception, match="no such file"):
+        train_in_process(
+            ["data=csv", f"data.path={tmp_path / 'missing.csv'}", "data.target=y", *FAST, *store_overrides(store)], tmp_path / "run"
+        )
+    assert (sys.stdout, sys.stderr) == streams  # train.log's copy has stopped
+    assert str(tmp_path / "run") not in liveness._held  # the folder's lock is released

@@ -37,6 +37,12 @@ def _overrides() -> list[str]:
         return []
 
 
+def _overrides_tag() -> str:
+    """The command-line overrides, secrets masked, as one shell-quoted string
+    (the tag sweeplab.overrides; compare splits it back with shlex)."""
+    return shlex.join(tracking.mask_override(o) for o in _overrides())
+
+
 def _model_choice(cfg: DictConfig) -> str:
     """The conf/model option name (e.g. knn), or the class name outside the CLI."""
     try:
@@ -84,7 +90,7 @@ def _build_logger(cfg: DictConfig, main: DictConfig, run_name: str, identity: st
         return hydra.utils.instantiate(main, tracking_uri=uri, run_id=resume_run_id)
     tags = {
         "sweeplab.version": __version__,
-        "sweeplab.overrides": shlex.join(tracking.mask_override(o) for o in _overrides()),  # compare splits it back
+        "sweeplab.overrides": _overrides_tag(),
         "sweeplab.config_hash": identity,
         **{f"sweeplab.choice.{group}": option for group, option in _choices().items()},  # compare --group-by optimizer
         **liveness.process_tags(),
@@ -125,7 +131,7 @@ def _build_module(cfg: DictConfig, datamodule: Any) -> Any:
 
     # Text data modules hand their vocabulary to the models that read it (model_inputs).
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
-    check_text_pairing(datamodule, cfg.model, _model_choice(cfg), inputs)
+    check_text_pairing(datamodule, cfg.model, _model_choice(cfg))
     build = hydra.utils.instantiate(
         cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs, _convert_="all", _partial_=True
     )
@@ -305,20 +311,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
     handlers, user_uri = _catch_signals(), os.environ.get("MLFLOW_TRACKING_URI")
     sweeps.watch_sweep_parent()
     stop_log = console.tee_to(run_dir / "train.log")  # what the run prints, warnings too, also in its folder
-    if cfg.get("print_config", True):
-        console.print_config(tracking.mask_secrets(tracking.resolved(cfg)))
+    loggers, logger, run_id, monitor = [], None, None, None
+    try:  # from here on, whatever happens, _leave undoes what the lines above set up
+        if cfg.get("print_config", True):
+            console.print_config(tracking.mask_secrets(tracking.resolved(cfg)))
 
-    # 1-3. data (or environment) and model: everything is checked before a run exists
-    family.prepare()
-    run_name = _run_name(cfg)
-    loggers = _build_loggers(cfg, run_name, identity, resume_run_id)
-    family.attach(loggers, run_dir)
-    logger = loggers[0] if loggers else None  # the run's record
+        # 1-3. data (or environment) and model: everything is checked before a run exists
+        family.prepare()
+        run_name = _run_name(cfg)
+        loggers = _build_loggers(cfg, run_name, identity, resume_run_id)
+        family.attach(loggers, run_dir)
+        logger = loggers[0] if loggers else None  # the run's record
 
-    # 4-5. fit, then evaluate on held-out data, tracked
-    run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
-    monitor = tracking.system_metrics(cfg, run_id)
-    try:
+        # 4-5. fit, then evaluate on held-out data, tracked
+        run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
+        monitor = tracking.system_metrics(cfg, run_id)
         if resume_run_id:
             tracking.reopen_run(logger, run_id)
         if run_id:
@@ -329,7 +336,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         diff = provenance.write_diff(run_dir) if run_id else None
         fitted = family.fit(start_from)
         if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
-            stop_log()
             return {}
         metrics, reports = fitted
         if run_id:
@@ -337,17 +343,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 logger.experiment.log_artifact(run_id, str(path))
             logger.experiment.set_tag(run_id, "mlflow.note.content", _description(metrics))
             logger.experiment.set_terminated(run_id, "FINISHED")
-        if _handling_signals:  # the record is complete: a late Ctrl-C only ends the process
+        recorded, run_id = run_id, None  # the record is complete: nothing below changes its status
+        if _handling_signals:  # and a late Ctrl-C only ends the process
             _on_signal(_exit_now)
+        _print_summary(cfg, run_name, metrics, run_dir, recorded)
+        return metrics
     except BaseException as exc:
-        stop_log()
         raise _close_unfinished(logger, run_id, exc, run_dir) from None
     finally:
         _leave(run_dir, handlers, user_uri, loggers, monitor)
-
-    _print_summary(cfg, run_name, metrics, run_dir, run_id)
-    stop_log()
-    return metrics
+        stop_log()
 
 
 def _close_unfinished(logger: Any, run_id: str | None, exc: BaseException, run_dir: Path) -> BaseException:
@@ -423,8 +428,7 @@ def _description(metrics: dict[str, float]) -> str:
     """The run page's description (Markdown): the command that trains this run again, and its test scores."""
     from sweeplab.compare import reproduce_command
 
-    overrides = shlex.join(tracking.mask_override(o) for o in _overrides())
-    command = reproduce_command({"tags.sweeplab.overrides": overrides, "tags.sweeplab.sweep_id": tracking.sweep_id()})
+    command = reproduce_command({"tags.sweeplab.overrides": _overrides_tag(), "tags.sweeplab.sweep_id": tracking.sweep_id()})
     scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
     return f"Reproduce:\n\n```\n{command}\n```\n\nTest: {scores or 'none'}\n"
 

@@ -268,7 +268,7 @@ class CorpusDataModule(ArrayDataModule):
         return {"text": TextInputs(list(self.vocabulary), -1, None, "word", self.sentences)}
 
 
-def check_text_pairing(datamodule: Any, model_cfg: Any, name: str, inputs: dict[str, Any] | None = None) -> None:
+def check_text_pairing(datamodule: Any, model_cfg: Any, name: str) -> None:
     """Refuse, in one line, a model that cannot read this data: word vectors
     need a corpus, a corpus trains only word vectors, and token ids are not
     numbers for an MLP or a nearest-neighbour search."""
