@@ -98,6 +98,6 @@ def _load_encoder(source: str, download: bool) -> nn.Module:
             f"model.weights={source}: no such local folder; give the folder save_pretrained wrote, "
             "or add model.download_weights=true to fetch it from the Hugging Face hub"
         )
-    from sweeplab.text.tokenizers import _download
+    from sweeplab.text.tokenizers import download_pretrained
 
-    return _download(AutoModel, source)
+    return download_pretrained(AutoModel, source)

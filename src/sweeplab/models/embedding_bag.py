@@ -59,10 +59,10 @@ class TextEmbeddingBag(nn.Module):
         self.facts: dict[str, float] = {}  # logged with the run (the vectors' coverage)
         self.embedding = nn.EmbeddingBag(vocab_size, embedding_dim, mode="mean", sparse=sparse, padding_idx=text.pad_id)
         if vectors is not None:
-            from sweeplab.text.vectors import pretrained_embedding
+            from sweeplab.text.vectors import TRAINED_HERE, pretrained_embedding
 
             # The run's seed (seed_everything ran before the model is built) seeds the pre-training too.
-            trained_here = str(vectors) in ("word2vec", "glove")
+            trained_here = str(vectors) in TRAINED_HERE
             weights, coverage = pretrained_embedding(
                 str(vectors), text, embedding_dim if trained_here else None, torch.initial_seed() % 2**31
             )

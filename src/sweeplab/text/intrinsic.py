@@ -28,10 +28,6 @@ def keyed_vectors(words: Sequence[str], vectors: np.ndarray):
     return kv
 
 
-def _pairs_in(path: Path) -> int:
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#"))
-
-
 def scores(words: Sequence[str], vectors: np.ndarray) -> dict[str, float]:
     """Similarity and analogy scores (without the ``test/`` prefix)."""
     import warnings

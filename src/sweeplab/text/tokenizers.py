@@ -126,7 +126,7 @@ class PretrainedTokenizer(TextTokenizer):
                 "or add model.download_weights=true to fetch it from the Hugging Face hub"
             )
         else:
-            self.tokenizer = _download(AutoTokenizer, source)
+            self.tokenizer = download_pretrained(AutoTokenizer, source)
         self.source = source
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
         self.vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
@@ -138,7 +138,7 @@ class PretrainedTokenizer(TextTokenizer):
         return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
-def _download(auto_class: Any, name: str) -> Any:
+def download_pretrained(auto_class: Any, name: str) -> Any:
     """``from_pretrained`` from the hub, failing in one line when there is no network."""
     try:
         return auto_class.from_pretrained(name)
