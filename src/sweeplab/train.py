@@ -349,7 +349,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         _print_summary(cfg, run_name, metrics, run_dir, recorded)
         return metrics
     except BaseException as exc:
-        raise _close_unfinished(logger, run_id, exc, run_dir) from None
+        closed = _close_unfinished(logger, run_id, exc, run_dir)
+        if closed is exc:
+            raise  # as it came, its cause kept: one_line names the root error (a data module's, under Hydra's wrapper)
+        raise closed from None
     finally:
         _leave(run_dir, handlers, user_uri, loggers, monitor)
         stop_log()
