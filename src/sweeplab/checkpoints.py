@@ -80,3 +80,34 @@ def _reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     found = next((line for line in lines if "Unpickler error" in line or "error:" in line.lower()), lines[-1] if lines else "")
     return found.split("Re-running")[0].strip()[:200]
+
+
+# -- checkpoints in the run's MLflow artifacts (checkpoints/<name>) ---------------
+
+ARTIFACT_DIR = "checkpoints"
+RESUMABLE = ("last.ckpt", "interrupted.ckpt")  # what resume continues from, in this order
+TESTED = ("best.ckpt", "last.ckpt")  # what sweeplab-eval re-tests, in this order
+
+
+def to_upload(run_dir: Path, which: str, interrupted: bool = False) -> list[Path]:
+    """The checkpoint files ``logger.log_checkpoints`` names (best | last | all | none);
+    an interrupted run adds the one resume continues from, so it can be resumed elsewhere."""
+    folder = run_dir / "checkpoints"
+    names = {"best": ["best.ckpt"], "last": ["last.ckpt"], "all": ["best.ckpt", *RESUMABLE], "none": []}[which]
+    if interrupted and which != "none":
+        names += [n for n in RESUMABLE if n not in names]
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
+def fetch(client: Any, run_id: str, names: tuple[str, ...], run_dir: Path) -> Path | None:
+    """Download the first of ``names`` the run has among its artifacts into
+    ``run_dir/checkpoints``; None when it has none of them."""
+    try:
+        logged = {Path(f.path).name for f in client.list_artifacts(run_id, ARTIFACT_DIR)}
+    except Exception:  # noqa: BLE001 - no artifact store reachable: nothing to fetch
+        return None
+    for name in names:
+        if name in logged:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return Path(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{name}", str(run_dir)))
+    return None

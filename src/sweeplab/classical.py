@@ -209,6 +209,9 @@ class ClassicalFamily:
     def attach(self, loggers: list[Any], run_dir: Path) -> None:
         self.loggers, self.run_dir = loggers, run_dir
 
+    def served_model(self) -> tuple[Any, str]:
+        return self.estimator, "sklearn"
+
     def fit(self, start_from: Path | None = None) -> tuple[dict[str, float], list[Path]]:
         metrics, reports = fit_and_score(self.estimator, self.datamodule, self.run_dir)
         for logger in self.loggers:

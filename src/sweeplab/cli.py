@@ -1,4 +1,4 @@
-"""The `sweeplab` command: compare runs, list and close stale runs, open the MLflow UI."""
+"""The `sweeplab` command: compare runs, register the best, list and close stale runs, open the MLflow UI."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _runs(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sweeplab import compare
+    from sweeplab import compare, registry
     from sweeplab.errors import run_cli
 
     parser = argparse.ArgumentParser(prog="sweeplab", description="Compare sweeplab runs tracked in MLflow, and keep their records true.")
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     p_compare = sub.add_parser("compare", help="rank runs by a metric: table, CSV, PNG, best command line")
     compare.add_arguments(p_compare)
     p_compare.set_defaults(func=compare.run_from_args)
+    p_register = sub.add_parser("register", help="register the best run's model as the next version of a registered model, alias champion")
+    registry.add_arguments(p_register)
+    p_register.set_defaults(func=registry.run_from_args)
     p_runs = sub.add_parser("runs", help="list RUNNING runs and whether their process is alive; --close marks the dead ones KILLED")
     p_runs.add_argument("--experiment", default=None, help="one experiment (default: all)")
     p_runs.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")

@@ -115,6 +115,12 @@ def check_config(cfg: DictConfig) -> None:
     logger = cfg.get("logger") or {}
     if logger.get("system_metrics") and "system_metrics_every" in logger:
         _positive_number("logger.system_metrics_every", logger.system_metrics_every)
+    from sweeplab.tracking import LOG_CHECKPOINTS
+
+    if "log_checkpoints" in logger and str(logger.log_checkpoints) not in LOG_CHECKPOINTS:
+        raise ValueError(f"logger.log_checkpoints={logger.log_checkpoints!r}: choose one of {', '.join(LOG_CHECKPOINTS)}")
+    if "log_model" in logger and not isinstance(logger.log_model, bool):
+        raise ValueError(f"logger.log_model={logger.log_model!r}: choose true or false")
     trainer = cfg.get("trainer") or {}
     if "max_epochs" in trainer and trainer.max_epochs is not None and trainer.max_epochs != -1:
         _positive_number("trainer.max_epochs", trainer.max_epochs, integer=True)

@@ -54,11 +54,25 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
             f"run {target} is a reinforcement-learning run: its greedy policy was scored after training (test/*); "
             "for more episodes train it again with a larger agent.eval_episodes"
         )
+    from sweeplab.checkpoints import TESTED, fetch
+
     run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
-    for name in ("best.ckpt", "last.ckpt"):
-        if (run_dir / "checkpoints" / name).exists():
+    for name in TESTED:
+        if run_dir.name and (run_dir / "checkpoints" / name).exists():
+            print(f"checkpoint: {run_dir / 'checkpoints' / name} (the run folder on this machine)")
             return target, run_dir, run_dir / "checkpoints" / name
-    raise FileNotFoundError(f"run {target}: no checkpoint under {run_dir / 'checkpoints'} (was it trained with callbacks=none?)")
+    # Not on this machine (trained elsewhere, or its folder deleted): the run's artifacts hold it.
+    client = MlflowClient(store)
+    local = Path("outputs") / "downloads" / target
+    checkpoint = fetch(client, target, TESTED, local)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"run {target}: no checkpoint under {run_dir / 'checkpoints'} nor among its artifacts "
+            "(trained with callbacks=none or logger.log_checkpoints=none?)"
+        )
+    client.download_artifacts(target, "config.yaml", str(local))
+    print(f"checkpoint: {checkpoint} (downloaded from the run's artifacts: {run_dir} is not on this machine)")
+    return target, local, checkpoint
 
 
 def evaluate(target: str, store: str | None = None, accelerator: str | None = None) -> dict[str, float]:

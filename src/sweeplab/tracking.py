@@ -25,7 +25,8 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 # Keys of conf/logger that sweeplab reads itself; the rest go to the logger's class.
-SWEEPLAB_LOGGER_KEYS = ("also", "system_metrics", "system_metrics_every")
+SWEEPLAB_LOGGER_KEYS = ("also", "system_metrics", "system_metrics_every", "log_model", "log_checkpoints")
+LOG_CHECKPOINTS = ("best", "last", "all", "none")
 
 
 def system_metrics(cfg: DictConfig, run_id: str | None) -> Any:
@@ -170,21 +171,27 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
             )
     else:
         candidates = _same_config_runs(client, cfg, "!= 'FINISHED'", order_by=["attributes.start_time DESC"])
-    from sweeplab.checkpoints import load_checkpoint
+    from sweeplab.checkpoints import RESUMABLE, fetch, load_checkpoint
 
     for run in candidates:
         run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
-        for name in ("last.ckpt", "interrupted.ckpt"):
-            path = run_dir / "checkpoints" / name
-            if run_dir.name and path.exists():
-                try:  # a file cut short (full disk, kill mid-write) must not block every later resume
-                    load_checkpoint(path, key="resume", training_state=True)
-                except (ValueError, OSError) as exc:
-                    print(f"sweeplab-train: resume: skipping {path}: {exc}")
-                    continue
-                return run.info.run_id, run_dir, path
+        local = [run_dir / "checkpoints" / name for name in RESUMABLE if run_dir.name and (run_dir / "checkpoints" / name).exists()]
+        if not local and run.info.status != "RUNNING":  # trained elsewhere (or its folder is gone): from the run's artifacts
+            fetched = fetch(client, run.info.run_id, RESUMABLE, Path(cfg.paths.run_dir))
+            if fetched is not None:
+                print(f"sweeplab-train: resume: {run_dir} is not on this machine; {fetched.name} downloaded from the run's artifacts")
+                run_dir, local = Path(cfg.paths.run_dir), [fetched]
+        for path in local:
+            try:  # a file cut short (full disk, kill mid-write) must not block every later resume
+                load_checkpoint(path, key="resume", training_state=True)
+            except (ValueError, OSError) as exc:
+                print(f"sweeplab-train: resume: skipping {path}: {exc}")
+                continue
+            return run.info.run_id, run_dir, path
     if str(cfg.resume) != "auto":
-        raise ValueError(f"resume={cfg.resume}: that run has no checkpoint to continue from")
+        raise ValueError(
+            f"resume={cfg.resume}: that run has no checkpoint to continue from, here or among its artifacts (logger.log_checkpoints=none?)"
+        )
     return None
 
 

@@ -28,6 +28,7 @@ from sweeplab import __version__, console, liveness, provenance, sweeps, trackin
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
+from sweeplab.publish import publish, upload_checkpoints
 
 
 def _overrides() -> list[str]:
@@ -199,6 +200,9 @@ class TorchFamily:
         for logger in loggers if facts else []:
             logger.log_metrics(facts, step=0)
 
+    def served_model(self) -> tuple[Any, str]:
+        return self.module.net, "pytorch"
+
     def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
         fitted = _fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
         profiles = sorted(self.run_dir.glob("*-profile.txt"))  # debug=profiler: its reports join the artifacts
@@ -338,9 +342,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
             return {}
         metrics, reports = fitted
-        if run_id:
-            for path in (config_file, *([diff] if diff else []), *reports, run_dir / "train.log"):
-                logger.experiment.log_artifact(run_id, str(path))
+        if run_id:  # its files, model and checkpoints: the store alone holds the run
+            publish(cfg, logger, run_id, family, run_dir, [config_file, *([diff] if diff else []), *reports, run_dir / "train.log"])
             logger.experiment.set_tag(run_id, "mlflow.note.content", _description(metrics))
             logger.experiment.set_terminated(run_id, "FINISHED")
         recorded, run_id = run_id, None  # the record is complete: nothing below changes its status
@@ -349,7 +352,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         _print_summary(cfg, run_name, metrics, run_dir, recorded)
         return metrics
     except BaseException as exc:
-        closed = _close_unfinished(logger, run_id, exc, run_dir)
+        closed = _close_unfinished(cfg, logger, run_id, exc, run_dir)
         if closed is exc:
             raise  # as it came, its cause kept: one_line names the root error (a data module's, under Hydra's wrapper)
         raise closed from None
@@ -358,13 +361,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         stop_log()
 
 
-def _close_unfinished(logger: Any, run_id: str | None, exc: BaseException, run_dir: Path) -> BaseException:
+def _close_unfinished(cfg: DictConfig, logger: Any, run_id: str | None, exc: BaseException, run_dir: Path) -> BaseException:
     """Mark the run KILLED (interrupted) or FAILED, with the error as a tag; return what to raise."""
     # Lightning turns Ctrl-C / SIGTERM into a graceful stop and sys.exit(1): the signal says what happened.
     if _signals and not isinstance(exc, Interrupted):
         exc = Interrupted(_signals[-1])
     if run_id:
         status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        if status == "KILLED":  # resume=<run id> then works from any machine that reaches the store
+            try:
+                upload_checkpoints(cfg, logger.experiment, run_id, run_dir, interrupted=True)
+            except Exception as upload_error:  # noqa: BLE001 - the interruption is what gets reported
+                print(f"sweeplab-train: checkpoints not uploaded ({type(upload_error).__name__}: {upload_error})", file=sys.stderr)
         logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
         logger.experiment.set_terminated(run_id, status)
         if status == "KILLED":

@@ -75,6 +75,8 @@ class ArrayDataModule(pl.LightningDataModule):
     #: feature shape of one sample as models see it, e.g. (64,) or (1, 8, 8)
     sample_shape: tuple[int, ...] | None = None
     class_names: list[str] | None = None
+    #: a tabular set's column names: a served model takes a frame with these columns
+    feature_names: list[str] | None = None
     #: test samples are in time order (series): reports add a forecast plot
     time_ordered: bool = False
     #: what a sample id is, the column name in test_predictions.csv

@@ -138,6 +138,7 @@ class CsvDataModule(ArrayDataModule):
                 frame = frame.dropna() if self.missing == "drop" else frame.dropna(subset=[self.target])
         self._rows = frame.index.to_numpy()
         y_raw = frame.pop(self.target)
+        self.example_rows_ = frame.head(5).copy()  # as read: the input example of the run's MLflow Model
         features = self._encode(frame)
         self.task = self._infer_task(y_raw)
         if self.task is Task.REGRESSION:
@@ -163,19 +164,33 @@ class CsvDataModule(ArrayDataModule):
             raise ValueError(f"data.path={self.path.name}: {len(y)} usable rows; need at least 10 to split into train/val/test")
 
     def _encode(self, frame) -> np.ndarray:
+        """Features as floats; what it did is kept in ``encoding_`` so a served model encodes new rows the same way."""
         import pandas as pd
 
+        columns = [str(c) for c in frame.columns]
         text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
         if text and self.categorical == "error":
             raise ValueError(f"non-numeric feature columns {', '.join(map(str, text))}; set data.categorical=onehot or ordinal")
+        categories = {str(c): [str(v) for v in sorted(frame[c].dropna().astype(str).unique())] for c in text}
         if text and self.categorical == "onehot":
-            frame = pd.get_dummies(frame, columns=text, dtype=np.float32)
+            frame = pd.get_dummies(frame.astype({c: str for c in text}).where(frame.notna()), columns=text, dtype=np.float32)
         elif text:
             for c in text:
-                frame[c] = pd.factorize(frame[c], sort=True)[0].astype(np.float32)
+                frame[c] = pd.factorize(frame[c].astype(str).where(frame[c].notna()), sort=True)[0].astype(np.float32)
+        fill = None
         if self.missing in ("mean", "median", "zero"):
             fill = 0.0 if self.missing == "zero" else getattr(frame, self.missing)(numeric_only=True)
             frame = frame.fillna(fill)
+        self.encoding_ = {
+            "columns": columns,
+            "categories": categories,
+            "categorical": self.categorical,
+            "feature_names": [str(c) for c in frame.columns],
+            "fill": None
+            if fill is None
+            else ({c: 0.0 for c in frame.columns} if self.missing == "zero" else {str(k): float(v) for k, v in fill.items()}),
+        }
+        self.input_columns = columns
         return frame.to_numpy(np.float32)
 
     def _infer_task(self, y) -> Task:

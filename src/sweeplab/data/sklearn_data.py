@@ -27,7 +27,9 @@ class IrisDataModule(ArrayDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_iris
 
-        return load_iris(return_X_y=True)
+        bunch = load_iris()
+        self.feature_names = [str(n) for n in bunch.feature_names]
+        return bunch.data, bunch.target
 
 
 class WineDataModule(ArrayDataModule):
@@ -37,7 +39,9 @@ class WineDataModule(ArrayDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_wine
 
-        return load_wine(return_X_y=True)
+        bunch = load_wine()
+        self.feature_names = [str(n) for n in bunch.feature_names]
+        return bunch.data, bunch.target
 
 
 class BreastCancerDataModule(ArrayDataModule):
@@ -49,7 +53,9 @@ class BreastCancerDataModule(ArrayDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_breast_cancer
 
-        return load_breast_cancer(return_X_y=True)
+        bunch = load_breast_cancer()
+        self.feature_names = [str(n) for n in bunch.feature_names]
+        return bunch.data, bunch.target
 
 
 class DiabetesDataModule(ArrayDataModule):
@@ -60,7 +66,9 @@ class DiabetesDataModule(ArrayDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_diabetes
 
-        return load_diabetes(return_X_y=True)
+        bunch = load_diabetes()
+        self.feature_names = [str(n) for n in bunch.feature_names]
+        return bunch.data, bunch.target
 
 
 class MoonsDataModule(ArrayDataModule):
@@ -80,4 +88,5 @@ class MoonsDataModule(ArrayDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import make_moons
 
+        self.feature_names = ["x0", "x1"]
         return make_moons(n_samples=self.n_samples, noise=self.noise, random_state=self.seed)

@@ -1,0 +1,331 @@
+"""Each run's trained model as an MLflow Model: load it, serve it, register it.
+
+A finished run logs its model under the name ``model`` (``runs:/<id>/model``)
+in MLflow's own flavour (``pytorch`` for a network, ``sklearn`` for an
+estimator), so ``mlflow.pytorch.load_model`` / ``mlflow.sklearn.load_model``
+return the bare model. Its ``python_function`` flavour is this module: it
+takes the data as the user has it (a frame with the training columns, or an
+array of images), applies the run's own preprocessing (categorical encoding,
+the training split's standardisation, the image shape), and returns labels
+and class probabilities (``predicted_class``, ``p_<class>``, the columns of
+``test_predictions.csv``) or regression values in the target's own units
+(``y_pred``). What the preprocessing needs is in ``sweeplab_model.json``
+beside the model, so ``mlflow.pyfunc.load_model`` and ``mlflow models serve``
+give the same answers as the run's test report.
+
+Trust: the ``pytorch`` and ``sklearn`` flavours store the model with pickle,
+and loading a pickle can run code. Load and serve only models from a store you
+trust; a registered model is trusted code. (Checkpoints, by contrast, are
+always loaded weights-only: ``sweeplab.checkpoints``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPEC_FILE = "sweeplab_model.json"
+MODEL_NAME = "model"  # runs:/<id>/model
+EXAMPLE_ROWS = 5
+
+
+# -- what the model needs to read raw data -------------------------------------
+
+
+def serving_spec(datamodule: Any, task: Any, flavor: str) -> dict[str, Any] | None:
+    """The preprocessing and labels of this run's data, as plain JSON; None for
+    data that is not an array of features per sample (text, corpora, environments)."""
+    from sweeplab import __version__
+    from sweeplab.data.base import ArrayDataModule
+
+    if not isinstance(datamodule, ArrayDataModule) or hasattr(datamodule, "model_inputs"):  # text: token ids, not features
+        return None
+    x_train = datamodule.arrays("train")[0]
+    mean, std = datamodule.feature_scale_ if datamodule.feature_scale_ is not None else (None, None)
+    return {
+        "sweeplab_version": __version__,
+        "flavor": flavor,
+        "task": task.value,
+        "class_names": list(datamodule.class_names) if task.is_classification and datamodule.class_names else None,
+        "columns": getattr(datamodule, "input_columns", None) or getattr(datamodule, "feature_names", None),
+        "encoding": getattr(datamodule, "encoding_", None),  # CSV: categories, fill values
+        "sample_shape": list(x_train.shape[1:]),
+        "mean": None if mean is None else np.asarray(mean, dtype=np.float64).tolist(),
+        "std": None if std is None else np.asarray(std, dtype=np.float64).tolist(),
+        "target_scale": list(datamodule.target_scale_) if datamodule.target_scale_ is not None else None,
+    }
+
+
+def input_example(datamodule: Any, spec: dict[str, Any]) -> Any:
+    """A few training samples as a user would send them: rows of the source
+    table (a frame with its columns) or raw images (an array)."""
+    x = datamodule.unstandardize(datamodule.arrays("train")[0][:EXAMPLE_ROWS]).astype(np.float32)
+    rows = getattr(datamodule, "example_rows_", None)
+    if rows is not None:  # CSV: the file's first rows as read, before encoding (their types are the signature's)
+        return rows
+    if spec["columns"]:
+        import pandas as pd
+
+        return pd.DataFrame(x.reshape(len(x), -1).astype(np.float64), columns=spec["columns"])
+    return x
+
+
+# -- the python_function flavour -------------------------------------------------
+
+
+class SweeplabPredictor:
+    """What ``mlflow.pyfunc.load_model`` returns the ``predict`` of (wrapped by MLflow)."""
+
+    def __init__(self, model: Any, spec: dict[str, Any]) -> None:
+        self.model, self.spec = model, spec
+
+    def features(self, data: Any) -> np.ndarray:
+        """Raw input (frame, array, list) -> the standardised float32 array the model was trained on."""
+        spec = self.spec
+        columns = spec["columns"]
+        if _is_frame(data) and columns and spec["encoding"]:
+            x = encode_frame(data, spec["encoding"])
+        elif _is_frame(data) and columns:
+            missing = [c for c in columns if c not in data.columns]
+            if missing:
+                raise ValueError(f"input lacks the training columns {', '.join(map(str, missing))}; expected: {', '.join(columns)}")
+            x = data[columns].to_numpy(dtype=np.float32)
+        else:
+            x = np.asarray(data.to_numpy() if _is_frame(data) else data, dtype=np.float32)
+        size = int(np.prod(spec["sample_shape"]))
+        if x.size % size or x.ndim == 0:
+            raise ValueError(
+                f"input of shape {tuple(np.shape(x))}: each sample must hold {size} values (shape {tuple(spec['sample_shape'])})"
+            )
+        x = x.reshape(-1, size)
+        if spec["mean"] is not None:
+            x = (x - np.asarray(spec["mean"], dtype=np.float32)) / np.asarray(spec["std"], dtype=np.float32)
+        return x.astype(np.float32).reshape(-1, *spec["sample_shape"])
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        x = self.features(data)
+        task, names = self.spec["task"], self.spec["class_names"]
+        if self.spec["flavor"] == "pytorch":
+            scores = self._network_outputs(x)
+            if task == "binary":
+                p1 = 1.0 / (1.0 + np.exp(-scores.reshape(-1).astype(np.float64)))
+                probabilities = np.column_stack([1.0 - p1, p1])
+            elif task == "multiclass":
+                shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+                probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+            else:
+                probabilities, predicted = None, scores
+        else:
+            flat = x.reshape(len(x), -1)
+            if task == "reconstruction":  # PCA: back from the components
+                return np.asarray(self.model.inverse_transform(self.model.transform(flat)), dtype=np.float32)
+            predicted = np.asarray(self.model.predict(flat))
+            is_classifier = task in ("binary", "multiclass")
+            probabilities = self.model.predict_proba(flat) if is_classifier and hasattr(self.model, "predict_proba") else None
+            if is_classifier and probabilities is None:  # SVC without probability=True: labels only
+                return pd.DataFrame({"predicted_class": np.asarray(names or [], dtype=object)[predicted.astype(np.int64)]})
+        if task in ("binary", "multiclass"):
+            labels = names or [str(i) for i in range(probabilities.shape[1])]
+            codes = probabilities.argmax(axis=1)
+            frame = {"predicted_class": np.asarray(labels, dtype=object)[codes]}
+            frame.update({f"p_{label}": probabilities[:, i] for i, label in enumerate(labels)})
+            return pd.DataFrame(frame)
+        if task == "regression":
+            y = np.asarray(predicted, dtype=np.float64).reshape(len(x), -1)[:, 0]
+            if self.spec["target_scale"]:
+                mean, std = self.spec["target_scale"]
+                y = y * std + mean
+            return pd.DataFrame({"y_pred": y})
+        if task == "clustering":
+            return pd.DataFrame({"cluster": np.asarray(predicted).astype(np.int64)})
+        return np.asarray(predicted, dtype=np.float32).reshape(len(x), -1)  # reconstruction: the standardised output
+
+    def _network_outputs(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            parameter = next(self.model.parameters(), None)
+            device = parameter.device if parameter is not None else torch.device("cpu")
+            out = self.model(torch.from_numpy(x).to(device))
+        return out.float().cpu().numpy()
+
+
+def _is_frame(data: Any) -> bool:
+    return hasattr(data, "columns") and hasattr(data, "to_numpy")
+
+
+def encode_frame(frame: Any, encoding: dict[str, Any]) -> np.ndarray:
+    """A CSV's raw feature columns -> the encoded array, as at training time:
+    the same one-hot columns or ordinal codes (from the training file's
+    categories), the same fill values for gaps."""
+    import pandas as pd
+
+    columns = encoding["columns"]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"input lacks the training columns {', '.join(map(str, missing))}; expected: {', '.join(columns)}")
+    frame = frame[columns].copy()
+    out: dict[str, Any] = {}
+    for column in columns:
+        values = frame[column]
+        categories = encoding["categories"].get(column)
+        if categories is None:
+            out[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+            continue
+        text = values.astype(str)
+        unknown = sorted(set(text[values.notna()]) - set(categories))
+        if unknown:
+            raise ValueError(f"column {column!r}: value {unknown[0]!r} was not in the training data; known: {', '.join(categories)}")
+        if encoding["categorical"] == "onehot":
+            out.update({f"{column}_{c}": (text == c).astype("float64") for c in categories})
+        else:
+            out[column] = text.map({c: float(i) for i, c in enumerate(categories)}).where(values.notna(), -1.0)  # as factorize
+    encoded = pd.DataFrame(out)[encoding["feature_names"]]
+    if encoding["fill"] is not None:
+        encoded = encoded.fillna(pd.Series(encoding["fill"]))
+    if encoded.isna().any().any():
+        gaps = [str(c) for c in encoded.columns[encoded.isna().any()]]
+        raise ValueError(f"missing values in {', '.join(gaps)}; the model was trained with data.missing=error")
+    return encoded.to_numpy(np.float32)
+
+
+def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> SweeplabPredictor:
+    """MLflow's entry point for the python_function flavour (``path``: the spec file)."""
+    from sweeplab import __version__
+
+    spec_file = Path(path)
+    spec = json.loads(spec_file.read_text())
+    root = str(spec_file.parent)
+    try:
+        if spec["flavor"] == "pytorch":
+            import mlflow.pytorch
+
+            model = mlflow.pytorch.load_model(root, map_location="cpu")
+        else:
+            import mlflow.sklearn
+
+            model = mlflow.sklearn.load_model(root)
+    except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+        raise RuntimeError(
+            f"this model was logged by sweeplab {spec.get('sweeplab_version', '?')} and cannot be read by sweeplab "
+            f"{__version__} ({type(exc).__name__}: {exc}); install sweeplab=={spec.get('sweeplab_version', '?')} to load it"
+        ) from None
+    return SweeplabPredictor(model, spec)
+
+
+# -- logging: Model.log calls save_model of this "flavour" module -----------------
+
+
+def save_model(
+    path: str, mlflow_model: Any, model: Any, spec: dict[str, Any], signature: Any = None, input_example: Any = None, **_: Any
+) -> None:
+    """Save ``model`` in its own MLflow flavour, then make this module its python_function loader."""
+    import logging
+
+    from mlflow.models import Model
+
+    requirements = pip_requirements(spec["flavor"])
+    # Their notes on pickle (the trust model above) and on an estimator without predict (added below) are known.
+    for flavor in ("mlflow.sklearn", "mlflow.pytorch"):
+        logging.getLogger(flavor).setLevel(logging.ERROR)
+    if spec["flavor"] == "pytorch":
+        import mlflow.pytorch
+
+        # Pickled (the eager module), not torch.export's pt2: every network here loads back, whatever its
+        # control flow (recurrent, transformers), and serves any batch size.
+        mlflow.pytorch.save_model(
+            model.eval(),
+            path,
+            mlflow_model=mlflow_model,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=requirements,
+            serialization_format="pickle",
+        )
+    else:
+        import mlflow.sklearn
+
+        mlflow.sklearn.save_model(
+            model,
+            path,
+            mlflow_model=mlflow_model,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=requirements,
+            **_sklearn_format(model),
+        )
+    Path(path, SPEC_FILE).write_text(json.dumps(spec, indent=1))
+    if "python_function" not in mlflow_model.flavors:  # MLflow adds none for an estimator without predict (PCA)
+        from mlflow import pyfunc as pyfunc_flavor
+
+        pyfunc_flavor.add_to_model(mlflow_model, loader_module=__name__, conda_env="conda.yaml", python_env="python_env.yaml")
+    pyfunc = mlflow_model.flavors["python_function"]
+    pyfunc.update({"loader_module": __name__, "data": SPEC_FILE})
+    pyfunc.pop("predict_fn", None)
+    mlflow_model.metadata = {**(mlflow_model.metadata or {}), "sweeplab_version": spec["sweeplab_version"]}
+    mlflow_model.save(os.path.join(path, Model.MLMODEL_FILE_NAME if hasattr(Model, "MLMODEL_FILE_NAME") else "MLmodel"))
+
+
+def _sklearn_format(model: Any) -> dict[str, Any]:
+    """skops, MLflow's safe format, trusting the types it does not know (a tree's node
+    storage) because this run built them; cloudpickle where skops cannot write the
+    estimator (a self-organising map's own classes)."""
+    try:
+        import skops.io
+
+        return {"serialization_format": "skops", "skops_trusted_types": skops.io.get_untrusted_types(data=skops.io.dumps(model))}
+    except Exception:  # noqa: BLE001 - skops refuses many objects, in many ways
+        return {"serialization_format": "cloudpickle"}
+
+
+def pip_requirements(flavor: str) -> list[str]:
+    """Pinned from what is installed: given, not inferred (inference loads the model in a subprocess, seconds per run)."""
+    from importlib.metadata import version
+
+    names = ["sweeplab", "mlflow", "numpy", "pandas", *(["torch"] if flavor == "pytorch" else ["scikit-learn"])]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name}=={version(name)}")
+        except Exception:  # noqa: BLE001 - a name missing from metadata is left unpinned
+            found.append(name)
+    return found
+
+
+def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], example: Any) -> Any:
+    """Log ``model`` to the run as ``model`` with its signature and input example; return MLflow's ModelInfo."""
+    import sys
+    import warnings
+
+    import mlflow
+    from mlflow.models import Model, infer_signature
+
+    predictor = SweeplabPredictor(model, spec)
+    with warnings.catch_warnings():  # integer columns are the file's own: MLflow's hint about gaps in them adds nothing here
+        warnings.filterwarnings("ignore", message=".*integer column.*")
+        signature = infer_signature(example, predictor.predict(example))
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    # Created here, in the run's experiment (Model.log alone would use the process's current experiment).
+    logged = client.create_logged_model(
+        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=dict(run.data.params), model_type=spec["task"]
+    )
+    return Model.log(
+        artifact_path=None,
+        name=MODEL_NAME,
+        model_id=logged.model_id,
+        flavor=sys.modules[__name__],
+        run_id=run_id,
+        model=model,
+        spec=spec,
+        signature=signature,
+        input_example=example,
+    )

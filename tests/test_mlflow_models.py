@@ -1,0 +1,250 @@
+"""Each run's model as an MLflow Model: loaded back through pyfunc and its own
+flavour with the run's preprocessing and labels, served over HTTP, registered
+with the alias champion; checkpoints as artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST, cli, runs_of, store_overrides, train_in_process
+
+
+def _only_run(uri: str):
+    runs = runs_of(uri)
+    assert len(runs) == 1
+    return runs.iloc[0]
+
+
+def _probability_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("p_")]
+
+
+def _digits_rows(ids: np.ndarray) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().data[ids].reshape(-1, 1, 8, 8).astype(np.float32)
+
+
+def test_a_network_run_logs_a_model_that_predicts_its_test_report(store, tmp_path: Path) -> None:
+    train_in_process([*store_overrides(store), *FAST, "trainer.max_epochs=2"], tmp_path / "run")
+    run = _only_run(store["uri"])
+    assert run["tags.sweeplab.model"] == f"runs:/{run.run_id}/model"
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    report = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
+    images = _digits_rows(report["row"].to_numpy())  # raw pixels 0-16, as a user has them
+    predicted = model.predict(images)
+    assert list(predicted["predicted_class"]) == list(report["predicted_class"].astype(str))
+    assert _probability_columns(predicted) == [f"p_{i}" for i in range(10)]
+    np.testing.assert_allclose(
+        predicted[_probability_columns(report)].to_numpy(), report[_probability_columns(report)].to_numpy(), atol=1e-6
+    )
+    # Signature and example from the data; the pytorch flavour gives the bare network.
+    inputs = model.metadata.signature.inputs.to_dict()
+    assert inputs[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 1, 8, 8)}
+    assert model.metadata.saved_input_example_info["type"] == "ndarray"
+    import torch
+
+    assert isinstance(mlflow.pytorch.load_model(f"runs:/{run.run_id}/model"), torch.nn.Module)
+    logged = MlflowClient(store["uri"]).search_logged_models(experiment_ids=[run.experiment_id])
+    assert [m.source_run_id for m in logged] == [run.run_id]  # in the run's experiment, linked to it
+
+
+def test_a_classical_model_on_a_users_csv_takes_the_raw_columns(store, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 240
+    frame = pd.DataFrame(
+        {"age": rng.integers(20, 70, n), "city": rng.choice(["oslo", "paris", "rome"], n), "income": rng.normal(50, 10, n)}
+    )
+    frame["buys"] = np.where(frame.income + (frame.city == "oslo") * 10 > 55, "yes", "no")
+    frame.loc[[3, 17], "income"] = np.nan
+    path = tmp_path / "shop.csv"
+    frame.to_csv(path, index=False)
+    overrides = [*store_overrides(store), "data=csv", f"data.path={path}", "data.target=buys", "data.missing=mean", "model=random_forest"]
+    train_in_process(overrides, tmp_path / "run")
+    run = _only_run(store["uri"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    report = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
+    rows = pd.read_csv(path).drop(columns="buys").iloc[report["row"].to_numpy()]  # categorical text and gaps included
+    predicted = model.predict(rows)
+    assert list(predicted["predicted_class"]) == list(report["predicted_class"])
+    np.testing.assert_allclose(predicted[["p_no", "p_yes"]].to_numpy(), report[["p_no", "p_yes"]].to_numpy(), atol=1e-9)
+    assert [c["name"] for c in model.metadata.signature.inputs.to_dict()] == ["age", "city", "income"]
+    from sklearn.ensemble import RandomForestClassifier
+
+    assert isinstance(mlflow.sklearn.load_model(f"runs:/{run.run_id}/model"), RandomForestClassifier)
+    unknown = rows.head(2).assign(city="lima")
+    with pytest.raises(Exception, match="column 'city': value 'lima' was not in the training data; known: oslo, paris, rome"):
+        model.predict(unknown)
+
+
+def test_a_regression_model_answers_in_the_targets_units(store, tmp_path: Path) -> None:
+    train_in_process([*store_overrides(store), *FAST, "data=diabetes", "trainer.max_epochs=3"], tmp_path / "run")
+    run = _only_run(store["uri"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    report = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes()
+    rows = pd.DataFrame(bunch.data[report["row"].to_numpy()], columns=bunch.feature_names)
+    np.testing.assert_allclose(model.predict(rows)["y_pred"].to_numpy(), report["y_pred"].to_numpy(), rtol=1e-5)
+
+
+def test_log_model_false_logs_none_and_runs_without_a_model_say_why(store, tmp_path: Path) -> None:
+    train_in_process([*store_overrides(store), *FAST, "logger.log_model=false"], tmp_path / "a")
+    train_in_process([*store_overrides(store), "model=dbscan", "data=iris"], tmp_path / "b")
+    runs = runs_of(store["uri"]).set_index("tags.sweeplab.model_kind")
+    assert pd.isna(runs.loc["torch", "tags.sweeplab.model"])
+    assert "DBSCAN clusters each data set on its own" in runs.loc["classical", "tags.sweeplab.model"]
+    assert not MlflowClient(store["uri"]).search_logged_models(experiment_ids=[runs.experiment_id.iloc[0]])
+
+
+@pytest.mark.parametrize(("which", "expected"), [("best", {"best.ckpt"}), ("all", {"best.ckpt", "last.ckpt"}), ("none", set())])
+def test_log_checkpoints_uploads_the_checkpoints_it_names(which: str, expected: set[str], store, tmp_path: Path) -> None:
+    train_in_process(
+        [*store_overrides(store), "trainer.max_epochs=2", f"logger.log_checkpoints={which}", "logger.log_model=false"], tmp_path / "r"
+    )
+    run = _only_run(store["uri"])
+    client = MlflowClient(store["uri"])
+    assert {Path(f.path).name for f in client.list_artifacts(run.run_id, "checkpoints")} == expected
+
+
+def test_bad_log_checkpoints_is_one_line(tmp_path: Path) -> None:
+    result = cli(["logger.log_checkpoints=sometimes"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "logger.log_checkpoints='sometimes': choose one of best, last, all, none" in result.stderr
+    assert not (tmp_path / "outputs" / "mlflow.db").exists() or runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").empty
+
+
+# -- the registry ------------------------------------------------------------------
+
+
+def _sweeplab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    exe = Path(sys.executable).with_name("sweeplab")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_register_makes_the_best_run_the_champion(store, tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        train_in_process([*store_overrides(store), *FAST, f"seed={seed}"], tmp_path / f"s{seed}")
+    runs = runs_of(store["uri"])
+    best = runs.sort_values("metrics.test/f1", ascending=False).iloc[0]
+    result = _sweeplab(["register", "--store", store["uri"], "--metric", "test/f1", "--model-name", "digits"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"registered run {best.run_id}" in result.stdout and "version 1, alias champion" in result.stdout
+    client = MlflowClient(store["uri"])
+    version = client.get_model_version_by_alias("digits", "champion")
+    assert version.tags["sweeplab.config_hash"] == best["tags.sweeplab.config_hash"]
+    assert version.tags["sweeplab.metric"] == "test/f1" and float(version.tags["sweeplab.metric_value"]) == pytest.approx(
+        best["metrics.test/f1"], rel=1e-5
+    )
+    mlflow.set_tracking_uri(store["uri"])
+    champion = mlflow.pyfunc.load_model("models:/digits@champion")
+    assert champion.metadata.run_id == best.run_id
+    # Registering again (a later sweep) adds version 2 and moves the alias.
+    again = _sweeplab(["register", "--store", store["uri"], "--metric", "test/loss", "--model-name", "digits"], tmp_path)
+    assert "version 2, alias champion" in again.stdout
+    lowest = runs.sort_values("metrics.test/loss").iloc[0]  # a loss: lower wins
+    assert client.get_model_version_by_alias("digits", "champion").tags["sweeplab.run_id"] == lowest.run_id
+
+    missing = _sweeplab(["register", "--store", store["uri"], "--metric", "test/auc", "--model-name", "digits"], tmp_path)
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines()[-1].startswith("sweeplab: error: --metric test/auc: not logged by these runs; available:")
+
+
+def test_a_tie_picks_the_earliest_run_and_says_so() -> None:
+    from sweeplab.registry import best_run
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["late", "early", "worse"],
+            "status": ["FINISHED"] * 3,
+            "start_time": pd.to_datetime(["2026-01-02", "2026-01-01", "2026-01-03"]),
+            "metrics.test/f1": [0.9, 0.9, 0.8],
+            "tags.sweeplab.model": ["runs:/late/model", "runs:/early/model", "runs:/worse/model"],
+        }
+    )
+    run, ties = best_run(runs, "test/f1")
+    assert run["run_id"] == "early" and ties == ["late"]
+    no_models = runs.assign(**{"tags.sweeplab.model": None})
+    with pytest.raises(ValueError, match="none of these runs logged an MLflow Model"):
+        best_run(no_models, "test/f1")
+
+
+# -- serving -------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_runs_predictions(tmp_path: Path) -> None:
+    result = cli([*FAST, "trainer.max_epochs=2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    run = _only_run(uri)
+    report = pd.read_csv(Path(run["tags.sweeplab.run_dir"]) / "test_predictions.csv")
+    port = _free_port()
+    mlflow_exe = Path(sys.executable).with_name("mlflow")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # As in an activated environment: MLflow starts uvicorn by name.
+    env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{mlflow_exe.parent}{os.pathsep}{env.get('PATH', '')}")
+    server = subprocess.Popen(
+        [
+            str(mlflow_exe),
+            "models",
+            "serve",
+            "-m",
+            f"runs:/{run.run_id}/model",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail(
+                        f"the model server did not answer /ping: {server.stderr.read()[-2000:] if server.poll() is not None else 'timeout'}"
+                    )
+                time.sleep(0.5)
+        body = json.dumps({"inputs": _digits_rows(report["row"].to_numpy()).tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = pd.DataFrame(json.load(response)["predictions"])
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    assert list(answer["predicted_class"].astype(str)) == list(report["predicted_class"].astype(str))
+    np.testing.assert_allclose(answer["p_7"].to_numpy(), report["p_7"].to_numpy(), atol=1e-6)
