@@ -12,14 +12,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import pandas as pd
 
 import pytest
 
 from conftest import cli
 
 pytestmark = pytest.mark.slow
+FAST_SERVER = ["trainer.max_epochs=1", "callbacks=none", "data=iris"]
 
 
 def _free_port() -> int:
@@ -213,3 +217,114 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path
         kept = Path(os.environ["SWEEPLAB_SCREENSHOTS"])
         kept.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, kept / "mlflow_ui.png")
+
+
+# -- the server as the one home of a run: checkpoints, models, registry --------------
+
+
+def _tool(name: str, args: list[str], cwd: Path, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [str(Path(sys.executable).with_name(name)), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=full_env
+    )
+
+
+def test_eval_and_resume_by_run_id_from_another_folder_through_the_server(server: str, tmp_path: Path) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    machine_a, machine_b = tmp_path / "a", tmp_path / "b"
+    machine_a.mkdir(), machine_b.mkdir()
+    common = [f"logger.tracking_uri={server}", "experiment_name=home", "callbacks.progress_bar=null"]
+    trained = _tool("sweeplab-train", [*common, "trainer.max_epochs=2"], machine_a)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("home")
+    (finished,) = client.search_runs([experiment.experiment_id])
+    shutil.rmtree(machine_a)  # the run folder is gone: only the server has the run now
+
+    evaluated = _tool("sweeplab-eval", [finished.info.run_id, "--store", server], machine_b)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "downloaded from the run's artifacts" in evaluated.stdout
+    again = client.get_run(finished.info.run_id).data.metrics
+    assert again["eval/test/accuracy"] == pytest.approx(finished.data.metrics["test/accuracy"], abs=1e-6)
+    mlflow.set_tracking_uri(server)
+    model = mlflow.pyfunc.load_model(f"runs:/{finished.info.run_id}/model")  # over HTTP, into this process
+    assert model.metadata.run_id == finished.info.run_id
+
+    # An interrupted run, resumed elsewhere from the checkpoint it uploaded when stopped.
+    held = [*common, "trainer.max_epochs=3", "+callbacks.hold._target_=signal_callbacks.HoldAtEpoch", "seed=7"]
+    machine_c = tmp_path / "c"
+    machine_c.mkdir()
+    env = {"PYTHONPATH": str(Path(__file__).parent), "SWEEPLAB_TEST_HOLD": str(machine_c), "SWEEPLAB_TEST_HOLD_EPOCH": "1"}
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("sweeplab-train")), *held],
+        cwd=machine_c,
+        env={**full_env, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while not list(machine_c.glob("held-*")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert list(machine_c.glob("held-*")), "the run never reached epoch 1"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    (killed,) = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'KILLED'")
+    uploaded = {Path(f.path).name for f in client.list_artifacts(killed.info.run_id, "checkpoints")}
+    assert "last.ckpt" in uploaded
+    shutil.rmtree(machine_c)
+
+    resumed = _tool("sweeplab-train", [*held, f"resume={killed.info.run_id}"], machine_b, env={"PYTHONPATH": str(Path(__file__).parent)})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "last.ckpt downloaded from the run's artifacts" in resumed.stdout
+    after = client.get_run(killed.info.run_id)
+    assert after.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(killed.info.run_id, "val/loss")]
+    assert len(steps) == len(set(steps)) == 3  # each of the 3 epochs once
+    assert str(machine_b) in after.data.tags["sweeplab.run_dir"]
+
+
+def test_register_the_champion_on_the_server(server: str, tmp_path: Path) -> None:
+    import mlflow
+
+    runs = _sweep_and_check(server, "registry", tmp_path)
+    sweep = next(t["value"] for t in runs[0]["data"]["tags"] if t["key"] == "sweeplab.sweep_id")
+    result = _tool(
+        "sweeplab", ["register", "--store", server, "--experiment", "registry", "--sweep", sweep, "--model-name", "iris"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "alias champion" in result.stdout
+    mlflow.set_tracking_uri(server)
+    model = mlflow.pyfunc.load_model("models:/iris@champion")
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    rows = pd.DataFrame(bunch.data[:3], columns=bunch.feature_names)
+    assert set(model.predict(rows)["predicted_class"]) <= {"setosa", "versicolor", "virginica"}
+
+
+def test_compare_page_shows_the_swept_key_and_no_path(server: str, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (Debian package chromium; .ci/run installs it where it can)")
+    result = cli(["-m", f"logger.tracking_uri={server}", "experiment_name=compare_page", "seed=1,2", *FAST_SERVER], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    experiment_id = _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=compare_page")["experiment"]["experiment_id"]
+    runs = _post(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
+    ids = json.dumps([r["info"]["run_id"] for r in runs])
+    page = f"{server}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*flags, "--virtual-time-budget=25000", "--window-size=1600,3000", "--dump-dom", page], capture_output=True, text=True, timeout=180
+    ).stdout
+    assert "Parameters" in dom, "the compare page did not render"
+    # Each run's params: the swept key is there; per-run paths and interpolated copies are not.
+    assert ">seed<" in dom
+    for hidden in ("paths.run_dir", "dirpath", "data.seed"):
+        assert hidden not in dom, f"{hidden} is among the compared parameters"
+    tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
+    assert tags["sweeplab.swept"] == "seed"
