@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-
 import pytest
 
 from conftest import cli
