@@ -42,8 +42,8 @@ def _wait_http(url: str, timeout: float = 120) -> bool:
     return False
 
 
-def _start_mlflow(backend: str, artifacts: Path):
-    port = _free_port()
+def _start_mlflow(backend: str, artifacts: Path, port: int | None = None):
+    port = port or _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [
@@ -327,3 +327,72 @@ def test_compare_page_shows_the_swept_key_and_no_path(server: str, tmp_path: Pat
         assert hidden not in dom, f"{hidden} is among the compared parameters"
     tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
     assert tags["sweeplab.swept"] == "seed"
+
+
+def test_a_server_that_goes_away_mid_run_loses_nothing_and_sync_sends_it_later(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "server"
+    url, proc = _start_mlflow(f"sqlite:///{root / 'server.db'}", root / "artifacts")
+    port = int(url.rsplit(":", 1)[1])
+    args = [
+        f"logger.tracking_uri={url}",
+        "trainer.max_epochs=3",
+        "callbacks.progress_bar=null",
+        "+callbacks.hold._target_=signal_callbacks.HoldAtEpoch",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # No retries: the first failed write is where the outage is noticed (MLflow's default retries take minutes).
+    env.update(
+        PYTHONPATH=str(Path(__file__).parent),
+        SWEEPLAB_TEST_HOLD=str(tmp_path),
+        SWEEPLAB_TEST_HOLD_EPOCH="1",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+    )
+    train = subprocess.Popen(
+        [str(Path(sys.executable).with_name("sweeplab-train")), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while not list(tmp_path.glob("held-*")) and time.time() < deadline:
+            time.sleep(0.1)
+        (marker,) = tmp_path.glob("held-*")
+        _stop(proc)  # the server goes away during epoch 1
+        marker.unlink()
+        stdout, stderr = train.communicate(timeout=300)
+    finally:
+        if train.poll() is None:
+            train.kill()
+    assert train.returncode == 0, stderr[-3000:]  # training finished locally
+    (run_dir,) = [p.parent for p in tmp_path.glob("outputs/runs/*/*/unsynced.json")]
+    line = next(x for x in stderr.splitlines() if "not sent to" in x)
+    assert f"sweeplab sync {run_dir}" in line and "the model" in line and "status FINISHED" in line
+    assert (run_dir / "checkpoints" / "best.ckpt").exists() and (run_dir / "test_predictions.csv").exists()
+
+    url, proc = _start_mlflow(f"sqlite:///{root / 'server.db'}", root / "artifacts", port=port)
+    try:
+        client = MlflowClient(url)
+        (run,) = client.search_runs([client.get_experiment_by_name("sweeplab").experiment_id])
+        assert run.info.status == "RUNNING"  # not FINISHED without its model
+        synced = _tool("sweeplab", ["sync", str(run_dir)], tmp_path)
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        run = client.get_run(run.info.run_id)
+        assert run.info.status == "FINISHED"
+        assert {"test/accuracy", "test/f1", "val/loss"} <= set(run.data.metrics)
+        assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 3  # every epoch, those during the outage too
+        names = {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "test_predictions.csv", "train.log"} <= names
+        assert run.data.tags["sweeplab.model"] == f"runs:/{run.info.run_id}/model"
+        import mlflow
+
+        mlflow.set_tracking_uri(url)
+        assert mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").metadata.run_id == run.info.run_id
+        again = _tool("sweeplab", ["sync", str(run_dir)], tmp_path)
+        assert again.returncode != 0 and "nothing to sync" in again.stderr
+    finally:
+        _stop(proc)

@@ -41,7 +41,9 @@ def _runs(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sweeplab import compare, registry
+    from pathlib import Path
+
+    from sweeplab import compare, publish, registry
     from sweeplab.errors import run_cli
 
     parser = argparse.ArgumentParser(prog="sweeplab", description="Compare sweeplab runs tracked in MLflow, and keep their records true.")
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     p_register = sub.add_parser("register", help="register the best run's model as the next version of a registered model, alias champion")
     registry.add_arguments(p_register)
     p_register.set_defaults(func=registry.run_from_args)
+    p_sync = sub.add_parser("sync", help="send what a run kept while its tracking server was gone (unsynced.json), then close it")
+    p_sync.add_argument("run_dir", help="the run folder the training command named")
+    p_sync.set_defaults(func=lambda a: publish.sync(Path(a.run_dir)))
     p_runs = sub.add_parser("runs", help="list RUNNING runs and whether their process is alive; --close marks the dead ones KILLED")
     p_runs.add_argument("--experiment", default=None, help="one experiment (default: all)")
     p_runs.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")

@@ -1,10 +1,21 @@
 """What a run puts in MLflow besides its metrics, so the store alone holds it:
 its files (config, reports, log), its model as an MLflow Model, and its
 Lightning checkpoints (``logger.log_checkpoints``), which ``sweeplab-eval
-<run id>`` and ``resume=<run id>`` download on a machine without the run folder."""
+<run id>`` and ``resume=<run id>`` download on a machine without the run folder.
+
+A tracking server that stops answering does not stop the run: training goes
+on, and what the server could not take (metric points, files, the model, the
+final status) is kept in ``<run folder>/unsynced.json``; ``sweeplab sync <run
+folder>`` sends it once the server is back. A local SQLite store has no such
+outbox: its errors (a full disk) end the run with one line, as before.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +23,102 @@ from omegaconf import DictConfig
 
 from sweeplab import checkpoints
 
+UNSYNCED = "unsynced.json"
+LOCAL_MODEL = "mlflow_model"  # the model, saved in the run folder when it could not be uploaded
 
-def publish(cfg: DictConfig, logger: Any, run_id: str, family: Any, run_dir: Path, files: list[Path]) -> None:
-    client = logger.experiment
+
+class Outbox:
+    """The run's MLflow client calls; on a server, what fails is kept for ``sweeplab sync``."""
+
+    def __init__(self, client: Any, run_id: str, run_dir: Path, uri: str) -> None:
+        self.client, self.run_id, self.run_dir, self.uri = client, run_id, run_dir, uri
+        self.keeps = uri.startswith(("http://", "https://"))  # only a server can go away and come back
+        self.failure: str | None = None  # the first error: from then on nothing is sent
+        self.pending: dict[str, Any] = {"metrics": [], "artifacts": [], "model": None, "tags": {}, "status": None}
+
+    @property
+    def offline(self) -> bool:
+        return self.failure is not None
+
+    def send(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        """Run ``call``; False when the server is gone (this call failed, or an earlier one did)."""
+        if self.offline:
+            return False
+        try:
+            call(*args, **kwargs)
+            return True
+        except Exception as exc:
+            if not self.keeps:
+                raise
+            from sweeplab.errors import one_line
+
+            self.failure = f"{what}: {one_line(exc)}"
+            print(f"sweeplab-train: the tracking server stopped answering ({self.failure}); training goes on", file=sys.stderr)
+            return False
+
+    def attach(self, logger: Any) -> Outbox:
+        """The logger's metric points go to the outbox once the server is gone; and the
+        run's status is set here, once its record is complete: Lightning's MLFlowLogger
+        would mark it FINISHED when fitting ends, before the test, the model and the files."""
+        log = logger.log_metrics
+        logger.finalize = lambda status="success": None
+
+        def log_or_keep(metrics: dict[str, float], step: int | None = None) -> None:
+            if not self.send("metrics", log, metrics, step):
+                now = int(time.time() * 1000)
+                self.pending["metrics"] += [[k, float(v), int(step or 0), now] for k, v in metrics.items() if not isinstance(v, str)]
+
+        logger.log_metrics = log_or_keep
+        return self
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        if not self.send(f"upload {path.name}", self.client.log_artifact, self.run_id, str(path), folder):
+            self.pending["artifacts"].append([str(path), folder])
+
+    def tag(self, key: str, value: str) -> None:
+        if not self.send(f"tag {key}", self.client.set_tag, self.run_id, key, value):
+            self.pending["tags"][key] = value
+
+    def close(self, status: str) -> None:
+        """End the run with ``status``, or keep everything for ``sweeplab sync`` and say so in one line."""
+        if self.send("status", self.client.set_terminated, self.run_id, status):
+            return
+        self.pending["status"] = status
+        path = self.run_dir / UNSYNCED
+        path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "failure": self.failure, **self.pending}, indent=1))
+        kept = [
+            f"{len(self.pending['metrics'])} metric points",
+            f"{len(self.pending['artifacts'])} files",
+            *(["the model"] if self.pending["model"] else []),
+            f"status {status}",
+        ]
+        print(
+            f"sweeplab-train: not sent to {self.uri}: {', '.join(kept)} (kept in {path}); "
+            f"when the server is back: sweeplab sync {self.run_dir}",
+            file=sys.stderr,
+        )
+
+
+def publish(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path, files: list[Path], description: str) -> None:
+    """The run's files, checkpoints and model, its description, then FINISHED: the record is complete."""
     for path in files:
-        client.log_artifact(run_id, str(path))
-    upload_checkpoints(cfg, client, run_id, run_dir)
+        outbox.artifact(path)
+    upload_checkpoints(cfg, outbox, run_dir)
     if cfg.logger.get("log_model", True):
-        log_run_model(cfg, client, run_id, family)
+        log_run_model(cfg, outbox, family, run_dir)
+    outbox.tag("mlflow.note.content", description)
+    outbox.close("FINISHED")
 
 
-def upload_checkpoints(cfg: DictConfig, client: Any, run_id: str, run_dir: Path, interrupted: bool = False) -> list[Path]:
-    which = str(cfg.logger.get("log_checkpoints", "best"))
-    files = checkpoints.to_upload(run_dir, which, interrupted)
-    for path in files:
-        client.log_artifact(run_id, str(path), checkpoints.ARTIFACT_DIR)
-    return files
+def upload_checkpoints(cfg: DictConfig, outbox: Outbox, run_dir: Path, interrupted: bool = False) -> None:
+    for path in checkpoints.to_upload(run_dir, str(cfg.logger.get("log_checkpoints", "best")), interrupted):
+        outbox.artifact(path, checkpoints.ARTIFACT_DIR)
 
 
-def log_run_model(cfg: DictConfig, client: Any, run_id: str, family: Any) -> None:
+def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -> None:
     """The trained model under ``runs:/<run id>/model`` (see sweeplab.serving), or a
     tag ``sweeplab.model`` saying why a run of this kind has none."""
-    from sweeplab import serving, tracking
+    from sweeplab import serving
 
     served = getattr(family, "served_model", lambda: None)()
     spec = serving.serving_spec(family.datamodule, family.task, served[1]) if served else None
@@ -42,9 +127,45 @@ def log_run_model(cfg: DictConfig, client: Any, run_id: str, family: Any) -> Non
     elif spec is None:
         why = "word vectors and text models keep their files; no MLflow Model" if served else f"a {family.kind} run has no MLflow Model"
     if spec is None:
-        client.set_tag(run_id, "sweeplab.model", why)
+        outbox.tag("sweeplab.model", why)
         return
-    model = served[0]
     example = serving.input_example(family.datamodule, spec)
-    serving.log_model(tracking.tracking_uri(cfg), run_id, model, spec, example)
-    client.set_tag(run_id, "sweeplab.model", f"runs:/{run_id}/{serving.MODEL_NAME}")
+    if outbox.send("the model", serving.log_model, outbox.uri, outbox.run_id, served[0], spec, example):
+        outbox.tag("sweeplab.model", f"runs:/{outbox.run_id}/{serving.MODEL_NAME}")
+    else:  # saved in the run folder; sync logs it
+        local = run_dir / LOCAL_MODEL
+        serving.save_local(local, served[0], spec, example)
+        outbox.pending["model"] = str(local)
+
+
+def sync(run_dir: Path) -> None:
+    """``sweeplab sync <run folder>``: send what a run kept while its server was gone, then close it."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab import serving, tracking
+
+    path = Path(run_dir) / UNSYNCED
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: nothing to sync (no {UNSYNCED}: the run's record is complete)")
+    pending = json.loads(path.read_text())
+    uri, run_id = pending["tracking_uri"], pending["run_id"]
+    tracking.check_server(uri, key="sweeplab sync: ")
+    client = MlflowClient(uri)
+    from mlflow.entities import Metric
+
+    points = [Metric(key=k, value=v, timestamp=t, step=s) for k, v, s, t in pending["metrics"]]
+    for start in range(0, len(points), 1000):  # MLflow's log_batch limit
+        client.log_batch(run_id, metrics=points[start : start + 1000])
+    for local, folder in pending["artifacts"]:
+        client.log_artifact(run_id, local, folder)
+    if pending["model"]:
+        serving.log_saved_model(uri, run_id, Path(pending["model"]))
+        client.set_tag(run_id, "sweeplab.model", f"runs:/{run_id}/{serving.MODEL_NAME}")
+    for key, value in pending["tags"].items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, pending["status"])
+    path.rename(path.with_suffix(".synced.json"))  # kept, renamed: a second sync has nothing to send
+    print(
+        f"sweeplab sync: run {run_id}: {len(points)} metric points, {len(pending['artifacts'])} files"
+        f"{', the model' if pending['model'] else ''} sent; status {pending['status']}"
+    )

@@ -229,8 +229,6 @@ def save_model(
     """Save ``model`` in its own MLflow flavour, then make this module its python_function loader."""
     import logging
 
-    from mlflow.models import Model
-
     requirements = pip_requirements(spec["flavor"])
     # Their notes on pickle (the trust model above) and on an estimator without predict (added below) are known.
     for flavor in ("mlflow.sklearn", "mlflow.pytorch"):
@@ -270,7 +268,7 @@ def save_model(
     pyfunc.update({"loader_module": __name__, "data": SPEC_FILE})
     pyfunc.pop("predict_fn", None)
     mlflow_model.metadata = {**(mlflow_model.metadata or {}), "sweeplab_version": spec["sweeplab_version"]}
-    mlflow_model.save(os.path.join(path, Model.MLMODEL_FILE_NAME if hasattr(Model, "MLMODEL_FILE_NAME") else "MLmodel"))
+    mlflow_model.save(os.path.join(path, "MLmodel"))
 
 
 def _sklearn_format(model: Any) -> dict[str, Any]:
@@ -299,25 +297,34 @@ def pip_requirements(flavor: str) -> list[str]:
     return found
 
 
+def _signature(model: Any, spec: dict[str, Any], example: Any) -> Any:
+    import warnings
+
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():  # integer columns are the file's own: MLflow's hint about gaps in them adds nothing here
+        warnings.filterwarnings("ignore", message=".*integer column.*")
+        return infer_signature(example, SweeplabPredictor(model, spec).predict(example))
+
+
+def _create_logged_model(client: Any, run_id: str, spec: dict[str, Any]) -> Any:
+    """In the run's experiment (Model.log alone would use the process's current one), with the run's params."""
+    run = client.get_run(run_id)
+    return client.create_logged_model(
+        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=dict(run.data.params), model_type=spec["task"]
+    )
+
+
 def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], example: Any) -> Any:
     """Log ``model`` to the run as ``model`` with its signature and input example; return MLflow's ModelInfo."""
     import sys
-    import warnings
 
     import mlflow
-    from mlflow.models import Model, infer_signature
+    from mlflow.models import Model
 
-    predictor = SweeplabPredictor(model, spec)
-    with warnings.catch_warnings():  # integer columns are the file's own: MLflow's hint about gaps in them adds nothing here
-        warnings.filterwarnings("ignore", message=".*integer column.*")
-        signature = infer_signature(example, predictor.predict(example))
+    signature = _signature(model, spec, example)
     mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    run = client.get_run(run_id)
-    # Created here, in the run's experiment (Model.log alone would use the process's current experiment).
-    logged = client.create_logged_model(
-        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=dict(run.data.params), model_type=spec["task"]
-    )
+    logged = _create_logged_model(mlflow.MlflowClient(tracking_uri), run_id, spec)
     return Model.log(
         artifact_path=None,
         name=MODEL_NAME,
@@ -329,3 +336,31 @@ def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], 
         signature=signature,
         input_example=example,
     )
+
+
+def save_local(path: Path, model: Any, spec: dict[str, Any], example: Any) -> None:
+    """The same MLflow Model in a local folder (the server could not take it): ``log_saved_model`` sends it later."""
+    import shutil
+
+    from mlflow.models import Model
+
+    shutil.rmtree(path, ignore_errors=True)
+    save_model(str(path), Model(), model=model, spec=spec, signature=_signature(model, spec, example), input_example=example)
+
+
+def log_saved_model(tracking_uri: str, run_id: str, path: Path) -> str:
+    """Log a model ``save_local`` wrote as the run's ``model``; return its model id."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    spec = json.loads((path / SPEC_FILE).read_text())
+    logged = _create_logged_model(client, run_id, spec)
+    saved = Model.load(str(path / "MLmodel"))
+    saved.run_id, saved.model_id, saved.model_uuid, saved.artifact_path = run_id, logged.model_id, logged.model_id, logged.artifact_location
+    saved.save(str(path / "MLmodel"))
+    client.log_model_artifacts(logged.model_id, str(path))
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    return logged.model_id

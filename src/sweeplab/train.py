@@ -28,7 +28,7 @@ from sweeplab import __version__, console, liveness, provenance, sweeps, trackin
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
-from sweeplab.publish import publish, upload_checkpoints
+from sweeplab.publish import Outbox, publish, upload_checkpoints
 
 
 def _overrides() -> list[str]:
@@ -315,7 +315,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     handlers, user_uri = _catch_signals(), os.environ.get("MLFLOW_TRACKING_URI")
     sweeps.watch_sweep_parent()
     stop_log = console.tee_to(run_dir / "train.log")  # what the run prints, warnings too, also in its folder
-    loggers, logger, run_id, monitor = [], None, None, None
+    loggers, logger, outbox, monitor = [], None, None, None
     try:  # from here on, whatever happens, _leave undoes what the lines above set up
         if cfg.get("print_config", True):
             console.print_config(tracking.mask_secrets(tracking.resolved(cfg)))
@@ -332,7 +332,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         monitor = tracking.system_metrics(cfg, run_id)
         if resume_run_id:
             tracking.reopen_run(logger, run_id)
-        if run_id:
+        if run_id:  # the run's MLflow writes; a server that stops answering does not stop the run (sweeplab sync)
+            outbox = Outbox(logger.experiment, run_id, run_dir, tracking.tracking_uri(cfg)).attach(logger)
             tracking.describe_run(logger, run_id, run_dir, family.task.value, family.kind, cfg)
             provenance.record(logger.experiment, run_id, family, _choices().get("data", "data"), bool(resume_run_id))
         config_file = run_dir / "config.yaml"
@@ -342,17 +343,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
             return {}
         metrics, reports = fitted
-        if run_id:  # its files, model and checkpoints: the store alone holds the run
-            publish(cfg, logger, run_id, family, run_dir, [config_file, *([diff] if diff else []), *reports, run_dir / "train.log"])
-            logger.experiment.set_tag(run_id, "mlflow.note.content", _description(metrics))
-            logger.experiment.set_terminated(run_id, "FINISHED")
-        recorded, run_id = run_id, None  # the record is complete: nothing below changes its status
+        if outbox:  # its files, model and checkpoints, then FINISHED: the store alone holds the run
+            files = [config_file, *([diff] if diff else []), *reports, run_dir / "train.log"]
+            publish(cfg, outbox, family, run_dir, files, _description(metrics))
+        recorded, outbox = run_id, None  # the record is complete: nothing below changes its status
         if _handling_signals:  # and a late Ctrl-C only ends the process
             _on_signal(_exit_now)
         _print_summary(cfg, run_name, metrics, run_dir, recorded)
         return metrics
     except BaseException as exc:
-        closed = _close_unfinished(cfg, logger, run_id, exc, run_dir)
+        closed = _close_unfinished(cfg, outbox, exc, run_dir)
         if closed is exc:
             raise  # as it came, its cause kept: one_line names the root error (a data module's, under Hydra's wrapper)
         raise closed from None
@@ -361,23 +361,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
         stop_log()
 
 
-def _close_unfinished(cfg: DictConfig, logger: Any, run_id: str | None, exc: BaseException, run_dir: Path) -> BaseException:
+def _close_unfinished(cfg: DictConfig, outbox: Outbox | None, exc: BaseException, run_dir: Path) -> BaseException:
     """Mark the run KILLED (interrupted) or FAILED, with the error as a tag; return what to raise."""
     # Lightning turns Ctrl-C / SIGTERM into a graceful stop and sys.exit(1): the signal says what happened.
     if _signals and not isinstance(exc, Interrupted):
         exc = Interrupted(_signals[-1])
-    if run_id:
+    if outbox:
         status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
         if status == "KILLED":  # resume=<run id> then works from any machine that reaches the store
             try:
-                upload_checkpoints(cfg, logger.experiment, run_id, run_dir, interrupted=True)
+                upload_checkpoints(cfg, outbox, run_dir, interrupted=True)
             except Exception as upload_error:  # noqa: BLE001 - the interruption is what gets reported
                 print(f"sweeplab-train: checkpoints not uploaded ({type(upload_error).__name__}: {upload_error})", file=sys.stderr)
-        logger.experiment.set_tag(run_id, "sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
-        logger.experiment.set_terminated(run_id, status)
+        outbox.tag("sweeplab.error", f"{type(exc).__name__}: {exc}"[:5000])
+        outbox.close(status)
         if status == "KILLED":
             print(
-                f"sweeplab-train: interrupted; MLflow run {run_id} marked KILLED, checkpoints in "
+                f"sweeplab-train: interrupted; MLflow run {outbox.run_id} marked KILLED, checkpoints in "
                 f"{run_dir / 'checkpoints'}; add resume=auto to the same command to continue it",
                 file=sys.stderr,
             )
