@@ -248,3 +248,20 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(tmp_path: Path) -
             server.wait(timeout=60)
     assert list(answer["predicted_class"].astype(str)) == list(report["predicted_class"].astype(str))
     np.testing.assert_allclose(answer["p_7"].to_numpy(), report["p_7"].to_numpy(), atol=1e-6)
+
+
+def test_a_model_another_sweeplab_version_cannot_read_names_both_versions(store, tmp_path: Path, monkeypatch) -> None:
+    from sweeplab import __version__, serving
+
+    train_in_process([*store_overrides(store), *FAST, "data=iris"], tmp_path / "run")
+    run = _only_run(store["uri"])
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.run_id}/model", dst_path=str(tmp_path / "model")))
+    spec_file = folder / serving.SPEC_FILE
+    spec_file.write_text(spec_file.read_text().replace(f'"sweeplab_version": "{__version__}"', '"sweeplab_version": "0.0.1"'))
+
+    def moved(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'sweeplab.models.old_mlp'")
+
+    monkeypatch.setattr(mlflow.pytorch, "load_model", moved)
+    with pytest.raises(RuntimeError, match=rf"logged by sweeplab 0\.0\.1 and cannot be read by sweeplab {__version__} .*sweeplab==0\.0\.1"):
+        mlflow.pyfunc.load_model(str(folder))

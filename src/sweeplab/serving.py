@@ -21,6 +21,7 @@ always loaded weights-only: ``sweeplab.checkpoints``.)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -229,7 +230,7 @@ def save_model(
     """Save ``model`` in its own MLflow flavour, then make this module its python_function loader."""
     import logging
 
-    requirements = pip_requirements(spec["flavor"])
+    requirements = list(pip_requirements(spec["flavor"]))
     # Their notes on pickle (the trust model above) and on an estimator without predict (added below) are known.
     for flavor in ("mlflow.sklearn", "mlflow.pytorch"):
         logging.getLogger(flavor).setLevel(logging.ERROR)
@@ -283,6 +284,7 @@ def _sklearn_format(model: Any) -> dict[str, Any]:
         return {"serialization_format": "cloudpickle"}
 
 
+@functools.cache
 def pip_requirements(flavor: str) -> list[str]:
     """Pinned from what is installed: given, not inferred (inference loads the model in a subprocess, seconds per run)."""
     from importlib.metadata import version
