@@ -22,7 +22,6 @@ import pytest
 from conftest import cli
 
 pytestmark = pytest.mark.slow
-FAST_SERVER = ["trainer.max_epochs=1", "callbacks=none", "data=iris"]
 
 
 def _free_port() -> int:
@@ -172,12 +171,25 @@ def _sweep_and_check(url: str, experiment: str, cwd: Path) -> list[dict]:
     return runs
 
 
-def test_sweep_against_a_tracking_server_over_http(server: str, tmp_path: Path) -> None:
-    _sweep_and_check(server, "team", tmp_path)
+def test_sweep_against_a_tracking_server_over_http_and_its_champion(server: str, tmp_path: Path) -> None:
+    import mlflow
+    from sklearn.datasets import load_iris
+
+    runs = _sweep_and_check(server, "team", tmp_path)
     tags = {
         t["key"]: t["value"] for t in _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team")["experiment"]["tags"]
     }
     assert tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+    # The sweep's best model registered on the server, loaded back over HTTP.
+    sweep = next(t["value"] for t in runs[0]["data"]["tags"] if t["key"] == "sweeplab.sweep_id")
+    result = _tool("sweeplab", ["register", "--store", server, "--experiment", "team", "--sweep", sweep, "--model-name", "iris"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "alias champion" in result.stdout
+    mlflow.set_tracking_uri(server)
+    model = mlflow.pyfunc.load_model("models:/iris@champion")
+    bunch = load_iris()
+    predicted = model.predict(pd.DataFrame(bunch.data[:3], columns=bunch.feature_names))
+    assert set(predicted["predicted_class"]) <= {"setosa", "versicolor", "virginica"}
 
 
 def test_team_server_backed_by_postgresql(postgres_server: str, tmp_path: Path) -> None:
@@ -212,6 +224,15 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path
     for run in runs:
         name = next(t["value"] for t in run["data"]["tags"] if t["key"] == "mlflow.runName")
         assert name in dom, f"run {name!r} not in the rendered experiment page"
+    # The compare page of the two runs: the swept key among the parameters, no path, no interpolated copy.
+    ids = urllib.parse.quote(json.dumps([r["info"]["run_id"] for r in runs]))
+    compare = f"{server}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"
+    dom = subprocess.run([*flags, "--dump-dom", compare], capture_output=True, text=True, timeout=180).stdout
+    assert "Parameters" in dom, "the compare page did not render"
+    assert ">optimizer._target_<" in dom  # what the sweep varied (optimizer=adam,sgd)
+    for hidden in ("paths.run_dir", "dirpath", "data.seed"):
+        assert hidden not in dom, f"{hidden} is among the compared parameters"
+    assert {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}["sweeplab.swept"] == "optimizer"
     if os.environ.get("SWEEPLAB_SCREENSHOTS"):  # keep the picture for a person to look at
         kept = Path(os.environ["SWEEPLAB_SCREENSHOTS"])
         kept.mkdir(parents=True, exist_ok=True)
@@ -236,7 +257,7 @@ def test_eval_and_resume_by_run_id_from_another_folder_through_the_server(server
     machine_a, machine_b = tmp_path / "a", tmp_path / "b"
     machine_a.mkdir(), machine_b.mkdir()
     common = [f"logger.tracking_uri={server}", "experiment_name=home", "callbacks.progress_bar=null"]
-    trained = _tool("sweeplab-train", [*common, "trainer.max_epochs=2"], machine_a)
+    trained = _tool("sweeplab-train", [*common, "trainer.max_epochs=1"], machine_a)
     assert trained.returncode == 0, trained.stderr[-2000:]
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name("home")
@@ -285,48 +306,6 @@ def test_eval_and_resume_by_run_id_from_another_folder_through_the_server(server
     steps = [m.step for m in client.get_metric_history(killed.info.run_id, "val/loss")]
     assert len(steps) == len(set(steps)) == 3  # each of the 3 epochs once
     assert str(machine_b) in after.data.tags["sweeplab.run_dir"]
-
-
-def test_register_the_champion_on_the_server(server: str, tmp_path: Path) -> None:
-    import mlflow
-
-    runs = _sweep_and_check(server, "registry", tmp_path)
-    sweep = next(t["value"] for t in runs[0]["data"]["tags"] if t["key"] == "sweeplab.sweep_id")
-    result = _tool(
-        "sweeplab", ["register", "--store", server, "--experiment", "registry", "--sweep", sweep, "--model-name", "iris"], tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "alias champion" in result.stdout
-    mlflow.set_tracking_uri(server)
-    model = mlflow.pyfunc.load_model("models:/iris@champion")
-    from sklearn.datasets import load_iris
-
-    bunch = load_iris()
-    rows = pd.DataFrame(bunch.data[:3], columns=bunch.feature_names)
-    assert set(model.predict(rows)["predicted_class"]) <= {"setosa", "versicolor", "virginica"}
-
-
-def test_compare_page_shows_the_swept_key_and_no_path(server: str, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (Debian package chromium; .ci/run installs it where it can)")
-    result = cli(["-m", f"logger.tracking_uri={server}", "experiment_name=compare_page", "seed=1,2", *FAST_SERVER], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    experiment_id = _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=compare_page")["experiment"]["experiment_id"]
-    runs = _post(f"{server}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
-    ids = json.dumps([r["info"]["run_id"] for r in runs])
-    page = f"{server}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(
-        [*flags, "--virtual-time-budget=25000", "--window-size=1600,3000", "--dump-dom", page], capture_output=True, text=True, timeout=180
-    ).stdout
-    assert "Parameters" in dom, "the compare page did not render"
-    # Each run's params: the swept key is there; per-run paths and interpolated copies are not.
-    assert ">seed<" in dom
-    for hidden in ("paths.run_dir", "dirpath", "data.seed"):
-        assert hidden not in dom, f"{hidden} is among the compared parameters"
-    tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
-    assert tags["sweeplab.swept"] == "seed"
 
 
 def test_a_server_that_goes_away_mid_run_loses_nothing_and_sync_sends_it_later(tmp_path: Path) -> None:

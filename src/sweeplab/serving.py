@@ -78,6 +78,23 @@ def input_example(datamodule: Any, spec: dict[str, Any]) -> Any:
 # -- the python_function flavour -------------------------------------------------
 
 
+def mlflow_pytorch() -> Any:
+    """``mlflow.pytorch``, without the half second its import spends on the separate
+    ``pytorch_lightning`` package (only for MLflow's autolog callback, unused here)."""
+    import sys
+
+    if "mlflow.pytorch" in sys.modules or "pytorch_lightning" in sys.modules:
+        import mlflow.pytorch
+
+        return mlflow.pytorch
+    sys.modules["pytorch_lightning"] = None  # type: ignore[assignment]  # its import raises ImportError, which MLflow expects
+    try:
+        import mlflow.pytorch
+    finally:
+        del sys.modules["pytorch_lightning"]
+    return mlflow.pytorch
+
+
 class SweeplabPredictor:
     """What ``mlflow.pyfunc.load_model`` returns the ``predict`` of (wrapped by MLflow)."""
 
@@ -206,9 +223,7 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Sweep
     root = str(spec_file.parent)
     try:
         if spec["flavor"] == "pytorch":
-            import mlflow.pytorch
-
-            model = mlflow.pytorch.load_model(root, map_location="cpu")
+            model = mlflow_pytorch().load_model(root, map_location="cpu")
         else:
             import mlflow.sklearn
 
@@ -235,11 +250,9 @@ def save_model(
     for flavor in ("mlflow.sklearn", "mlflow.pytorch"):
         logging.getLogger(flavor).setLevel(logging.ERROR)
     if spec["flavor"] == "pytorch":
-        import mlflow.pytorch
-
         # Pickled (the eager module), not torch.export's pt2: every network here loads back, whatever its
         # control flow (recurrent, transformers), and serves any batch size.
-        mlflow.pytorch.save_model(
+        mlflow_pytorch().save_model(
             model.eval(),
             path,
             mlflow_model=mlflow_model,
