@@ -122,6 +122,26 @@ def test_log_checkpoints_uploads_the_checkpoints_it_names(which: str, expected: 
     assert {Path(f.path).name for f in client.list_artifacts(run.run_id, "checkpoints")} == expected
 
 
+def test_log_checkpoints_all_uploads_each_checkpoint_as_it_is_written(store, tmp_path: Path, monkeypatch) -> None:
+    from sweeplab import publish
+
+    sent: list[tuple[str, int]] = []
+    artifact = publish.Outbox.artifact
+
+    def spy(self, path, folder=None):
+        if folder == "checkpoints":
+            sent.append((path.name, self.client.get_run(self.run_id).info.status == "RUNNING"))
+        artifact(self, path, folder)
+
+    monkeypatch.setattr(publish.Outbox, "artifact", spy)
+    train_in_process(
+        [*store_overrides(store), "trainer.max_epochs=3", "logger.log_checkpoints=all", "logger.log_model=false"], tmp_path / "r"
+    )
+    last = [name for name, _ in sent if name == "last.ckpt"]
+    assert len(last) == 3  # once per epoch, while training: the server holds the latest even if the machine dies
+    assert all(running for _, running in sent)
+
+
 def test_bad_log_checkpoints_is_one_line(tmp_path: Path) -> None:
     result = cli(["logger.log_checkpoints=sometimes"], cwd=tmp_path)
     assert result.returncode != 0

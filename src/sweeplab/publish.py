@@ -35,6 +35,7 @@ class Outbox:
         self.keeps = uri.startswith(("http://", "https://"))  # only a server can go away and come back
         self.failure: str | None = None  # the first error: from then on nothing is sent
         self.pending: dict[str, Any] = {"metrics": [], "artifacts": [], "model": None, "tags": {}, "status": None}
+        self.sent_checkpoints: dict[Path, int] = {}  # file -> the mtime of the version uploaded
 
     @property
     def offline(self) -> bool:
@@ -56,12 +57,16 @@ class Outbox:
             print(f"sweeplab-train: the tracking server stopped answering ({self.failure}); training goes on", file=sys.stderr)
             return False
 
-    def attach(self, logger: Any) -> Outbox:
+    def attach(self, logger: Any, checkpoints_as_written: bool = False) -> Outbox:
         """The logger's metric points go to the outbox once the server is gone; and the
         run's status is set here, once its record is complete: Lightning's MLFlowLogger
-        would mark it FINISHED when fitting ends, before the test, the model and the files."""
+        would mark it FINISHED when fitting ends, before the test, the model and the files.
+        ``checkpoints_as_written`` (logger.log_checkpoints=all): each checkpoint file is
+        uploaded when Lightning has written it, not only when the run ends."""
         log = logger.log_metrics
         logger.finalize = lambda status="success": None
+        if checkpoints_as_written:
+            logger.after_save_checkpoint = lambda callback: [self.checkpoint(p) for p in sorted(Path(callback.dirpath).glob("*.ckpt"))]
 
         def log_or_keep(metrics: dict[str, float], step: int | None = None) -> None:
             if not self.send("metrics", log, metrics, step):
@@ -74,6 +79,13 @@ class Outbox:
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if not self.send(f"upload {path.name}", self.client.log_artifact, self.run_id, str(path), folder):
             self.pending["artifacts"].append([str(path), folder])
+
+    def checkpoint(self, path: Path) -> None:
+        """Upload a checkpoint file unless this version of it already went up."""
+        version = path.stat().st_mtime_ns
+        if self.sent_checkpoints.get(path) != version:
+            self.sent_checkpoints[path] = version
+            self.artifact(path, checkpoints.ARTIFACT_DIR)
 
     def tag(self, key: str, value: str) -> None:
         if not self.send(f"tag {key}", self.client.set_tag, self.run_id, key, value):
@@ -112,7 +124,7 @@ def publish(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path, files: 
 
 def upload_checkpoints(cfg: DictConfig, outbox: Outbox, run_dir: Path, interrupted: bool = False) -> None:
     for path in checkpoints.to_upload(run_dir, str(cfg.logger.get("log_checkpoints", "best")), interrupted):
-        outbox.artifact(path, checkpoints.ARTIFACT_DIR)
+        outbox.checkpoint(path)
 
 
 def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -> None:

@@ -333,7 +333,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if resume_run_id:
             tracking.reopen_run(logger, run_id)
         if run_id:  # the run's MLflow writes; a server that stops answering does not stop the run (sweeplab sync)
-            outbox = Outbox(logger.experiment, run_id, run_dir, tracking.tracking_uri(cfg)).attach(logger)
+            outbox = Outbox(logger.experiment, run_id, run_dir, tracking.tracking_uri(cfg))
+            outbox.attach(logger, checkpoints_as_written=cfg.logger.get("log_checkpoints") == "all")
             tracking.describe_run(logger, run_id, run_dir, family.task.value, family.kind, cfg)
             provenance.record(logger.experiment, run_id, family, _choices().get("data", "data"), bool(resume_run_id))
         config_file = run_dir / "config.yaml"
