@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import torch
 from mlflow.entities import Metric, Param
 from sklearn.datasets import load_digits
@@ -78,7 +77,9 @@ def main(folder: Path) -> None:
     for lr, batch, seed in GRID:
         torch.manual_seed(seed)
         data = split(seed)
-        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 10))
+        net = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 10)
+        )
         optimizer = torch.optim.Adam(net.parameters(), lr=lr)
         run = client.create_run(experiment, run_name=f"lr={lr},batch={batch},seed={seed}")
         run_id = run.info.run_id

@@ -83,7 +83,9 @@ def breakdown(threads: int) -> None:
         start = time.perf_counter()
         for i, (lr, batch, seed) in enumerate(grid):
             t = time.perf_counter()
-            cfg = compose([f"optimizer.lr={lr}", f"data.batch_size={batch}", f"seed={seed}", f"paths.outputs={tmp}"], run_dir=Path(tmp) / f"r{i}")
+            cfg = compose(
+                [f"optimizer.lr={lr}", f"data.batch_size={batch}", f"seed={seed}", f"paths.outputs={tmp}"], run_dir=Path(tmp) / f"r{i}"
+            )
             SPENT["config composition"] += time.perf_counter() - t
             train.run(cfg)
         wall = time.perf_counter() - start

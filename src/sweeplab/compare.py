@@ -122,19 +122,23 @@ def _zoom(ax: Any, low: float, high: float) -> None:
     ax.set_xlim(low - 0.25 * span if low - 0.25 * span > 0 or low < 0 else 0, high + 0.15 * span)
 
 
+PLOTTED_BARS = 40  # a bar per run up to this many (the best ones); the CSV and the scatter panel keep them all
+
+
 def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
     import pandas as pd
 
     plt = _pyplot()
     numeric = [p for p in params if pd.to_numeric(ranked[p], errors="coerce").notna().all()]
     panels = 2 if len(numeric) == 1 else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, max(3, 0.35 * len(ranked) + 1.5)), squeeze=False)
+    shown = ranked.head(PLOTTED_BARS)
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, max(3, 0.35 * len(shown) + 1.5)), squeeze=False)
     ax = axes[0][0]
     if params:
-        labels = [" / ".join(str(row[p]) for p in params) for _, row in ranked.iterrows()][::-1]
+        labels = [" / ".join(str(row[p]) for p in params) for _, row in shown.iterrows()][::-1]
     else:
-        labels = ranked["tags.mlflow.runName"].fillna(ranked["run_id"].str[:8]).tolist()[::-1]
-    values = ranked[f"metrics.{metric}"].tolist()[::-1]
+        labels = shown["tags.mlflow.runName"].fillna(shown["run_id"].str[:8]).tolist()[::-1]
+    values = shown[f"metrics.{metric}"].tolist()[::-1]
     ax.barh(range(len(values)), values, color=["tab:orange" if i == len(values) - 1 else "tab:blue" for i in range(len(values))])
     ax.set_yticks(range(len(values)), labels, fontsize=8)
     _zoom(ax, min(values), max(values))
@@ -143,7 +147,8 @@ def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
     if params:
         ax.set_ylabel(" / ".join(p.removeprefix("override.") for p in params))
     ax.set_xlabel(metric)
-    ax.set_title(f"{metric} per run ({'lower' if lower_is_better(metric) else 'higher'} is better)")
+    which = f"the best {len(shown)} of {len(ranked)} runs" if len(shown) < len(ranked) else "per run"
+    ax.set_title(f"{metric}, {which} ({'lower' if lower_is_better(metric) else 'higher'} is better)")
     if panels == 2:
         x = pd.to_numeric(ranked[numeric[0]])
         axes[0][1].plot(x, ranked[f"metrics.{metric}"], "o")
