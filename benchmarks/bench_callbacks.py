@@ -28,3 +28,13 @@ class ExitAtFirstStep(pl.Callback):
         print(f"FIRST_STEP_AT {time.time():.6f}", flush=True)
         sys.stdout.flush()
         os._exit(0)
+
+
+EPOCH_ENDS: list[float] = []
+
+
+class EpochEndTimer(pl.Callback):
+    """Wall time at the end of every training epoch (its validation included)."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        EPOCH_ENDS.append(time.perf_counter())
