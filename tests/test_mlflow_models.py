@@ -285,3 +285,24 @@ def test_a_model_another_sweeplab_version_cannot_read_names_both_versions(store,
     monkeypatch.setattr(mlflow.pytorch, "load_model", moved)
     with pytest.raises(RuntimeError, match=rf"logged by sweeplab 0\.0\.1 and cannot be read by sweeplab {__version__} .*sweeplab==0\.0\.1"):
         mlflow.pyfunc.load_model(str(folder))
+
+
+def test_a_text_classifier_takes_raw_texts_through_the_runs_tokenizer(store, tmp_path: Path) -> None:
+    import hydra
+
+    from sweeplab.config import compose
+
+    overrides = [*store_overrides(store), *FAST, "data=sentiment", "model=embedding_bag", "trainer.max_epochs=2"]
+    train_in_process(overrides, tmp_path / "run")
+    run = _only_run(store["uri"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    report = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
+    datamodule = hydra.utils.instantiate(compose(overrides).data)
+    datamodule.setup()
+    assert list(datamodule.ids["test"]) == list(report["line"])  # the same test sentences, in the same order
+    predicted = model.predict(pd.DataFrame({"text": datamodule.texts["test"]}))
+    assert list(predicted["predicted_class"]) == list(report["predicted_class"])
+    np.testing.assert_allclose(predicted[["p_neg", "p_pos"]].to_numpy(), report[["p_neg", "p_pos"]].to_numpy(), atol=1e-6)
+    assert [c["name"] for c in model.metadata.signature.inputs.to_dict()] == ["text"]
+    with pytest.raises(Exception, match=r"Model is missing inputs \['text'\]"):  # MLflow's schema check, from the signature
+        model.predict(pd.DataFrame({"review": ["fine"]}))

@@ -137,16 +137,17 @@ def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -
     if spec is not None and spec["task"] == "clustering" and not hasattr(served[0], "predict"):
         spec, why = None, f"{type(served[0]).__name__} clusters each data set on its own: no model to apply to new rows"
     elif spec is None:
-        why = "word vectors and text models keep their files; no MLflow Model" if served else f"a {family.kind} run has no MLflow Model"
+        why = "word vectors keep their own files (vectors.txt); no MLflow Model" if served else f"a {family.kind} run has no MLflow Model"
     if spec is None:
         outbox.tag("sweeplab.model", why)
         return
     example = serving.input_example(family.datamodule, spec)
-    if outbox.send("the model", serving.log_model, outbox.uri, outbox.run_id, served[0], spec, example):
+    tokenizer = getattr(family.datamodule, "tokenizer", None) if spec.get("text") else None
+    if outbox.send("the model", serving.log_model, outbox.uri, outbox.run_id, served[0], spec, example, tokenizer):
         outbox.tag("sweeplab.model", f"runs:/{outbox.run_id}/{serving.MODEL_NAME}")
     else:  # saved in the run folder; sync logs it
         local = run_dir / LOCAL_MODEL
-        serving.save_local(local, served[0], spec, example)
+        serving.save_local(local, served[0], spec, example, tokenizer)
         outbox.pending["model"] = str(local)
 
 

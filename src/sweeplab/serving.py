@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 SPEC_FILE = "sweeplab_model.json"
+TOKENIZER_FILE = "tokenizer.pkl"  # text models: the tokenizer fitted on the run's training texts
 MODEL_NAME = "model"  # runs:/<id>/model
 EXAMPLE_ROWS = 5
 
@@ -43,8 +44,13 @@ def serving_spec(datamodule: Any, task: Any, flavor: str) -> dict[str, Any] | No
     from sweeplab import __version__
     from sweeplab.data.base import ArrayDataModule
 
-    if not isinstance(datamodule, ArrayDataModule) or hasattr(datamodule, "model_inputs"):  # text: token ids, not features
+    if not isinstance(datamodule, ArrayDataModule):
         return None
+    text = None
+    if hasattr(datamodule, "model_inputs"):  # text: the model reads token ids, made from raw texts by the run's tokenizer
+        if getattr(datamodule, "tokenizer", None) is None or not task.is_classification:
+            return None  # a corpus for word vectors: nothing to predict
+        text = {"max_length": datamodule.max_length, "pad_id": datamodule.tokenizer.pad_id}
     x_train = datamodule.arrays("train")[0]
     mean, std = datamodule.feature_scale_ if datamodule.feature_scale_ is not None else (None, None)
     return {
@@ -52,7 +58,8 @@ def serving_spec(datamodule: Any, task: Any, flavor: str) -> dict[str, Any] | No
         "flavor": flavor,
         "task": task.value,
         "class_names": list(datamodule.class_names) if task.is_classification and datamodule.class_names else None,
-        "columns": getattr(datamodule, "input_columns", None) or getattr(datamodule, "feature_names", None),
+        "columns": ["text"] if text else getattr(datamodule, "input_columns", None) or getattr(datamodule, "feature_names", None),
+        "text": text,
         "encoding": getattr(datamodule, "encoding_", None),  # CSV: categories, fill values
         "sample_shape": list(x_train.shape[1:]),
         "mean": None if mean is None else np.asarray(mean, dtype=np.float64).tolist(),
@@ -64,6 +71,10 @@ def serving_spec(datamodule: Any, task: Any, flavor: str) -> dict[str, Any] | No
 def input_example(datamodule: Any, spec: dict[str, Any]) -> Any:
     """A few training samples as a user would send them: rows of the source
     table (a frame with its columns) or raw images (an array)."""
+    if spec.get("text"):
+        import pandas as pd
+
+        return pd.DataFrame({"text": datamodule.texts["train"][:EXAMPLE_ROWS]})
     x = datamodule.unstandardize(datamodule.arrays("train")[0][:EXAMPLE_ROWS]).astype(np.float32)
     rows = getattr(datamodule, "example_rows_", None)
     if rows is not None:  # CSV: the file's first rows as read, before encoding (their types are the signature's)
@@ -98,12 +109,14 @@ def mlflow_pytorch() -> Any:
 class SweeplabPredictor:
     """What ``mlflow.pyfunc.load_model`` returns the ``predict`` of (wrapped by MLflow)."""
 
-    def __init__(self, model: Any, spec: dict[str, Any]) -> None:
-        self.model, self.spec = model, spec
+    def __init__(self, model: Any, spec: dict[str, Any], tokenizer: Any = None) -> None:
+        self.model, self.spec, self.tokenizer = model, spec, tokenizer
 
     def features(self, data: Any) -> np.ndarray:
         """Raw input (frame, array, list) -> the standardised float32 array the model was trained on."""
         spec = self.spec
+        if spec.get("text"):  # token ids, padded or cut to the training length
+            return self._token_ids(data)
         columns = spec["columns"]
         if _is_frame(data) and columns and spec["encoding"]:
             x = encode_frame(data, spec["encoding"])
@@ -123,6 +136,19 @@ class SweeplabPredictor:
         if spec["mean"] is not None:
             x = (x - np.asarray(spec["mean"], dtype=np.float32)) / np.asarray(spec["std"], dtype=np.float32)
         return x.astype(np.float32).reshape(-1, *spec["sample_shape"])
+
+    def _token_ids(self, data: Any) -> np.ndarray:
+        if _is_frame(data):
+            if "text" not in data.columns:
+                raise ValueError(f"input lacks the column 'text' (one text per row); columns: {', '.join(map(str, data.columns))}")
+            data = data["text"]
+        texts = [str(t) for t in np.asarray(data, dtype=object).reshape(-1)]
+        length = int(self.spec["sample_shape"][0])
+        rows = self.tokenizer.encode(texts, self.spec["text"]["max_length"])
+        ids = np.full((len(rows), length), self.spec["text"]["pad_id"], dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : min(len(row), length)] = row[:length]
+        return ids
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
@@ -233,14 +259,27 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Sweep
             f"this model was logged by sweeplab {spec.get('sweeplab_version', '?')} and cannot be read by sweeplab "
             f"{__version__} ({type(exc).__name__}: {exc}); install sweeplab=={spec.get('sweeplab_version', '?')} to load it"
         ) from None
-    return SweeplabPredictor(model, spec)
+    tokenizer = None
+    if spec.get("text"):
+        import pickle
+
+        with open(spec_file.parent / TOKENIZER_FILE, "rb") as f:
+            tokenizer = pickle.load(f)  # noqa: S301 - the run's own tokenizer, as trusted as the model beside it
+    return SweeplabPredictor(model, spec, tokenizer)
 
 
 # -- logging: Model.log calls save_model of this "flavour" module -----------------
 
 
 def save_model(
-    path: str, mlflow_model: Any, model: Any, spec: dict[str, Any], signature: Any = None, input_example: Any = None, **_: Any
+    path: str,
+    mlflow_model: Any,
+    model: Any,
+    spec: dict[str, Any],
+    signature: Any = None,
+    input_example: Any = None,
+    tokenizer: Any = None,
+    **_: Any,
 ) -> None:
     """Save ``model`` in its own MLflow flavour, then make this module its python_function loader."""
     import logging
@@ -274,6 +313,11 @@ def save_model(
             **_sklearn_format(model),
         )
     Path(path, SPEC_FILE).write_text(json.dumps(spec, indent=1))
+    if spec.get("text"):
+        import pickle
+
+        with open(Path(path, TOKENIZER_FILE), "wb") as f:
+            pickle.dump(tokenizer, f)
     if "python_function" not in mlflow_model.flavors:  # MLflow adds none for an estimator without predict (PCA)
         from mlflow import pyfunc as pyfunc_flavor
 
@@ -312,14 +356,14 @@ def pip_requirements(flavor: str) -> list[str]:
     return found
 
 
-def _signature(model: Any, spec: dict[str, Any], example: Any) -> Any:
+def _signature(model: Any, spec: dict[str, Any], example: Any, tokenizer: Any = None) -> Any:
     import warnings
 
     from mlflow.models import infer_signature
 
     with warnings.catch_warnings():  # integer columns are the file's own: MLflow's hint about gaps in them adds nothing here
         warnings.filterwarnings("ignore", message=".*integer column.*")
-        return infer_signature(example, SweeplabPredictor(model, spec).predict(example))
+        return infer_signature(example, SweeplabPredictor(model, spec, tokenizer).predict(example))
 
 
 def _create_logged_model(client: Any, run_id: str, spec: dict[str, Any]) -> Any:
@@ -330,14 +374,14 @@ def _create_logged_model(client: Any, run_id: str, spec: dict[str, Any]) -> Any:
     )
 
 
-def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], example: Any) -> Any:
+def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], example: Any, tokenizer: Any = None) -> Any:
     """Log ``model`` to the run as ``model`` with its signature and input example; return MLflow's ModelInfo."""
     import sys
 
     import mlflow
     from mlflow.models import Model
 
-    signature = _signature(model, spec, example)
+    signature = _signature(model, spec, example, tokenizer)
     mlflow.set_tracking_uri(tracking_uri)
     logged = _create_logged_model(mlflow.MlflowClient(tracking_uri), run_id, spec)
     return Model.log(
@@ -350,17 +394,19 @@ def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], 
         spec=spec,
         signature=signature,
         input_example=example,
+        tokenizer=tokenizer,
     )
 
 
-def save_local(path: Path, model: Any, spec: dict[str, Any], example: Any) -> None:
+def save_local(path: Path, model: Any, spec: dict[str, Any], example: Any, tokenizer: Any = None) -> None:
     """The same MLflow Model in a local folder (the server could not take it): ``log_saved_model`` sends it later."""
     import shutil
 
     from mlflow.models import Model
 
     shutil.rmtree(path, ignore_errors=True)
-    save_model(str(path), Model(), model=model, spec=spec, signature=_signature(model, spec, example), input_example=example)
+    signature = _signature(model, spec, example, tokenizer)
+    save_model(str(path), Model(), model=model, spec=spec, signature=signature, input_example=example, tokenizer=tokenizer)
 
 
 def log_saved_model(tracking_uri: str, run_id: str, path: Path) -> str:
