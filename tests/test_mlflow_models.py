@@ -306,3 +306,18 @@ def test_a_text_classifier_takes_raw_texts_through_the_runs_tokenizer(store, tmp
     assert [c["name"] for c in model.metadata.signature.inputs.to_dict()] == ["text"]
     with pytest.raises(Exception, match=r"Model is missing inputs \['text'\]"):  # MLflow's schema check, from the signature
         model.predict(pd.DataFrame({"review": ["fine"]}))
+
+
+@pytest.mark.parametrize("agent", ["q_learning", "value_iteration"])
+def test_an_agents_model_is_its_greedy_policy(agent: str, store, tmp_path: Path) -> None:
+    train_in_process([*store_overrides(store), "env=frozen_lake", f"agent={agent}"], tmp_path / "run")
+    run = _only_run(store["uri"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    saved = np.load(tmp_path / "run" / "policy.npz")
+    states = np.arange(16, dtype=np.float32).reshape(-1, 1)
+    answer = model.predict(states)
+    assert list(answer["action"]) == list(saved["policy"])
+    if agent == "q_learning":  # the action values it learned come with the action
+        np.testing.assert_allclose(answer[[f"q_{a}" for a in range(4)]].to_numpy(), saved["q"], rtol=1e-6)
+    else:
+        assert list(answer.columns) == ["action"]

@@ -133,7 +133,12 @@ def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -
     from sweeplab import serving
 
     served = getattr(family, "served_model", lambda: None)()
-    spec = serving.serving_spec(family.datamodule, family.task, served[1]) if served else None
+    if served and hasattr(family, "serving_spec"):  # an agent: its policy, from observations
+        spec = family.serving_spec(served[1])
+        example = family.serving_example(spec)
+    else:
+        spec = serving.serving_spec(family.datamodule, family.task, served[1]) if served else None
+        example = serving.input_example(family.datamodule, spec) if spec else None
     if spec is not None and spec["task"] == "clustering" and not hasattr(served[0], "predict"):
         spec, why = None, f"{type(served[0]).__name__} clusters each data set on its own: no model to apply to new rows"
     elif spec is None:
@@ -141,7 +146,6 @@ def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -
     if spec is None:
         outbox.tag("sweeplab.model", why)
         return
-    example = serving.input_example(family.datamodule, spec)
     tokenizer = getattr(family.datamodule, "tokenizer", None) if spec.get("text") else None
     if outbox.send("the model", serving.log_model, outbox.uri, outbox.run_id, served[0], spec, example, tokenizer):
         outbox.tag("sweeplab.model", f"runs:/{outbox.run_id}/{serving.MODEL_NAME}")

@@ -188,6 +188,12 @@ class SweeplabPredictor:
             return pd.DataFrame({"y_pred": y})
         if task == "clustering":
             return pd.DataFrame({"cluster": np.asarray(predicted).astype(np.int64)})
+        if task == "reinforcement":  # the greedy action for each observation, and the action values it comes from
+            values = np.asarray(predicted, dtype=np.float64).reshape(len(x), -1)
+            frame = {"action": values.argmax(axis=1)}
+            if self.spec.get("action_values"):
+                frame.update({f"q_{a}": values[:, a] for a in range(values.shape[1])})
+            return pd.DataFrame(frame)
         return np.asarray(predicted, dtype=np.float32).reshape(len(x), -1)  # reconstruction: the standardised output
 
     def _network_outputs(self, x: np.ndarray) -> np.ndarray:

@@ -225,6 +225,47 @@ class ReinforcementFamily:
             )
         return metrics, files
 
+    def served_model(self) -> tuple[Any, str]:
+        """The greedy policy as a network from observations to action values: the
+        DQN's Q-network, or a tabular agent's table (its Q-table, or for the exact
+        solvers a one-hot table of the chosen actions) behind a lookup."""
+        if self.agent.uses_network:
+            return self.module.net.cpu().eval(), "pytorch"
+        q = getattr(self.agent, "q", None)
+        table = q if q is not None else np.eye(int(self.env.action_space.n))[self.agent.policy]
+        from sweeplab.rl.policy import PolicyTable
+
+        return PolicyTable(table), "pytorch"
+
+    def serving_spec(self, flavor: str) -> dict[str, Any]:
+        from sweeplab import __version__
+
+        discrete = envs.is_tabular(self.env)
+        shape = [1] if discrete else list(self.env.observation_space.shape)
+        return {
+            "sweeplab_version": __version__,
+            "flavor": flavor,
+            "task": Task.REINFORCEMENT.value,
+            "class_names": None,
+            "columns": None,
+            "encoding": None,
+            "text": None,
+            "sample_shape": shape,
+            "mean": None,
+            "std": None,
+            "target_scale": None,
+            # action values for the agents that learn them (DQN, Q-learning, SARSA); the exact solvers' table is one-hot
+            "action_values": self.agent.uses_network or getattr(self.agent, "q", None) is not None,
+        }
+
+    def serving_example(self, spec: dict[str, Any]) -> np.ndarray:
+        """A few observations: the first states, or samples of the observation space."""
+        if envs.is_tabular(self.env):
+            return np.arange(min(5, int(self.env.observation_space.n)), dtype=np.float32).reshape(-1, 1)
+        space = self.env.observation_space
+        space.seed(int(self.cfg.seed))
+        return np.stack([space.sample() for _ in range(5)]).astype(np.float32)
+
     def _save_table(self) -> Path:
         """The tabular agent's values, policy and (for TD learners) Q-table."""
         path = self.run_dir / "policy.npz"
