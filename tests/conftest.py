@@ -16,6 +16,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 FAST = ["trainer.max_epochs=1", "callbacks=none"]
+# For tests of other concerns that start a process per run (launchers, signals): the first
+# model a process logs costs ~1.7 s (MLflow checks the model's pinned requirements against
+# every installed package). Model logging has its own tests (test_mlflow_models, test_server).
+NO_MODEL = ["logger.log_model=false"]
 CHECKOUT_OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"
 
 

@@ -215,10 +215,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_with_the_runs_predictions(tmp_path: Path) -> None:
-    result = cli([*FAST, "trainer.max_epochs=2"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+def test_mlflow_models_serve_answers_with_the_runs_predictions(store, tmp_path: Path) -> None:
+    train_in_process([*store_overrides(store), *FAST, "trainer.max_epochs=2"], tmp_path / "run")
+    uri = store["uri"]
     run = _only_run(uri)
     report = pd.read_csv(Path(run["tags.sweeplab.run_dir"]) / "test_predictions.csv")
     port = _free_port()

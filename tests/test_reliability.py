@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import cli, runs_of, store_overrides, train_in_process
+from conftest import NO_MODEL, cli, runs_of, store_overrides, train_in_process
 
 # A short run that a test holds at a chosen epoch (signal_callbacks.HoldAtEpoch), so a
 # signal or a kill lands at a known moment however busy the machine is.
-SLOW_RUN = ["trainer.max_epochs=4", "callbacks.progress_bar=null", "+callbacks.hold._target_=signal_callbacks.HoldAtEpoch"]
+SLOW_RUN = ["trainer.max_epochs=4", "callbacks.progress_bar=null", "+callbacks.hold._target_=signal_callbacks.HoldAtEpoch", *NO_MODEL]
 TESTS = {"PYTHONPATH": str(Path(__file__).parent)}  # where the hold callback is imported from
 
 

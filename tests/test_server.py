@@ -250,72 +250,131 @@ def _tool(name: str, args: list[str], cwd: Path, env: dict | None = None, **pope
     )
 
 
-def test_eval_and_resume_by_run_id_from_another_folder_through_the_server(server: str, tmp_path: Path) -> None:
+def test_resume_and_eval_by_run_id_from_other_folders_through_the_server(server: str, tmp_path: Path) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    machine_a, machine_b = tmp_path / "a", tmp_path / "b"
-    machine_a.mkdir(), machine_b.mkdir()
-    common = [f"logger.tracking_uri={server}", "experiment_name=home", "callbacks.progress_bar=null"]
-    trained = _tool("sweeplab-train", [*common, "trainer.max_epochs=1"], machine_a)
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    client = MlflowClient(server)
-    experiment = client.get_experiment_by_name("home")
-    (finished,) = client.search_runs([experiment.experiment_id])
-    shutil.rmtree(machine_a)  # the run folder is gone: only the server has the run now
-
-    evaluated = _tool("sweeplab-eval", [finished.info.run_id, "--store", server], machine_b)
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert "downloaded from the run's artifacts" in evaluated.stdout
-    again = client.get_run(finished.info.run_id).data.metrics
-    assert again["eval/test/accuracy"] == pytest.approx(finished.data.metrics["test/accuracy"], abs=1e-6)
-    mlflow.set_tracking_uri(server)
-    model = mlflow.pyfunc.load_model(f"runs:/{finished.info.run_id}/model")  # over HTTP, into this process
-    assert model.metadata.run_id == finished.info.run_id
-
-    # An interrupted run, resumed elsewhere from the checkpoint it uploaded when stopped.
-    held = [*common, "trainer.max_epochs=3", "+callbacks.hold._target_=signal_callbacks.HoldAtEpoch", "seed=7"]
-    machine_c = tmp_path / "c"
-    machine_c.mkdir()
-    env = {"PYTHONPATH": str(Path(__file__).parent), "SWEEPLAB_TEST_HOLD": str(machine_c), "SWEEPLAB_TEST_HOLD_EPOCH": "1"}
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("sweeplab-train")), *held],
-        cwd=machine_c,
-        env={**full_env, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    machine_a, machine_b, machine_c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder in (machine_a, machine_b, machine_c):
+        folder.mkdir()
+    # Interrupted on machine a: the checkpoint resume needs goes to the server as it stops.
+    held = [f"logger.tracking_uri={server}", "experiment_name=home", "callbacks.progress_bar=null", "trainer.max_epochs=3"]
+    held.append("+callbacks.hold._target_=signal_callbacks.HoldAtEpoch")
+    tests = {"PYTHONPATH": str(Path(__file__).parent)}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **tests}
+    env.update(SWEEPLAB_TEST_HOLD=str(machine_a), SWEEPLAB_TEST_HOLD_EPOCH="1")
+    exe = str(Path(sys.executable).with_name("sweeplab-train"))
+    proc = subprocess.Popen([exe, *held], cwd=machine_a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while not list(machine_c.glob("held-*")) and time.time() < deadline:
+    while not list(machine_a.glob("held-*")) and time.time() < deadline:
         time.sleep(0.1)
-    assert list(machine_c.glob("held-*")), "the run never reached epoch 1"
+    assert list(machine_a.glob("held-*")), "the run never reached epoch 1"
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("home")
     (killed,) = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'KILLED'")
-    uploaded = {Path(f.path).name for f in client.list_artifacts(killed.info.run_id, "checkpoints")}
-    assert "last.ckpt" in uploaded
-    shutil.rmtree(machine_c)
+    run_id = killed.info.run_id
+    assert "last.ckpt" in {Path(f.path).name for f in client.list_artifacts(run_id, "checkpoints")}
+    shutil.rmtree(machine_a)  # only the server has the run now
 
-    resumed = _tool("sweeplab-train", [*held, f"resume={killed.info.run_id}"], machine_b, env={"PYTHONPATH": str(Path(__file__).parent)})
+    # Resumed on machine b, in the same MLflow run.
+    resumed = _tool("sweeplab-train", [*held, f"resume={run_id}"], machine_b, env=tests)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "last.ckpt downloaded from the run's artifacts" in resumed.stdout
-    after = client.get_run(killed.info.run_id)
+    after = client.get_run(run_id)
     assert after.info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(killed.info.run_id, "val/loss")]
+    steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
     assert len(steps) == len(set(steps)) == 3  # each of the 3 epochs once
     assert str(machine_b) in after.data.tags["sweeplab.run_dir"]
+    shutil.rmtree(machine_b)
+
+    # Re-tested on machine c from the run's artifacts; its model loads over HTTP.
+    evaluated = _tool("sweeplab-eval", [run_id, "--store", server], machine_c)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "downloaded from the run's artifacts" in evaluated.stdout
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["eval/test/accuracy"] == pytest.approx(metrics["test/accuracy"], abs=1e-6)
+    mlflow.set_tracking_uri(server)
+    assert mlflow.pyfunc.load_model(f"runs:/{run_id}/model").metadata.run_id == run_id
 
 
-def test_a_server_that_goes_away_mid_run_loses_nothing_and_sync_sends_it_later(tmp_path: Path) -> None:
+class _Relay:
+    """A TCP relay to the shared server on a port of its own, which a test can cut
+    (connections refused, open ones closed) and restore: the server going away and
+    coming back, without starting another one."""
+
+    def __init__(self, target: str) -> None:
+        import threading
+
+        self.target = int(target.rsplit(":", 1)[1])
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lock, self.open_sockets, self.listener = threading.Lock(), [], None
+        self.restore()
+
+    def restore(self) -> None:
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept blocked on it; close alone would not
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for sock in self.open_sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self.open_sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.open_sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_a_server_that_goes_away_mid_run_loses_nothing_and_sync_sends_it_later(server: str, tmp_path: Path) -> None:
+    import mlflow
     from mlflow.tracking import MlflowClient
 
-    root = tmp_path / "server"
-    url, proc = _start_mlflow(f"sqlite:///{root / 'server.db'}", root / "artifacts")
-    port = int(url.rsplit(":", 1)[1])
+    relay = _Relay(server)
     args = [
-        f"logger.tracking_uri={url}",
+        f"logger.tracking_uri={relay.url}",
+        "experiment_name=outage",
         "trainer.max_epochs=3",
         "callbacks.progress_bar=null",
         "+callbacks.hold._target_=signal_callbacks.HoldAtEpoch",
@@ -328,20 +387,14 @@ def test_a_server_that_goes_away_mid_run_loses_nothing_and_sync_sends_it_later(t
         SWEEPLAB_TEST_HOLD_EPOCH="1",
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
     )
-    train = subprocess.Popen(
-        [str(Path(sys.executable).with_name("sweeplab-train")), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    exe = str(Path(sys.executable).with_name("sweeplab-train"))
+    train = subprocess.Popen([exe, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 180
         while not list(tmp_path.glob("held-*")) and time.time() < deadline:
             time.sleep(0.1)
         (marker,) = tmp_path.glob("held-*")
-        _stop(proc)  # the server goes away during epoch 1
+        relay.cut()  # the server goes away during epoch 1
         marker.unlink()
         stdout, stderr = train.communicate(timeout=300)
     finally:
@@ -353,25 +406,20 @@ def test_a_server_that_goes_away_mid_run_loses_nothing_and_sync_sends_it_later(t
     assert f"sweeplab sync {run_dir}" in line and "the model" in line and "status FINISHED" in line
     assert (run_dir / "checkpoints" / "best.ckpt").exists() and (run_dir / "test_predictions.csv").exists()
 
-    url, proc = _start_mlflow(f"sqlite:///{root / 'server.db'}", root / "artifacts", port=port)
-    try:
-        client = MlflowClient(url)
-        (run,) = client.search_runs([client.get_experiment_by_name("sweeplab").experiment_id])
-        assert run.info.status == "RUNNING"  # not FINISHED without its model
-        synced = _tool("sweeplab", ["sync", str(run_dir)], tmp_path)
-        assert synced.returncode == 0, synced.stderr[-2000:]
-        run = client.get_run(run.info.run_id)
-        assert run.info.status == "FINISHED"
-        assert {"test/accuracy", "test/f1", "val/loss"} <= set(run.data.metrics)
-        assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 3  # every epoch, those during the outage too
-        names = {f.path for f in client.list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "test_predictions.csv", "train.log"} <= names
-        assert run.data.tags["sweeplab.model"] == f"runs:/{run.info.run_id}/model"
-        import mlflow
-
-        mlflow.set_tracking_uri(url)
-        assert mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").metadata.run_id == run.info.run_id
-        again = _tool("sweeplab", ["sync", str(run_dir)], tmp_path)
-        assert again.returncode != 0 and "nothing to sync" in again.stderr
-    finally:
-        _stop(proc)
+    client = MlflowClient(server)
+    (run,) = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
+    assert run.info.status == "RUNNING"  # not FINISHED without its model
+    relay.restore()  # the server is back
+    synced = _tool("sweeplab", ["sync", str(run_dir)], tmp_path)
+    assert synced.returncode == 0, synced.stderr[-2000:]
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert {"test/accuracy", "test/f1", "val/loss"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 3  # every epoch, those during the outage too
+    assert {"config.yaml", "test_predictions.csv", "train.log"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert run.data.tags["sweeplab.model"] == f"runs:/{run.info.run_id}/model"
+    mlflow.set_tracking_uri(server)
+    assert mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").metadata.run_id == run.info.run_id
+    again = _tool("sweeplab", ["sync", str(run_dir)], tmp_path)
+    assert again.returncode != 0 and "nothing to sync" in again.stderr
+    relay.cut()

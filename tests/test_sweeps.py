@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, runs_of, saved_predictions
+from conftest import NO_MODEL, cli, runs_of, saved_predictions
 
 pytestmark = pytest.mark.slow
-QUICK = ["trainer.max_epochs=2", "callbacks=none", "data=iris"]
+QUICK = ["trainer.max_epochs=2", "callbacks=none", "data=iris", *NO_MODEL]
 
 
 def _store(cwd: Path) -> str:

@@ -389,7 +389,9 @@ def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None, logger
     """What every run undoes, however it ended."""
     if monitor is not None:
         monitor.finish()
-    for extra in loggers[1:]:  # a W&B run stays open until finished: the next run in this process would join it
+    # A W&B run stays open until finished: the next run in this process would join it, and
+    # its offline record is complete only once finished (its writer is another process).
+    for extra in loggers:
         finish = getattr(getattr(extra, "_experiment", None), "finish", None)
         if callable(finish):
             finish()
