@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -22,6 +24,13 @@ def test_parallel_jobs_on_a_new_store_lose_nothing(tmp_path: Path) -> None:
     seeds = ",".join(str(i) for i in range(1, 17))
     result = cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", f"seed={seeds}", *QUICK], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Each worker's torch used its share of the cores (joblib's cores / n_jobs, at least 1; 1 under
+    # this suite's OMP_NUM_THREADS=1), and the summary says so.
+    expected = int(os.environ.get("OMP_NUM_THREADS") or max((os.cpu_count() or 1) // 4, 1))
+    assert f"16 trained, 0 skipped, 0 failed; {expected} torch thread" in result.stdout
+    assert "4 joblib workers" in result.stdout
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/sweeplab_job.json")]
+    assert len(records) == 16 and {r["torch_threads"] for r in records} == {expected}
     runs = runs_of(_store(tmp_path))
     assert len(runs) == 16 and set(runs.status) == {"FINISHED"}
     assert runs["tags.sweeplab.sweep_id"].nunique() == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,12 @@ def record_job(status: str, run_id: str | None = None, error: str | None = None)
     hc = HydraConfig.get()
     overrides = [tracking.mask_override(o) for o in hc.overrides.task]
     record = {"num": hc.job.num, "overrides": overrides, "status": status, "run_id": run_id, "error": error}
+    torch = sys.modules.get("torch")
+    if torch is not None and status == "trained":
+        # How many threads this job's torch used: a parallel launcher's workers share the cores
+        # (joblib's workers get cores / n_jobs through OMP_NUM_THREADS unless the user set it).
+        record["torch_threads"] = torch.get_num_threads()
+        record["workers"] = hc.launcher.get("n_jobs") if "joblib" in str(hc.launcher.get("_target_", "")) else 1
     folder = Path(hc.runtime.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps(record))
@@ -69,6 +76,11 @@ def summarize(sweep_dir: Path) -> str | None:
     sweep = tracking.sweep_id_of(sweep_dir)
     counts = ", ".join(f"{len(v)} {k}" for k, v in by_status.items())
     lines = [f"sweeplab-train: sweep {sweep}: {len(jobs)} jobs: {counts}" + (f", {len(silent)} left no record" if silent else "")]
+    threads = {(r["torch_threads"], r["workers"]) for r in by_status["trained"] if "torch_threads" in r}
+    if len(threads) == 1:
+        (count, workers), cores = threads.pop(), os.cpu_count()
+        parallel = f" ({cores} cores, {workers} joblib workers; OMP_NUM_THREADS sets it)" if workers != 1 else ""
+        lines[0] += f"; {count} torch thread{'s' if count != 1 else ''} a job{parallel}"
     for r in by_status["skipped"]:
         lines.append(f"  job {r['num']} skipped, identical config already FINISHED as run {r['run_id']}: {' '.join(r['overrides'])}")
     for r in by_status["failed"]:
