@@ -166,6 +166,7 @@ def test_register_makes_the_best_run_the_champion(store, tmp_path: Path) -> None
     result = _sweeplab(["register", "--store", store["uri"], "--metric", "test/f1", "--model-name", "digits"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"registered run {best.run_id}" in result.stdout and "version 1, alias champion" in result.stdout
+    assert "trust: loading it unpickles the model" in result.stdout
     client = MlflowClient(store["uri"])
     version = client.get_model_version_by_alias("digits", "champion")
     assert version.tags["sweeplab.config_hash"] == best["tags.sweeplab.config_hash"]

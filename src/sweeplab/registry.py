@@ -64,6 +64,7 @@ def register(store: str, experiment: str, metric: str, model_name: str, sweep: s
     print(f"registered run {run_id} ({metric}={value:.6g}) as {model_name} version {version.version}, alias {ALIAS}")
     print(f"load:  mlflow.pyfunc.load_model('models:/{model_name}@{ALIAS}')")
     print(f"serve: MLFLOW_TRACKING_URI={store} mlflow models serve -m models:/{model_name}@{ALIAS} --env-manager local")
+    print("trust: loading it unpickles the model (MLflow's pytorch and sklearn flavours): load it only from a store you trust")
     return version
 
 
