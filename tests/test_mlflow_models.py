@@ -321,3 +321,23 @@ def test_an_agents_model_is_its_greedy_policy(agent: str, store, tmp_path: Path)
         np.testing.assert_allclose(answer[[f"q_{a}" for a in range(4)]].to_numpy(), saved["q"], rtol=1e-6)
     else:
         assert list(answer.columns) == ["action"]
+
+
+def test_what_a_run_keeps_for_sync_holds_no_password(tmp_path: Path, capsys) -> None:
+    from sweeplab.publish import Outbox
+
+    class Gone:  # a server that refuses every call
+        def __getattr__(self, name):
+            def refuse(*args, **kwargs):
+                raise ConnectionError("connection refused")
+
+            return refuse
+
+    outbox = Outbox(Gone(), "0123abcd", tmp_path, "http://ana:s3cret@127.0.0.1:9")
+    outbox.tag("mlflow.note.content", "test scores")
+    outbox.close("FINISHED")
+    kept = (tmp_path / "unsynced.json").read_text()
+    assert "s3cret" not in kept and "ana:***@127.0.0.1:9" in kept and "s3cret" not in capsys.readouterr().err
+    result = _sweeplab(["sync", str(tmp_path)], tmp_path)
+    assert result.returncode != 0
+    assert f"give it with its password: sweeplab sync {tmp_path} --store <uri>" in result.stderr

@@ -95,9 +95,12 @@ class Outbox:
         """End the run with ``status``, or keep everything for ``sweeplab sync`` and say so in one line."""
         if self.send("status", self.client.set_terminated, self.run_id, status):
             return
+        from sweeplab.tracking import redact_uri
+
         self.pending["status"] = status
         path = self.run_dir / UNSYNCED
-        path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "failure": self.failure, **self.pending}, indent=1))
+        where = redact_uri(self.uri)  # no password in the run folder: sync takes --store for that
+        path.write_text(json.dumps({"tracking_uri": where, "run_id": self.run_id, "failure": self.failure, **self.pending}, indent=1))
         kept = [
             f"{len(self.pending['metrics'])} metric points",
             f"{len(self.pending['artifacts'])} files",
@@ -105,7 +108,7 @@ class Outbox:
             f"status {status}",
         ]
         print(
-            f"sweeplab-train: not sent to {self.uri}: {', '.join(kept)} (kept in {path}); "
+            f"sweeplab-train: not sent to {where}: {', '.join(kept)} (kept in {path}); "
             f"when the server is back: sweeplab sync {self.run_dir}",
             file=sys.stderr,
         )
@@ -155,8 +158,8 @@ def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -
         outbox.pending["model"] = str(local)
 
 
-def sync(run_dir: Path) -> None:
-    """``sweeplab sync <run folder>``: send what a run kept while its server was gone, then close it."""
+def sync(run_dir: Path, store: str | None = None) -> None:
+    """``sweeplab sync <run folder> [--store URI]``: send what a run kept while its server was gone, then close it."""
     from mlflow.tracking import MlflowClient
 
     from sweeplab import serving, tracking
@@ -165,7 +168,9 @@ def sync(run_dir: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: nothing to sync (no {UNSYNCED}: the run's record is complete)")
     pending = json.loads(path.read_text())
-    uri, run_id = pending["tracking_uri"], pending["run_id"]
+    uri, run_id = store or pending["tracking_uri"], pending["run_id"]
+    if tracking.MASK in uri.split("@")[0]:
+        raise ValueError(f"{path}: the run's server is {uri}; give it with its password: sweeplab sync {run_dir} --store <uri>")
     tracking.check_server(uri, key="sweeplab sync: ")
     client = MlflowClient(uri)
     from mlflow.entities import Metric
