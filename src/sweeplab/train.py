@@ -201,7 +201,8 @@ class TorchFamily:
             logger.log_metrics(facts, step=0)
 
     def served_model(self) -> tuple[Any, str]:
-        return self.module.net, "pytorch"
+        # On the CPU (training is over): the logged model then loads on any machine, GPU or not.
+        return self.module.net.cpu(), "pytorch"
 
     def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
         fitted = _fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
