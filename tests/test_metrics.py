@@ -8,7 +8,8 @@ import torch
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, precision_recall_fscore_support, r2_score
 
 from sweeplab.data.base import Task
-from sweeplab.metrics import build_metrics, predictions, score
+from sweeplab.metrics import build_metrics, score
+from sweeplab.outputs import predictions
 
 
 def sklearn_classification(y_true, y_pred, binary: bool) -> dict[str, float]:

@@ -57,25 +57,6 @@ def build_metrics(task: Task, num_classes: int | None = None) -> MetricCollectio
     raise ValueError(f"no supervised metrics for task {task.value!r}")
 
 
-def predictions(task: Task, output: torch.Tensor) -> torch.Tensor:
-    """Turn a network's raw output into what the metrics compare with targets."""
-    if task is Task.BINARY:
-        return (output.reshape(-1) > 0).long()  # logit > 0  <=>  probability > 0.5
-    if task is Task.MULTICLASS:
-        return output.argmax(dim=-1)
-    if task is Task.REGRESSION:
-        return output.reshape(-1)
-    return output
-
-
-def probabilities(task: Task, output: torch.Tensor) -> torch.Tensor:
-    """Class probabilities from a classifier's raw output, one column per class."""
-    if task is Task.BINARY:
-        positive = torch.sigmoid(output.float().reshape(-1))
-        return torch.stack([1 - positive, positive], dim=1)
-    return torch.softmax(output.float(), dim=-1)
-
-
 def score(
     task: Task,
     y_true: np.ndarray,

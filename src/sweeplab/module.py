@@ -18,7 +18,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from sweeplab.data.base import Task
-from sweeplab.metrics import build_metrics, predictions, probabilities
+from sweeplab.metrics import build_metrics
+from sweeplab.outputs import predictions, probabilities
 
 # Which losses fit which task; the first is the task's default.
 LOSSES_BY_TASK: dict[Task, tuple[type[nn.Module], ...]] = {

@@ -149,7 +149,7 @@ def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -
     if spec is None:
         outbox.tag("sweeplab.model", why)
         return
-    tokenizer = getattr(family.datamodule, "tokenizer", None) if spec.get("text") else None
+    tokenizer = getattr(family.datamodule, "tokenizer", None) if spec["text"] else None
     if outbox.send("the model", serving.log_model, outbox.uri, outbox.run_id, served[0], spec, example, tokenizer):
         outbox.tag("sweeplab.model", f"runs:/{outbox.run_id}/{serving.MODEL_NAME}")
     else:  # saved in the run folder; sync logs it

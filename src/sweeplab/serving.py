@@ -41,7 +41,6 @@ EXAMPLE_ROWS = 5
 def serving_spec(datamodule: Any, task: Any, flavor: str) -> dict[str, Any] | None:
     """The preprocessing and labels of this run's data, as plain JSON; None for
     data that is not an array of features per sample (text, corpora, environments)."""
-    from sweeplab import __version__
     from sweeplab.data.base import ArrayDataModule
 
     if not isinstance(datamodule, ArrayDataModule):
@@ -51,37 +50,44 @@ def serving_spec(datamodule: Any, task: Any, flavor: str) -> dict[str, Any] | No
         if getattr(datamodule, "tokenizer", None) is None or not task.is_classification:
             return None  # a corpus for word vectors: nothing to predict
         text = {"max_length": datamodule.max_length, "pad_id": datamodule.tokenizer.pad_id}
-    x_train = datamodule.arrays("train")[0]
     mean, std = datamodule.feature_scale_ if datamodule.feature_scale_ is not None else (None, None)
-    return {
-        "sweeplab_version": __version__,
-        "flavor": flavor,
-        "task": task.value,
-        "class_names": list(datamodule.class_names) if task.is_classification and datamodule.class_names else None,
-        "columns": ["text"] if text else getattr(datamodule, "input_columns", None) or getattr(datamodule, "feature_names", None),
-        "text": text,
-        "encoding": getattr(datamodule, "encoding_", None),  # CSV: categories, fill values
-        "sample_shape": list(x_train.shape[1:]),
-        "mean": None if mean is None else np.asarray(mean, dtype=np.float64).tolist(),
-        "std": None if std is None else np.asarray(std, dtype=np.float64).tolist(),
-        "target_scale": list(datamodule.target_scale_) if datamodule.target_scale_ is not None else None,
-    }
+    return new_spec(
+        flavor,
+        task.value,
+        list(datamodule.arrays("train")[0].shape[1:]),
+        class_names=list(datamodule.class_names) if task.is_classification and datamodule.class_names else None,
+        columns=["text"] if text else getattr(datamodule, "input_columns", None) or getattr(datamodule, "feature_names", None),
+        text=text,
+        encoding=getattr(datamodule, "encoding_", None),  # CSV: categories, fill values
+        mean=None if mean is None else np.asarray(mean, dtype=np.float64).tolist(),
+        std=None if std is None else np.asarray(std, dtype=np.float64).tolist(),
+        target_scale=list(datamodule.target_scale_) if datamodule.target_scale_ is not None else None,
+    )
+
+
+def new_spec(flavor: str, task: str, sample_shape: list[int], **given: Any) -> dict[str, Any]:
+    """Every key a served model reads, with what this run gives and no preprocessing for the rest."""
+    from sweeplab import __version__
+
+    spec = dict.fromkeys(("class_names", "columns", "text", "encoding", "mean", "std", "target_scale", "action_values"))
+    unknown = set(given) - set(spec)
+    if unknown:
+        raise TypeError(f"new_spec: unknown keys {sorted(unknown)}")
+    return {"sweeplab_version": __version__, "flavor": flavor, "task": task, "sample_shape": sample_shape, **spec, **given}
 
 
 def input_example(datamodule: Any, spec: dict[str, Any]) -> Any:
     """A few training samples as a user would send them: rows of the source
     table (a frame with its columns) or raw images (an array)."""
-    if spec.get("text"):
-        import pandas as pd
+    import pandas as pd
 
+    if spec["text"]:
         return pd.DataFrame({"text": datamodule.texts["train"][:EXAMPLE_ROWS]})
-    x = datamodule.unstandardize(datamodule.arrays("train")[0][:EXAMPLE_ROWS]).astype(np.float32)
     rows = getattr(datamodule, "example_rows_", None)
     if rows is not None:  # CSV: the file's first rows as read, before encoding (their types are the signature's)
         return rows
+    x = datamodule.unstandardize(datamodule.arrays("train")[0][:EXAMPLE_ROWS]).astype(np.float32)
     if spec["columns"]:
-        import pandas as pd
-
         return pd.DataFrame(x.reshape(len(x), -1).astype(np.float64), columns=spec["columns"])
     return x
 
@@ -115,16 +121,13 @@ class SweeplabPredictor:
     def features(self, data: Any) -> np.ndarray:
         """Raw input (frame, array, list) -> the standardised float32 array the model was trained on."""
         spec = self.spec
-        if spec.get("text"):  # token ids, padded or cut to the training length
+        if spec["text"]:  # token ids, padded or cut to the training length
             return self._token_ids(data)
         columns = spec["columns"]
         if _is_frame(data) and columns and spec["encoding"]:
             x = encode_frame(data, spec["encoding"])
         elif _is_frame(data) and columns:
-            missing = [c for c in columns if c not in data.columns]
-            if missing:
-                raise ValueError(f"input lacks the training columns {', '.join(map(str, missing))}; expected: {', '.join(columns)}")
-            x = data[columns].to_numpy(dtype=np.float32)
+            x = data[_require_columns(data, columns)].to_numpy(dtype=np.float32)
         else:
             x = np.asarray(data.to_numpy() if _is_frame(data) else data, dtype=np.float32)
         size = int(np.prod(spec["sample_shape"]))
@@ -142,13 +145,11 @@ class SweeplabPredictor:
             if "text" not in data.columns:
                 raise ValueError(f"input lacks the column 'text' (one text per row); columns: {', '.join(map(str, data.columns))}")
             data = data["text"]
+        from sweeplab.text.tokenizers import pad_ids
+
         texts = [str(t) for t in np.asarray(data, dtype=object).reshape(-1)]
-        length = int(self.spec["sample_shape"][0])
         rows = self.tokenizer.encode(texts, self.spec["text"]["max_length"])
-        ids = np.full((len(rows), length), self.spec["text"]["pad_id"], dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : min(len(row), length)] = row[:length]
-        return ids
+        return pad_ids(rows, int(self.spec["sample_shape"][0]), self.spec["text"]["pad_id"])
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
@@ -156,15 +157,13 @@ class SweeplabPredictor:
         x = self.features(data)
         task, names = self.spec["task"], self.spec["class_names"]
         if self.spec["flavor"] == "pytorch":
+            from sweeplab.outputs import probabilities as class_probabilities
+
             scores = self._network_outputs(x)
-            if task == "binary":
-                p1 = 1.0 / (1.0 + np.exp(-scores.reshape(-1).astype(np.float64)))
-                probabilities = np.column_stack([1.0 - p1, p1])
-            elif task == "multiclass":
-                shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-                probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+            if task in ("binary", "multiclass"):  # as the test report computes them
+                probabilities = class_probabilities(task, scores).numpy()
             else:
-                probabilities, predicted = None, scores
+                probabilities, predicted = None, scores.float().numpy()
         else:
             flat = x.reshape(len(x), -1)
             if task == "reconstruction":  # PCA: back from the components
@@ -191,24 +190,30 @@ class SweeplabPredictor:
         if task == "reinforcement":  # the greedy action for each observation, and the action values it comes from
             values = np.asarray(predicted, dtype=np.float64).reshape(len(x), -1)
             frame = {"action": values.argmax(axis=1)}
-            if self.spec.get("action_values"):
+            if self.spec["action_values"]:
                 frame.update({f"q_{a}": values[:, a] for a in range(values.shape[1])})
             return pd.DataFrame(frame)
         return np.asarray(predicted, dtype=np.float32).reshape(len(x), -1)  # reconstruction: the standardised output
 
-    def _network_outputs(self, x: np.ndarray) -> np.ndarray:
+    def _network_outputs(self, x: np.ndarray) -> Any:
         import torch
 
         self.model.eval()
         with torch.no_grad():
             parameter = next(self.model.parameters(), None)
             device = parameter.device if parameter is not None else torch.device("cpu")
-            out = self.model(torch.from_numpy(x).to(device))
-        return out.float().cpu().numpy()
+            return self.model(torch.from_numpy(x).to(device)).cpu()
 
 
 def _is_frame(data: Any) -> bool:
     return hasattr(data, "columns") and hasattr(data, "to_numpy")
+
+
+def _require_columns(frame: Any, columns: list[str]) -> list[str]:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"input lacks the training columns {', '.join(map(str, missing))}; expected: {', '.join(columns)}")
+    return columns
 
 
 def encode_frame(frame: Any, encoding: dict[str, Any]) -> np.ndarray:
@@ -217,10 +222,7 @@ def encode_frame(frame: Any, encoding: dict[str, Any]) -> np.ndarray:
     categories), the same fill values for gaps."""
     import pandas as pd
 
-    columns = encoding["columns"]
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"input lacks the training columns {', '.join(map(str, missing))}; expected: {', '.join(columns)}")
+    columns = _require_columns(frame, encoding["columns"])
     frame = frame[columns].copy()
     out: dict[str, Any] = {}
     for column in columns:
@@ -266,7 +268,7 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Sweep
             f"{__version__} ({type(exc).__name__}: {exc}); install sweeplab=={spec.get('sweeplab_version', '?')} to load it"
         ) from None
     tokenizer = None
-    if spec.get("text"):
+    if spec["text"]:
         import pickle
 
         with open(spec_file.parent / TOKENIZER_FILE, "rb") as f:
@@ -319,7 +321,7 @@ def save_model(
             **_sklearn_format(model),
         )
     Path(path, SPEC_FILE).write_text(json.dumps(spec, indent=1))
-    if spec.get("text"):
+    if spec["text"]:
         import pickle
 
         with open(Path(path, TOKENIZER_FILE), "wb") as f:

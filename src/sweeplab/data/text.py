@@ -40,13 +40,6 @@ class TextInputs:
     train_tokens: list[list[str]] = field(repr=False, default_factory=list)  # for pre-training vectors on the training texts
 
 
-def _pad(rows: list[list[int]], length: int, pad_id: int) -> np.ndarray:
-    out = np.full((len(rows), length), pad_id, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row[:length]
-    return out
-
-
 def check_texts(texts: list[Any], where: str, ids: list[Any] | None = None) -> list[str]:
     """Every sample is a non-empty string; one line naming the first bad ones otherwise."""
     if not texts:
@@ -109,7 +102,7 @@ class TextDataModule(ArrayDataModule):
         return self._texts, self._labels
 
     def setup(self, stage: str | None = None) -> None:
-        from sweeplab.text.tokenizers import build_tokenizer
+        from sweeplab.text.tokenizers import build_tokenizer, pad_ids
 
         if self._prepared:
             return
@@ -121,7 +114,7 @@ class TextDataModule(ArrayDataModule):
         )
         encoded = {k: self.tokenizer.encode(t, self.max_length) for k, t in self.texts.items()}
         length = max(1, max(len(row) for rows in encoded.values() for row in rows))
-        self.splits = {k: (_pad(rows, length, self.tokenizer.pad_id), np.asarray(loaded[k][1])) for k, rows in encoded.items()}
+        self.splits = {k: (pad_ids(rows, length, self.tokenizer.pad_id), np.asarray(loaded[k][1])) for k, rows in encoded.items()}
         self._prepared = True
 
     def model_inputs(self) -> dict[str, Any]:

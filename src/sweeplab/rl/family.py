@@ -238,25 +238,12 @@ class ReinforcementFamily:
         return PolicyTable(table), "pytorch"
 
     def serving_spec(self, flavor: str) -> dict[str, Any]:
-        from sweeplab import __version__
+        from sweeplab.serving import new_spec
 
-        discrete = envs.is_tabular(self.env)
-        shape = [1] if discrete else list(self.env.observation_space.shape)
-        return {
-            "sweeplab_version": __version__,
-            "flavor": flavor,
-            "task": Task.REINFORCEMENT.value,
-            "class_names": None,
-            "columns": None,
-            "encoding": None,
-            "text": None,
-            "sample_shape": shape,
-            "mean": None,
-            "std": None,
-            "target_scale": None,
-            # action values for the agents that learn them (DQN, Q-learning, SARSA); the exact solvers' table is one-hot
-            "action_values": self.agent.uses_network or getattr(self.agent, "q", None) is not None,
-        }
+        shape = [1] if envs.is_tabular(self.env) else list(self.env.observation_space.shape)
+        # action values for the agents that learn them (DQN, Q-learning, SARSA); the exact solvers' table is one-hot
+        learned = self.agent.uses_network or getattr(self.agent, "q", None) is not None
+        return new_spec(flavor, Task.REINFORCEMENT.value, shape, action_values=learned)
 
     def serving_example(self, spec: dict[str, Any]) -> np.ndarray:
         """A few observations: the first states, or samples of the observation space."""

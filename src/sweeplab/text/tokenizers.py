@@ -21,6 +21,16 @@ PAD_ID, UNK_ID, CLS_ID = 0, 1, 2
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
 
+def pad_ids(rows: list[list[int]], length: int, pad_id: int) -> Any:
+    """Token id rows as one int64 array of ``length`` columns: padded with ``pad_id``, or cut."""
+    import numpy as np
+
+    out = np.full((len(rows), length), pad_id, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : min(len(row), length)] = row[:length]
+    return out
+
+
 def words(text: str) -> list[str]:
     """The ``word`` tokenizer's split: lower-case words (with an apostrophe part) and punctuation marks."""
     return _WORD.findall(text.lower())
