@@ -33,6 +33,8 @@ SPEC_FILE = "sweeplab_model.json"
 TOKENIZER_FILE = "tokenizer.pkl"  # text models: the tokenizer fitted on the run's training texts
 MODEL_NAME = "model"  # runs:/<id>/model
 EXAMPLE_ROWS = 5
+# What a served model may read beyond flavour, task and sample shape; absent (None) means not used.
+OPTIONAL_KEYS = ("class_names", "columns", "text", "encoding", "mean", "std", "target_scale", "action_values")
 
 
 # -- what the model needs to read raw data -------------------------------------
@@ -69,7 +71,7 @@ def new_spec(flavor: str, task: str, sample_shape: list[int], **given: Any) -> d
     """Every key a served model reads, with what this run gives and no preprocessing for the rest."""
     from sweeplab import __version__
 
-    spec = dict.fromkeys(("class_names", "columns", "text", "encoding", "mean", "std", "target_scale", "action_values"))
+    spec = dict.fromkeys(OPTIONAL_KEYS)
     unknown = set(given) - set(spec)
     if unknown:
         raise TypeError(f"new_spec: unknown keys {sorted(unknown)}")
@@ -253,7 +255,7 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Sweep
     from sweeplab import __version__
 
     spec_file = Path(path)
-    spec = json.loads(spec_file.read_text())
+    spec = {**dict.fromkeys(OPTIONAL_KEYS), **json.loads(spec_file.read_text())}  # a key a later version added: not used
     root = str(spec_file.parent)
     try:
         if spec["flavor"] == "pytorch":
