@@ -341,3 +341,19 @@ def test_what_a_run_keeps_for_sync_holds_no_password(tmp_path: Path, capsys) -> 
     result = _sweeplab(["sync", str(tmp_path)], tmp_path)
     assert result.returncode != 0
     assert f"give it with its password: sweeplab sync {tmp_path} --store <uri>" in result.stderr
+
+
+def test_a_model_whose_spec_lacks_keys_a_later_version_added_still_loads(store, tmp_path: Path) -> None:
+    from sweeplab import serving
+
+    train_in_process([*store_overrides(store), *FAST, "data=iris"], tmp_path / "run")
+    run = _only_run(store["uri"])
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.run_id}/model", dst_path=str(tmp_path / "model")))
+    spec_file = folder / serving.SPEC_FILE
+    older = {k: v for k, v in json.loads(spec_file.read_text()).items() if k not in ("text", "action_values")}
+    spec_file.write_text(json.dumps(older))
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    answer = mlflow.pyfunc.load_model(str(folder)).predict(pd.DataFrame(bunch.data[:2], columns=bunch.feature_names))
+    assert set(answer["predicted_class"]) <= {"setosa", "versicolor", "virginica"}
