@@ -9,6 +9,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install -e '.[dev]'
+	@# sweeplab ships its own hydra/sweeper=optuna; the old plugin (optuna < 3) would shadow it
+	@$(BIN)/python -m pip uninstall -y -q hydra-optuna-sweeper 2>/dev/null || true
 	@touch $(STAMP)
 
 ## Train the default experiment (digits, MLP, Adam); extra Hydra overrides via ARGS="..."

@@ -81,8 +81,8 @@ def claim(run_dir: Path, run_id: str | None = None) -> None:
         return
     if str(run_dir) in _held:
         return
-    if any(os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK")):
-        return  # a DDP process other than rank 0 trains into rank 0's folder, under its lock
+    if any(os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")):
+        return  # a DDP process other than rank 0 (or a SLURM task other than the first) trains into rank 0's folder, under its lock
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = open(run_dir / ".sweeplab.lock", "a+")
     try:

@@ -121,6 +121,8 @@ def publish(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path, files: 
     upload_checkpoints(cfg, outbox, run_dir)
     if cfg.logger.get("log_model", True):
         log_run_model(cfg, outbox, family, run_dir)
+    for key, value in getattr(family, "run_tags", {}).items():  # e.g. sweeplab.pruned
+        outbox.tag(key, value)
     outbox.tag("mlflow.note.content", description)
     outbox.close("FINISHED")
 

@@ -54,11 +54,16 @@ def join_sweep(cfg: DictConfig, run_id: str, sweep: str) -> None:
     """Add ``sweep`` to the sweeps a (reused) run belongs to."""
     from mlflow.tracking import MlflowClient
 
+    from sweeplab.optuna_search import TRIAL_TAG, job_tags
+
     client = MlflowClient(tracking.tracking_uri(cfg))
     tags = client.get_run(run_id).data.tags
     members = (tags.get(SWEEPS_TAG) or tags.get("sweeplab.sweep_id") or "").split()
     if sweep not in members:
         client.set_tag(run_id, SWEEPS_TAG, " ".join([*members, sweep]))
+    trial = job_tags().get(TRIAL_TAG)  # an optuna trial that asked for a config already trained: its number joins the run's
+    if trial and trial not in (numbers := (tags.get(TRIAL_TAG) or "").split()):
+        client.set_tag(run_id, TRIAL_TAG, " ".join([*numbers, trial]))
 
 
 def summarize(sweep_dir: Path) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -195,6 +196,9 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
     return None
 
 
+TIME_METRIC = "time/fit_s"  # seconds to train and test: what a sweeper can minimise beside a score (not logged: MLflow has it)
+
+
 def find_finished(cfg: DictConfig) -> tuple[str, dict[str, float]] | None:
     """(run id, metrics) of a FINISHED run of this experiment with the same config hash, if any.
 
@@ -204,7 +208,10 @@ def find_finished(cfg: DictConfig) -> tuple[str, dict[str, float]] | None:
     from mlflow.tracking import MlflowClient
 
     runs = _same_config_runs(MlflowClient(tracking_uri(cfg)), cfg, "= 'FINISHED'", max_results=1)
-    return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
+    if not runs:
+        return None
+    seconds = (runs[0].info.end_time - runs[0].info.start_time) / 1000 if runs[0].info.end_time else math.nan
+    return runs[0].info.run_id, {**runs[0].data.metrics, TIME_METRIC: seconds}
 
 
 def close_stale_runs(cfg: DictConfig, keep: str | None = None) -> list[Any]:

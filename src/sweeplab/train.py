@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab import __version__, console, liveness, provenance, sweeps, tracking
+from sweeplab import __version__, console, liveness, optuna_search, provenance, sweeps, tracking
 from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
@@ -98,6 +99,7 @@ def _build_logger(cfg: DictConfig, main: DictConfig, run_name: str, identity: st
         **provenance.creation_tags(provenance.command_line()),
         **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
         **({"sweeplab.swept": keys} if (keys := sweeps.swept()) else {}),  # where a comparison of the sweep starts
+        **optuna_search.job_tags(),  # the study and trial number of an optuna trial
         **{str(k): str(v) for k, v in tracking.mask_secrets(dict(cfg.get("tags") or {})).items()},
     }
     return hydra.utils.instantiate(main, tracking_uri=uri, run_name=run_name, tags=tags)
@@ -118,6 +120,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # On a machine with SLURM's client tools, Lightning suggests srun for every run started by hand.
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
     # Lightning 2.6 reports its implicit ckpt_path="last" lookup on every fresh fit.
     warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=None\)` was called without a model.*")
     warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
@@ -160,13 +164,13 @@ def _build_module(cfg: DictConfig, datamodule: Any) -> Any:
     )
 
 
-def _build_trainer(cfg: DictConfig, loggers: list[Any], run_dir: Path) -> Any:
+def _build_trainer(cfg: DictConfig, loggers: list[Any], run_dir: Path, extra_callbacks: list[Any]) -> Any:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from sweeplab.checkpoints import atomic_checkpoint_io
 
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + extra_callbacks
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=loggers or False,
@@ -184,6 +188,7 @@ class TorchFamily:
 
     kind = "torch"
     resumable = True  # from its Lightning checkpoint
+    run_tags: dict[str, str] = {}  # noqa: RUF012 - set per instance once fitted (sweeplab.pruned)
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -195,7 +200,10 @@ class TorchFamily:
         self.task = self.module.task
 
     def attach(self, loggers: list[Any], run_dir: Path) -> None:
-        self.trainer, self.run_dir = _build_trainer(self.cfg, loggers, run_dir), run_dir
+        # An optuna trial with a pruner reports the metric it is scored on after each validation.
+        pruning = optuna_search.pruning_callback(_objective_keys(self.cfg)[0]) if _objective_keys(self.cfg) else None
+        self.pruning = pruning
+        self.trainer, self.run_dir = _build_trainer(self.cfg, loggers, run_dir, [pruning] if pruning else []), run_dir
         facts = getattr(self.module.net, "facts", None)  # e.g. the share of the vocabulary pre-trained vectors cover
         for logger in loggers if facts else []:
             logger.log_metrics(facts, step=0)
@@ -206,6 +214,8 @@ class TorchFamily:
 
     def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
         fitted = _fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
+        if self.pruning is not None and self.pruning.pruned_epoch is not None:  # stopped early; tested as any run
+            self.run_tags = {"sweeplab.pruned": "true", "sweeplab.pruned_epoch": str(self.pruning.pruned_epoch)}
         profiles = sorted(self.run_dir.glob("*-profile.txt"))  # debug=profiler: its reports join the artifacts
         for profile in profiles:
             print(f"sweeplab-train: profiler report {profile}")
@@ -341,10 +351,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         config_file = run_dir / "config.yaml"
         config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
         diff = provenance.write_diff(run_dir) if run_id else None
+        started = time.perf_counter()
         fitted = family.fit(start_from)
         if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
             return {}
         metrics, reports = fitted
+        metrics[tracking.TIME_METRIC] = time.perf_counter() - started  # a sweeper can minimise it (not logged: MLflow has it)
         if outbox:  # its files, model and checkpoints, then FINISHED: the store alone holds the run
             files = [config_file, *([diff] if diff else []), *reports, run_dir / "train.log"]
             publish(cfg, outbox, family, run_dir, files, _description(metrics))
@@ -466,10 +478,16 @@ def _print_summary(cfg: DictConfig, run_name: str, metrics: dict[str, float], ru
         console.print(f"compare runs: {tracking.ui_command(tracking.tracking_uri(cfg))}", soft_wrap=True)
 
 
-def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
-    """What a sweeper optimises: ``optimized_metric`` if set."""
-    key = cfg.get("optimized_metric")
-    return None if not key else metrics.get(key, math.nan)
+def _objective_keys(cfg: DictConfig) -> list[str]:
+    keys = cfg.get("optimized_metric")
+    return [str(keys)] if isinstance(keys, str) else [str(k) for k in keys or []]
+
+
+def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | list[float] | None:
+    """What a sweeper optimises: ``optimized_metric`` if set, or a list of them
+    (multi-objective); ``time/fit_s`` is the seconds the run took to train and test."""
+    values = [metrics.get(key, math.nan) for key in _objective_keys(cfg)]
+    return None if not values else values[0] if len(values) == 1 else values
 
 
 _failure: list[BaseException] = []
