@@ -5,8 +5,8 @@ imports nothing heavy: optuna and the search itself (``sweeplab.optuna_search``)
 load only when a sweep runs.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Hydra's scan runs this module before it is in
+# sys.modules, where dataclasses would look its string annotations up.
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
