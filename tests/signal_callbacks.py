@@ -48,3 +48,10 @@ class WarnAtFitStart(Callback):
         import warnings
 
         warnings.warn("a warning raised during the run", UserWarning, stacklevel=1)
+
+
+class FailAtFitStart(Callback):
+    """Raise once fitting starts: a run that fails after its MLflow run exists."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("a planned failure at the start of fitting")

@@ -186,6 +186,9 @@ class SweepCallback(Callback):
                 experiment=str(config.experiment_name),
                 sweep=tracking.sweep_id_of(config.hydra.sweep.dir),
             )
+        from sweeplab import slurm
+
+        slurm.prepare_parent(config.hydra.launcher)
         os.environ[PARENT_ENV] = str(os.getpid())
         os.environ[SWEPT_ENV] = ",".join(swept_keys(config))  # inherited by the jobs, joblib's workers too
 

@@ -1,0 +1,138 @@
+"""Sweeps and DDP on a real one-node SLURM cluster (tests/slurm/start_cluster.sh;
+CI installs Debian's slurmctld, slurmd, slurm-client and munge and runs as root).
+Without them the tests skip, saying why."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NO_MODEL, cli, runs_of, saved_predictions
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+QUICK = ["trainer.max_epochs=2", "callbacks=none", "data=iris", "print_config=false", *NO_MODEL]
+SLURM = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10"]
+CALLBACKS_ENV = {"PYTHONPATH": str(HERE)}  # the jobs import tests/signal_callbacks.py (sbatch passes the environment on)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> None:
+    if sys.platform != "linux":
+        pytest.skip("SLURM tests run on Linux")
+    started = subprocess.run(["bash", str(HERE / "slurm" / "start_cluster.sh")], capture_output=True, text=True, timeout=180)
+    if started.returncode != 0:
+        pytest.skip((started.stdout + started.stderr).strip().splitlines()[-1])
+
+
+def _store(cwd: Path) -> str:
+    return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
+
+
+def _queue_drained(timeout: float = 90.0) -> bool:
+    """No job left in squeue (a job lingers a few seconds after its result is written)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout.strip():
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def test_a_sweep_runs_as_slurm_jobs_into_one_store(tmp_path: Path) -> None:
+    result = cli([*SLURM, "seed=1,2,3", *QUICK], cwd=tmp_path, env=CALLBACKS_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    # No accounting on this cluster: said once, and submitit's per-poll sacct warnings are gone.
+    assert output.count("job states come from squeue") == 1 and "sacct error" not in output
+    assert "3 jobs: 3 trained, 0 skipped, 0 failed" in result.stdout
+    submitted = list(tmp_path.glob("outputs/multirun/*/*/.submitit/*/*_submission.sh"))
+    assert submitted and "#SBATCH" in submitted[0].read_text()  # through sbatch, not a local process
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 3 and set(runs.status) == {"FINISHED"} and runs["tags.sweeplab.sweep_id"].nunique() == 1
+    assert sorted(runs["params.seed"].astype(int)) == [1, 2, 3]
+    assert _queue_drained()
+
+    failing = cli(
+        [*SLURM, "seed=4", *QUICK, "+callbacks.fail={_target_: signal_callbacks.FailAtFitStart}"], cwd=tmp_path, env=CALLBACKS_ENV
+    )
+    assert failing.returncode == 0, failing.stderr[-3000:]
+    assert "1 jobs: 0 trained, 0 skipped, 1 failed" in failing.stdout
+    assert "job 0 failed: RuntimeError: a planned failure at the start of fitting" in failing.stdout
+    runs = runs_of(_store(tmp_path))
+    failed = runs[runs["params.seed"] == "4"]
+    assert list(failed.status) == ["FAILED"] and "planned failure" in failed["tags.sweeplab.error"].iloc[0]
+    assert _queue_drained()
+
+
+def test_scancel_leaves_the_run_killed_and_resume_continues_it(tmp_path: Path) -> None:
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    overrides = [
+        "seed=1",
+        "trainer.max_epochs=3",
+        "data=iris",
+        "print_config=false",
+        *NO_MODEL,
+        "+callbacks.hold={_target_: signal_callbacks.HoldAtEpoch}",
+    ]
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    env = {**os.environ, **CALLBACKS_ENV, "PYTHONUNBUFFERED": "1", "SWEEPLAB_TEST_HOLD": str(hold)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    sweep = subprocess.Popen(
+        [str(exe), *SLURM, *overrides], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not list(hold.glob("held-*")) and time.time() < deadline and sweep.poll() is None:
+        time.sleep(0.5)
+    assert list(hold.glob("held-*")), "the job never reached epoch 1"
+    job = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True).stdout.split()
+    assert len(job) == 1
+    subprocess.run(["scancel", job[0]], check=True)  # SIGTERM to the job's processes, SIGKILL after KillWait
+    out, err = sweep.communicate(timeout=180)
+    assert sweep.returncode == 0, err[-3000:]
+    assert f"SLURM job {job[0]} ended CANCELLED without a result" in err
+    assert "1 jobs: 0 trained, 0 skipped, 0 failed, 1 left no record" in out
+    runs = runs_of(_store(tmp_path))
+    assert list(runs.status) == ["KILLED"] and "SIGTERM" in runs["tags.sweeplab.error"].iloc[0]
+    run_id = runs.run_id.iloc[0]
+    assert _queue_drained()
+
+    resumed = cli([*overrides, "resume=auto"], cwd=tmp_path, env=CALLBACKS_ENV)  # the same config, by hand
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming MLflow run {run_id}" in resumed.stdout
+    runs = runs_of(_store(tmp_path))
+    assert list(runs.run_id) == [run_id] and list(runs.status) == ["FINISHED"]
+    from mlflow.tracking import MlflowClient
+
+    epochs = [m.step for m in MlflowClient(_store(tmp_path)).get_metric_history(run_id, "val/loss")]
+    assert len(epochs) == len(set(epochs)) == 3  # each epoch once: the run went on from its checkpoint
+
+
+def test_ddp_over_two_slurm_tasks_matches_one_process(tmp_path: Path) -> None:
+    """trainer=ddp as two SLURM tasks: Lightning takes the ranks from SLURM (no processes of its own),
+    rank 0 alone tracks; its test scores are those of one process within 2 of the 27 test samples."""
+    from sklearn.metrics import accuracy_score
+
+    common = ["seed=1", "trainer.max_epochs=10", "data=wine", "callbacks.progress_bar=null", "print_config=false", *NO_MODEL]
+    ddp = [*SLURM, "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "trainer=ddp", "trainer.accelerator=cpu"]
+    # Two processes of 16 take the same 32 samples a step as one process of 32.
+    result = cli([*ddp, "trainer.devices=2", "data.batch_size=16", *common, "experiment_name=ddp"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = cli(["data.batch_size=32", *common, "experiment_name=single"], cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    logs = sorted(tmp_path.glob("outputs/multirun/*/*/.submitit/*/*_log.err"))
+    assert len(logs) == 2  # one log per SLURM task
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs[0].read_text() and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1].read_text()
+    runs, one = runs_of(_store(tmp_path), "ddp"), runs_of(_store(tmp_path), "single")
+    assert len(runs) == 1 and runs.status[0] == "FINISHED" and runs["params.trainer.strategy"][0] == "ddp"
+    y_true, y_pred = saved_predictions(next(tmp_path.glob("outputs/multirun/*/*/0/test_predictions.csv")))
+    assert len(y_true) == 27  # every test sample once
+    assert runs["metrics.test/accuracy"][0] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-6)
+    assert abs(runs["metrics.test/accuracy"][0] - one["metrics.test/accuracy"][0]) <= 2 / 27 + 1e-6
+    assert _queue_drained()
