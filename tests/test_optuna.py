@@ -127,6 +127,14 @@ def test_two_sweeps_share_one_study_without_duplicates(tmp_path: Path) -> None:
     for _, run in runs.iterrows():  # each run trained its own trial's parameters
         assert float(run["params.optimizer.lr"]) == pytest.approx(by_trial[int(run["tags.sweeplab.optuna.trial"])])
     assert "best trial" in outputs[0] + outputs[1] and "hydra.mode=RUN" in outputs[0] + outputs[1]
+    # What each trial returned is its run's val/f1; the best of the whole study is reported by both sweeps.
+    values = {t.number: t.value for t in trials}
+    for _, run in runs.iterrows():
+        assert values[int(run["tags.sweeplab.optuna.trial"])] == pytest.approx(run["metrics.val/f1"])
+    from omegaconf import OmegaConf
+
+    for found in tmp_path.glob("outputs/multirun/*/*/optimization_results.yaml"):
+        assert OmegaConf.load(found).best_value == pytest.approx(runs["metrics.val/f1"].max())
 
 
 def _third_trial_training(study_db: Path, mlflow_db: Path) -> bool:
@@ -156,7 +164,7 @@ def test_a_killed_sweep_resumes_its_study(tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
     db = tmp_path / "optuna.db"
-    args = [*SEARCH, f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=5", *QUICK]
+    args = [*SEARCH, f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=3", "hydra.sweeper.seed=5", *QUICK]
     args[args.index("data=iris")], args[args.index("trainer.max_epochs=3")] = "data=digits", "trainer.max_epochs=30"
     exe = Path(sys.executable).with_name("sweeplab-train")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -181,15 +189,15 @@ def test_a_killed_sweep_resumes_its_study(tmp_path: Path) -> None:
 
     again = cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "optuna study sweeplab: 2 of 4 trials already there, 1 interrupted trial(s) asked again" in again.stdout
+    assert "optuna study sweeplab: 2 of 3 trials already there, 1 interrupted trial(s) asked again" in again.stdout
     trials = {t.number: t for t in _study(db).get_trials()}
     assert [(trials[n].state, trials[n].params) for n in (0, 1)] == [before[0], before[1]]  # kept as they were
     assert trials[2].state == TrialState.FAIL
     retry = next(t for t in trials.values() if t.system_attrs.get("failed_trial") == 2)
     assert retry.state == TrialState.COMPLETE and retry.params == before[2][1]
-    assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == 4 and "4 trials: 4 complete" in again.stdout
+    assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == 3 and "3 trials: 3 complete" in again.stdout
     runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    assert set(runs.status) == {"FINISHED", "KILLED"} and (runs.status == "FINISHED").sum() == 4
+    assert set(runs.status) == {"FINISHED", "KILLED"} and (runs.status == "FINISHED").sum() == 3
     killed = runs[runs.status == "KILLED"].iloc[0]  # the killed trial's run, closed when its retry started
     assert killed["tags.sweeplab.optuna.trial"] == "2" and "killed or crashed" in killed["tags.sweeplab.error"]
 
@@ -226,6 +234,7 @@ def test_pruning_stops_a_bad_trial_and_mlflow_says_so(tmp_path: Path) -> None:
 def test_two_objectives_give_a_pareto_front(tmp_path: Path) -> None:
     args = ["hydra/sweeper=optuna", "optimized_metric=[val/f1,time/fit_s]", "hydra.sweeper.directions=[maximize,minimize]"]
     args += ["hydra.sweeper.sampler=nsga2", "hydra.sweeper.n_trials=2", "optimizer=choice(adam, sgd)", *QUICK]
+    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]  # both trials asked and run at once
     result = cli(["-m", *args], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     from omegaconf import OmegaConf
@@ -238,6 +247,44 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path) -> None:
         run = runs[runs["tags.sweeplab.optuna.trial"].str.split().apply(lambda numbers, n=str(solution.trial): n in numbers)].iloc[0]
         assert solution["values"][0] == pytest.approx(run["metrics.val/f1"])
         assert 0 < solution["values"][1] < (run.end_time - run.start_time).total_seconds() + 5
+    assert (result.stdout + result.stderr).count("Launching jobs, sweep output dir") == 1  # one batch of two trials
     bad = cli(["-m", *args[:2], "hydra.sweeper.n_trials=1", *QUICK], cwd=tmp_path)
     assert bad.returncode != 0
     assert "hydra.sweeper.directions=['maximize']: one direction per optimized_metric ['val/f1', 'time/fit_s']" in bad.stderr
+
+
+def test_a_sweeper_that_stopped_beating_has_its_trial_asked_again(tmp_path: Path) -> None:
+    """Another machine's sweep died: its trial's heartbeat goes silent, and after the grace period the next sweep re-asks it."""
+    import optuna
+
+    from sweeplab.optuna_search import Heartbeat, open_storage, recover
+
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}", heartbeat_interval=1, grace_period=1), study_name="b"
+    )
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    Heartbeat(study).track([trial._trial_id])  # one beat, then the sweeper is gone (no thread started)
+    assert recover(study) == 0  # within the grace period: still somebody's
+    time.sleep(2.2)
+    assert recover(study) == 1
+    retry = study.ask()
+    assert retry.params == trial.params and study.trials[retry.number].system_attrs["failed_trial"] == trial.number
+
+
+def test_a_second_sweep_with_the_same_seed_draws_new_values(tmp_path: Path) -> None:
+    import optuna
+
+    from sweeplab.optuna_search import SURPLUS, _ask, open_storage
+
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'd.db'}"), study_name="d", sampler=optuna.samplers.RandomSampler(seed=1)
+    )
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    first = _ask(study, 5, 1, space, ["seed=1"])[0]
+    study.tell(first, 0.5)
+    study.sampler = optuna.samplers.RandomSampler(seed=1)  # what a second terminal with the same command draws
+    second = _ask(study, 5, 1, space, ["seed=1"])[0]
+    assert second.params != first.params
+    states = [(t.state.name, t.user_attrs.get(SURPLUS)) for t in study.get_trials()]
+    assert states == [("COMPLETE", None), ("FAIL", True), ("RUNNING", None)]  # the repeat was set aside, not run
+    assert study.get_trials()[2].user_attrs["sweeplab.overrides"] == ["seed=1", f"x={second.params['x']}"]

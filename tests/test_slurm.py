@@ -45,28 +45,20 @@ def _queue_drained(timeout: float = 90.0) -> bool:
 
 
 def test_a_sweep_runs_as_slurm_jobs_into_one_store(tmp_path: Path) -> None:
-    result = cli([*SLURM, "seed=1,2,3", *QUICK], cwd=tmp_path, env=CALLBACKS_ENV)
+    fail_seed_3 = "+callbacks.fail={_target_: signal_callbacks.FailAtFitStart, seed: 3}"
+    result = cli([*SLURM, "seed=1,2,3", *QUICK, fail_seed_3], cwd=tmp_path, env=CALLBACKS_ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     # No accounting on this cluster: said once, and submitit's per-poll sacct warnings are gone.
     assert output.count("job states come from squeue") == 1 and "sacct error" not in output
-    assert "3 jobs: 3 trained, 0 skipped, 0 failed" in result.stdout
+    assert "3 jobs: 2 trained, 0 skipped, 1 failed" in result.stdout
+    assert "job 2 failed: RuntimeError: a planned failure at the start of fitting" in result.stdout
     submitted = list(tmp_path.glob("outputs/multirun/*/*/.submitit/*/*_submission.sh"))
     assert submitted and "#SBATCH" in submitted[0].read_text()  # through sbatch, not a local process
     runs = runs_of(_store(tmp_path))
-    assert len(runs) == 3 and set(runs.status) == {"FINISHED"} and runs["tags.sweeplab.sweep_id"].nunique() == 1
-    assert sorted(runs["params.seed"].astype(int)) == [1, 2, 3]
-    assert _queue_drained()
-
-    failing = cli(
-        [*SLURM, "seed=4", *QUICK, "+callbacks.fail={_target_: signal_callbacks.FailAtFitStart}"], cwd=tmp_path, env=CALLBACKS_ENV
-    )
-    assert failing.returncode == 0, failing.stderr[-3000:]
-    assert "1 jobs: 0 trained, 0 skipped, 1 failed" in failing.stdout
-    assert "job 0 failed: RuntimeError: a planned failure at the start of fitting" in failing.stdout
-    runs = runs_of(_store(tmp_path))
-    failed = runs[runs["params.seed"] == "4"]
-    assert list(failed.status) == ["FAILED"] and "planned failure" in failed["tags.sweeplab.error"].iloc[0]
+    assert len(runs) == 3 and runs["tags.sweeplab.sweep_id"].nunique() == 1
+    assert dict(zip(runs["params.seed"].astype(int), runs.status)) == {1: "FINISHED", 2: "FINISHED", 3: "FAILED"}
+    assert "planned failure" in runs.loc[runs["params.seed"] == "3", "tags.sweeplab.error"].iloc[0]
     assert _queue_drained()
 
 
@@ -87,14 +79,14 @@ def test_scancel_leaves_the_run_killed_and_resume_continues_it(tmp_path: Path) -
     sweep = subprocess.Popen(
         [str(exe), *SLURM, *overrides], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.time() + 120
+    deadline = time.time() + 240  # a loaded machine starts a SLURM job slowly
     while not list(hold.glob("held-*")) and time.time() < deadline and sweep.poll() is None:
         time.sleep(0.5)
     assert list(hold.glob("held-*")), "the job never reached epoch 1"
     job = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True).stdout.split()
     assert len(job) == 1
     subprocess.run(["scancel", job[0]], check=True)  # SIGTERM to the job's processes, SIGKILL after KillWait
-    out, err = sweep.communicate(timeout=180)
+    out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, err[-3000:]
     assert f"SLURM job {job[0]} ended CANCELLED without a result" in err
     assert "1 jobs: 0 trained, 0 skipped, 0 failed, 1 left no record" in out

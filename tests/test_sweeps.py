@@ -46,15 +46,6 @@ def test_parallel_jobs_on_a_new_store_lose_nothing(tmp_path: Path) -> None:
     assert len(dirs) == 16  # parallel jobs never share an output folder
 
 
-def test_optuna_search_uses_the_returned_metric(tmp_path: Path) -> None:
-    result = cli(["hparams_search=digits_optuna", "hydra.sweeper.n_trials=3", *QUICK], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = runs_of(_store(tmp_path), "digits_optuna")
-    assert len(runs) == 3 and set(runs.status) == {"FINISHED"}
-    best = next((tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")).read_text()
-    assert f"best_value: {runs['metrics.val/f1'].max()}"[:20] in best
-
-
 def test_submitit_local_launcher(tmp_path: Path) -> None:
     result = cli(["-m", "hydra/launcher=submitit_local", "optimizer=adam,sgd", *QUICK], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

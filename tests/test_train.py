@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, r2_score
 
+from sweeplab.tracking import TIME_METRIC
+
 from conftest import FAST, runs_of, saved_predictions, store_overrides, train_in_process
 
 
@@ -66,6 +68,7 @@ def test_same_seed_same_metrics(store, tmp_path: Path) -> None:
     first = train_in_process(["seed=3", *FAST, "logger=none"], tmp_path / "a")
     second = train_in_process(["seed=3", *FAST, "logger=none"], tmp_path / "b")
     other = train_in_process(["seed=4", *FAST, "logger=none"], tmp_path / "c")
+    assert first.pop(TIME_METRIC) > 0 and second.pop(TIME_METRIC) > 0  # the seconds it took: returned for sweepers, not a score
     assert first == second
     assert first != other
 

@@ -251,7 +251,11 @@ def recover(study: Any) -> int:
 
     from sweeplab.liveness import process_gone
 
-    count = len(optuna.storages.fail_stale_trials(study) or []) if _beats(study) else 0
+    count = 0
+    if _beats(study):  # fail_stale_trials says nothing of what it did: count the running trials it ended
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        optuna.storages.fail_stale_trials(study)
+        count = running - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if process_gone(dict(trial.user_attrs.get(OWNER) or {})) is True:  # on this machine, its sweeper is gone
             count += fail_and_retry(study, trial._trial_id)
@@ -276,6 +280,12 @@ class Heartbeat:
         if self.interval:
             threading.Thread(target=self._beat, name="sweeplab-optuna-heartbeat", daemon=True).start()
         return self
+
+    def track(self, trial_ids: list[int]) -> None:
+        """Beat for these trials from now on (the first beat at once: a trial never beaten is never found stale)."""
+        self.trial_ids = list(trial_ids)
+        for trial_id in self.trial_ids if self.interval else []:
+            self.storage.record_heartbeat(trial_id)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
@@ -461,7 +471,7 @@ def run_study(sweeper: Any, arguments: Sequence[str], sweep_dir: Path) -> None:
             batch = _ask(study, n_trials, n_jobs, space, fixed)
             if not batch:
                 break
-            heartbeat.trial_ids = [t._trial_id for t in batch]
+            heartbeat.track([t._trial_id for t in batch])
             jobs = [
                 [
                     *t.user_attrs[OVERRIDES],
@@ -483,7 +493,7 @@ def run_study(sweeper: Any, arguments: Sequence[str], sweep_dir: Path) -> None:
                 failed = ret.status.name == "FAILED"
                 state, values = outcome(study, trial._trial_id, None if failed else ret.return_value, failed, len(metrics))
                 _tell(study, trial, values, state)
-            heartbeat.trial_ids = []
+            heartbeat.track([])
     OmegaConf.save(OmegaConf.create(results(study, metrics)), sweep_dir / "optimization_results.yaml")
     print(summary(study, storage_url, metrics, sweep_dir), flush=True)
 
@@ -524,7 +534,8 @@ def _ask(study: Any, n_trials: int, n_jobs: int, space: Mapping[str, Any], fixed
     for _ in range(max(min(n_jobs, n_trials - len(counted)), 0)):
         for _attempt in range(3):
             trial = study.ask(dict(space))
-            if not (continuous and tuple(sorted(trial.params.items())) in seen and "failed_trial" not in trial.system_attrs):
+            repeated = continuous and tuple(sorted(trial.params.items())) in seen
+            if not repeated or "failed_trial" in study._storage.get_trial(trial._trial_id).system_attrs:  # a retry repeats on purpose
                 break
             # The exact values of an earlier trial in a continuous space: a sweep that started with the same seed at the same time.
             trial.set_user_attr(SURPLUS, True)

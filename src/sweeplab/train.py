@@ -164,13 +164,13 @@ def _build_module(cfg: DictConfig, datamodule: Any) -> Any:
     )
 
 
-def _build_trainer(cfg: DictConfig, loggers: list[Any], run_dir: Path, extra_callbacks: list[Any]) -> Any:
+def _build_trainer(cfg: DictConfig, loggers: list[Any], run_dir: Path, extra_callbacks: list[Any] | None = None) -> Any:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from sweeplab.checkpoints import atomic_checkpoint_io
 
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + extra_callbacks
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + (extra_callbacks or [])
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=loggers or False,
