@@ -80,9 +80,7 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
 
     from sweeplab import tracking
     from sweeplab.checkpoints import load_checkpoint
-    from sweeplab.train import _build_module, _build_trainer, _quiet_lightning
 
-    _quiet_lightning()
     explicit = store is not None
     store = store or tracking.default_tracking_uri()
     if explicit or not _is_checkpoint(target):  # a checkpoint alone needs no store: its run is only looked up to log into
@@ -96,6 +94,10 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
                 "config.yaml to rebuild its model and data from; give the run id, or the checkpoint in its run folder"
             )
         raise FileNotFoundError(f"{config_file}: the run's config is missing; cannot rebuild its model and data")
+    # Lightning (5 s of imports) only once the target is known to be a run: a bad one is refused at once.
+    from sweeplab.train import _build_module, _build_trainer, _quiet_lightning
+
+    _quiet_lightning()
     cfg: DictConfig = OmegaConf.load(config_file)  # type: ignore[assignment]
     with open_dict(cfg):
         cfg.callbacks = None
