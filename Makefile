@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/sweeplab-train $(ARGS)
 
-## Lint, then the whole test suite (CI runs exactly this), one worker per core (pytest-xdist)
+## Lint, then the whole test suite (CI runs exactly this): pytest-xdist, one worker more than
+## cores, because end-to-end tests spend part of their time waiting on servers, clusters and signals
+WORKERS ?= $(shell python3 -c "import os; print((os.cpu_count() or 1) + 1)")
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 ## ruff: lint and formatting check (make format rewrites)
 lint: $(STAMP)

@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 _patched = False
+SQUEUE_POLL_S = 15
 
 
 def is_slurm_launcher(launcher: Any) -> bool:
@@ -79,5 +80,8 @@ def prepare_parent(launcher: Any) -> None:
     why = accounting_error()
     if why is not None:
         slurm.SlurmInfoWatcher._make_command = _squeue_command
+        # sacct is slow on a big cluster, so submitit polls it at most every 10 minutes; squeue
+        # is cheap: a job cancelled or out of time is noticed within SQUEUE_POLL_S.
+        slurm.SlurmJob.watcher._delay_s = SQUEUE_POLL_S
         print(f"sweeplab-train: SLURM accounting is off here (sacct: {why}); job states come from squeue", flush=True)
     _patched = True
