@@ -179,3 +179,38 @@ def test_system_metrics_are_logged_when_asked(store, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"logger.system_metrics_every=0: must be a finite number > 0"):
         train_in_process(["logger.system_metrics=true", "logger.system_metrics_every=0", *store_overrides(store)], tmp_path / "bad")
     assert "RUNNING" not in set(runs_of(store["uri"]).status)
+
+
+def test_a_new_store_is_a_copy_of_the_one_mlflow_makes(tmp_path: Path, monkeypatch) -> None:
+    """New SQLite stores are copied from an empty one kept per MLflow version (2 s of migrations saved a store)."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.tracking import new_sqlite_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    new_sqlite_store(tmp_path / "a" / "mlflow.db")  # makes the cached template, then copies it
+    new_sqlite_store(tmp_path / "b" / "mlflow.db")
+    assert len(list((tmp_path / "cache" / "sweeplab").glob("mlflow-*-empty.db"))) == 1
+    MlflowClient(f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}").search_experiments()  # one MLflow makes itself
+
+    def described(db: Path) -> tuple:
+        """Tables, their columns, indexes, schema version and experiments (MLflow's own DDL text
+        is not the same from one process to the next: its table rebuilds order some clauses by hash)."""
+        with sqlite3.connect(db) as con:
+            names = con.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+            columns = {t: sorted(con.execute(f"PRAGMA table_info('{t}')").fetchall()) for kind, t in names if kind == "table"}
+            version = con.execute("SELECT * FROM alembic_version").fetchall()
+            return sorted(names), columns, version, con.execute("SELECT experiment_id, name, artifact_location FROM experiments").fetchall()
+
+    assert described(tmp_path / "b" / "mlflow.db") == described(tmp_path / "c" / "mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("x"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))  # no cache to keep: MLflow makes the store as before
+    new_sqlite_store(tmp_path / "d" / "mlflow.db")
+    assert not (tmp_path / "d" / "mlflow.db").exists()

@@ -292,7 +292,7 @@ def ensure_experiment(cfg: DictConfig) -> str:
 
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        new_sqlite_store(Path(uri.removeprefix("sqlite:///")))
     if uri.startswith(("http://", "https://")):
         check_server(uri)
     client = MlflowClient(uri)
@@ -314,6 +314,69 @@ def ensure_experiment(cfg: DictConfig) -> str:
     # page; tagged as model development it opens on the runs table.
     client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
     return experiment_id
+
+
+def new_sqlite_store(db: Path) -> None:
+    """A new SQLite store as a copy of an empty one made by this MLflow version.
+
+    MLflow creates a store by running its ~60 schema migrations (about 2 s);
+    the first store made on a machine is kept, empty, in the user's cache
+    (``$XDG_CACHE_HOME/sweeplab``, one file per MLflow version) and copied.
+    The copy is what MLflow itself would have made, its Default experiment's
+    artifact folder included."""
+    import shutil
+    import sqlite3
+
+    import mlflow
+
+    if db.exists():
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweeplab"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    try:
+        if not template.exists():
+            _make_template(template)
+        partial = db.with_name(f".{db.name}.{os.getpid()}.partial")
+        shutil.copyfile(template, partial)
+        with sqlite3.connect(partial) as copy:  # MLflow's default: ./mlruns of the folder the store was made from
+            copy.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(Path.cwd() / "mlruns" / "0"),))
+        copy.close()
+        try:
+            os.link(partial, db)  # whole or not at all, and never over a store another process just made
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError:  # a read-only or full cache: MLflow makes the store itself
+        return
+
+
+def _make_template(template: Path) -> None:
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with open(template.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel first runs make it once
+        if template.exists():
+            return
+        building = template.with_name(f".{template.name}.{os.getpid()}")
+        building.unlink(missing_ok=True)
+        MlflowClient(f"sqlite:///{building}").search_experiments()  # MLflow creates the tables
+        _dispose_engine(f"sqlite:///{building}")
+        building.replace(template)
+
+
+def _dispose_engine(uri: str) -> None:
+    """Close MLflow's cached connections to a file this process is done with."""
+    from mlflow.tracking._tracking_service import utils
+
+    store = utils._tracking_store_registry.get_store(uri) if hasattr(utils, "_tracking_store_registry") else None
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _use_wal(db: Path) -> None:
