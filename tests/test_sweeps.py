@@ -51,7 +51,8 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     runs = runs_of(_store(tmp_path))
     assert sorted(runs["params.optimizer._target_"]) == ["torch.optim.Adam", "torch.optim.SGD"]
-    assert set(runs.status) == {"FINISHED"}
+    logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("outputs/multirun/*/*/.submitit/*/*_log.err")}
+    assert set(runs.status) == {"FINISHED"}, (runs.filter(like="error").to_dict("records"), logs)
     # The jobs' own output only reaches .submitit logs: the parent says what they did.
     again = cli(["-m", "hydra/launcher=submitit_local", "optimizer=adam,sgd,rmsprop", *QUICK], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
