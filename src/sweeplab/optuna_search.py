@@ -252,7 +252,7 @@ def recover(study: Any) -> int:
     from sweeplab.liveness import process_gone
 
     count = 0
-    if _beats(study):  # fail_stale_trials says nothing of what it did: count the running trials it ended
+    if _heartbeat_interval(study):  # fail_stale_trials says nothing of what it did: count the running trials it ended
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         optuna.storages.fail_stale_trials(study)
         count = running - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -262,17 +262,19 @@ def recover(study: Any) -> int:
     return count
 
 
-def _beats(study: Any) -> bool:
-    storage = getattr(study._storage, "_backend", study._storage)
-    return bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
+def _rdb(study: Any) -> Any:
+    return getattr(study._storage, "_backend", study._storage)  # under optuna's cache, if any
+
+
+def _heartbeat_interval(study: Any) -> int | None:
+    return getattr(_rdb(study), "get_heartbeat_interval", lambda: None)()
 
 
 class Heartbeat:
     """Records the heartbeat of the trials a sweeper is running, while they run."""
 
     def __init__(self, study: Any) -> None:
-        self.storage = getattr(study._storage, "_backend", study._storage)
-        self.interval = self.storage.get_heartbeat_interval() if _beats(study) else None
+        self.storage, self.interval = _rdb(study), _heartbeat_interval(study)
         self.trial_ids: list[int] = []
         self._stop = threading.Event()
 
@@ -371,6 +373,12 @@ def results(study: Any, metrics: Sequence[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the job's side
 
 
+def objective_keys(cfg: Any) -> list[str]:
+    """``optimized_metric`` as a list: one key, several (multi-objective), or none."""
+    keys = cfg.get("optimized_metric")
+    return [str(keys)] if isinstance(keys, str) else [str(k) for k in keys or []]
+
+
 def trial_in_job() -> tuple[int, int] | None:
     """(trial number, trial id) when this job is a trial of an optuna sweep."""
     number, trial_id = os.environ.get(TRIAL_ENV, ""), os.environ.get(TRIAL_ID_ENV, "")
@@ -421,8 +429,7 @@ def run_study(sweeper: Any, arguments: Sequence[str], sweep_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     options, config = sweeper.options, sweeper.config
-    metrics = config.get("optimized_metric")
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    metrics = objective_keys(config)
     if not metrics:
         raise ValueError("hydra/sweeper=optuna: set optimized_metric (e.g. optimized_metric=val/f1), the value each trial returns")
     directions = directions_of(options.get("direction"), options.get("directions"))

@@ -365,18 +365,7 @@ def _make_template(template: Path) -> None:
         building = template.with_name(f".{template.name}.{os.getpid()}")
         building.unlink(missing_ok=True)
         MlflowClient(f"sqlite:///{building}").search_experiments()  # MLflow creates the tables
-        _dispose_engine(f"sqlite:///{building}")
         building.replace(template)
-
-
-def _dispose_engine(uri: str) -> None:
-    """Close MLflow's cached connections to a file this process is done with."""
-    from mlflow.tracking._tracking_service import utils
-
-    store = utils._tracking_store_registry.get_store(uri) if hasattr(utils, "_tracking_store_registry") else None
-    engine = getattr(store, "engine", None)
-    if engine is not None:
-        engine.dispose()
 
 
 def _use_wal(db: Path) -> None:

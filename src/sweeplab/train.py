@@ -188,7 +188,7 @@ class TorchFamily:
 
     kind = "torch"
     resumable = True  # from its Lightning checkpoint
-    run_tags: dict[str, str] = {}  # noqa: RUF012 - set per instance once fitted (sweeplab.pruned)
+    run_tags: dict[str, str] = {}  # replaced, never changed in place, once fitted (sweeplab.pruned)
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -201,9 +201,9 @@ class TorchFamily:
 
     def attach(self, loggers: list[Any], run_dir: Path) -> None:
         # An optuna trial with a pruner reports the metric it is scored on after each validation.
-        pruning = optuna_search.pruning_callback(_objective_keys(self.cfg)[0]) if _objective_keys(self.cfg) else None
-        self.pruning = pruning
-        self.trainer, self.run_dir = _build_trainer(self.cfg, loggers, run_dir, [pruning] if pruning else []), run_dir
+        keys = optuna_search.objective_keys(self.cfg)
+        self.pruning = optuna_search.pruning_callback(keys[0]) if keys else None
+        self.trainer, self.run_dir = _build_trainer(self.cfg, loggers, run_dir, [self.pruning] if self.pruning else []), run_dir
         facts = getattr(self.module.net, "facts", None)  # e.g. the share of the vocabulary pre-trained vectors cover
         for logger in loggers if facts else []:
             logger.log_metrics(facts, step=0)
@@ -478,15 +478,10 @@ def _print_summary(cfg: DictConfig, run_name: str, metrics: dict[str, float], ru
         console.print(f"compare runs: {tracking.ui_command(tracking.tracking_uri(cfg))}", soft_wrap=True)
 
 
-def _objective_keys(cfg: DictConfig) -> list[str]:
-    keys = cfg.get("optimized_metric")
-    return [str(keys)] if isinstance(keys, str) else [str(k) for k in keys or []]
-
-
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | list[float] | None:
     """What a sweeper optimises: ``optimized_metric`` if set, or a list of them
     (multi-objective); ``time/fit_s`` is the seconds the run took to train and test."""
-    values = [metrics.get(key, math.nan) for key in _objective_keys(cfg)]
+    values = [metrics.get(key, math.nan) for key in optuna_search.objective_keys(cfg)]
     return None if not values else values[0] if len(values) == 1 else values
 
 
