@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +31,40 @@ def cluster() -> None:
         pytest.skip((started.stdout + started.stderr).strip().splitlines()[-1])
 
 
+@pytest.fixture(autouse=True)
+def _one_test_at_a_time(cluster: None) -> None:
+    """The one-node cluster has as many CPUs as the machine: a test's job waiting in the queue
+    for another test's jobs would spend its time there (and squeue would show both tests' jobs)."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "sweeplab-slurm-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _store(cwd: Path) -> str:
     return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
+
+
+def _cluster_state(cwd: Path) -> str:
+    """What the cluster and the jobs say, for a failure message: the queue, the jobs, their logs' ends."""
+    parts = []
+    for command in (["squeue", "--all", "--format=%i %j %T %r %M %C"], ["scontrol", "show", "job"]):
+        shown = subprocess.run(command, capture_output=True, text=True)
+        parts.append(f"$ {' '.join(command)}\n{(shown.stdout + shown.stderr).strip()[-2000:]}")
+    for log in sorted(cwd.glob("outputs/multirun/*/*/.submitit/*/*_log.*")):
+        parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}")
+    return "\n".join(parts)
+
+
+def _slurm_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The console script, its failure or time-out reported with the cluster's and the jobs' state."""
+    try:
+        result = cli(args, cwd=cwd, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"no answer in {timeout} s\n{exc.stdout or ''}\n{_cluster_state(cwd)}") from None
+    assert result.returncode == 0, f"{result.stderr[-3000:]}\n{_cluster_state(cwd)}"
+    return result
 
 
 def _queue_drained(timeout: float = 90.0) -> bool:
@@ -46,8 +79,7 @@ def _queue_drained(timeout: float = 90.0) -> bool:
 
 def test_a_sweep_runs_as_slurm_jobs_into_one_store(tmp_path: Path) -> None:
     fail_seed_3 = "+callbacks.fail={_target_: signal_callbacks.FailAtFitStart, seed: 3}"
-    result = cli([*SLURM, "seed=1,2,3", *QUICK, fail_seed_3], cwd=tmp_path, env=CALLBACKS_ENV)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _slurm_cli([*SLURM, "seed=1,2,3", *QUICK, fail_seed_3], tmp_path, env=CALLBACKS_ENV)
     output = result.stdout + result.stderr
     # No accounting on this cluster: said once, and submitit's per-poll sacct warnings are gone.
     assert output.count("job states come from squeue") == 1 and "sacct error" not in output
@@ -82,12 +114,12 @@ def test_scancel_leaves_the_run_killed_and_resume_continues_it(tmp_path: Path) -
     deadline = time.time() + 240  # a loaded machine starts a SLURM job slowly
     while not list(hold.glob("held-*")) and time.time() < deadline and sweep.poll() is None:
         time.sleep(0.5)
-    assert list(hold.glob("held-*")), "the job never reached epoch 1"
+    assert list(hold.glob("held-*")), f"the job never reached epoch 1\n{_cluster_state(tmp_path)}"
     job = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True).stdout.split()
     assert len(job) == 1
     subprocess.run(["scancel", job[0]], check=True)  # SIGTERM to the job's processes, SIGKILL after KillWait
     out, err = sweep.communicate(timeout=300)
-    assert sweep.returncode == 0, err[-3000:]
+    assert sweep.returncode == 0, f"{err[-3000:]}\n{_cluster_state(tmp_path)}"
     assert f"SLURM job {job[0]} ended CANCELLED without a result" in err
     assert "1 jobs: 0 trained, 0 skipped, 0 failed, 1 left no record" in out
     runs = runs_of(_store(tmp_path))
@@ -114,8 +146,7 @@ def test_ddp_over_two_slurm_tasks_matches_one_process(store, tmp_path: Path) -> 
     common = ["seed=1", "trainer.max_epochs=10", "data=wine", "callbacks.progress_bar=null", "print_config=false", *NO_MODEL]
     ddp = [*SLURM, "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "trainer=ddp", "trainer.accelerator=cpu"]
     # Two processes of 16 take the same 32 samples a step as one process of 32.
-    result = cli([*ddp, "trainer.devices=2", "data.batch_size=16", *common, "experiment_name=ddp"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _slurm_cli([*ddp, "trainer.devices=2", "data.batch_size=16", *common, "experiment_name=ddp"], tmp_path)
     one = train_in_process(["data.batch_size=32", *common, "experiment_name=single", *store_overrides(store)], tmp_path / "single")
     logs = sorted(tmp_path.glob("outputs/multirun/*/*/.submitit/*/*_log.err"))
     assert len(logs) == 2  # one log per SLURM task
