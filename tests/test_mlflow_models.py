@@ -63,6 +63,23 @@ def test_a_network_run_logs_a_model_that_predicts_its_test_report(store, tmp_pat
     assert [m.source_run_id for m in logged] == [run.run_id]  # in the run's experiment, linked to it
 
 
+def test_a_models_requirements_are_this_environments_versions_and_it_is_not_scanned(store, tmp_path: Path, monkeypatch) -> None:
+    """The pins are read from this environment, so MLflow's check of them against it (which maps
+    every installed package's files first, ~1.2 s a process) is skipped on saving and on validation."""
+    from importlib.metadata import version
+
+    from mlflow.utils import requirements_utils
+
+    checked: list[str] = []
+    monkeypatch.setattr(requirements_utils, "_check_requirement_satisfied", checked.append)
+    train_in_process([*store_overrides(store), *FAST], tmp_path / "run")
+    assert checked == []
+    run = _only_run(store["uri"])
+    pins = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.run_id}/model")).read_text().split()
+    for name in ("sweeplab", "mlflow", "torch", "numpy", "pandas"):
+        assert f"{name}=={version(name)}" in pins
+
+
 def test_a_classical_model_on_a_users_csv_takes_the_raw_columns(store, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     n = 240

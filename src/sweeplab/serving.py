@@ -21,9 +21,11 @@ always loaded weights-only: ``sweeplab.checkpoints``.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +300,27 @@ def save_model(
     # Their notes on pickle (the trust model above) and on an estimator without predict (added below) are known.
     for flavor in ("mlflow.sklearn", "mlflow.pytorch"):
         logging.getLogger(flavor).setLevel(logging.ERROR)
+    _save_flavor(path, mlflow_model, model, spec, signature, input_example, requirements)
+    Path(path, SPEC_FILE).write_text(json.dumps(spec, indent=1))
+    if spec["text"]:
+        import pickle
+
+        with open(Path(path, TOKENIZER_FILE), "wb") as f:
+            pickle.dump(tokenizer, f)
+    if "python_function" not in mlflow_model.flavors:  # MLflow adds none for an estimator without predict (PCA)
+        from mlflow import pyfunc as pyfunc_flavor
+
+        pyfunc_flavor.add_to_model(mlflow_model, loader_module=__name__, conda_env="conda.yaml", python_env="python_env.yaml")
+    pyfunc = mlflow_model.flavors["python_function"]
+    pyfunc.update({"loader_module": __name__, "data": SPEC_FILE})
+    pyfunc.pop("predict_fn", None)
+    mlflow_model.metadata = {**(mlflow_model.metadata or {}), "sweeplab_version": spec["sweeplab_version"]}
+    mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def _save_flavor(
+    path: str, mlflow_model: Any, model: Any, spec: dict[str, Any], signature: Any, input_example: Any, requirements: list[str]
+) -> None:
     if spec["flavor"] == "pytorch":
         # Pickled (the eager module), not torch.export's pt2: every network here loads back, whatever its
         # control flow (recurrent, transformers), and serves any batch size.
@@ -322,21 +345,26 @@ def save_model(
             pip_requirements=requirements,
             **_sklearn_format(model),
         )
-    Path(path, SPEC_FILE).write_text(json.dumps(spec, indent=1))
-    if spec["text"]:
-        import pickle
 
-        with open(Path(path, TOKENIZER_FILE), "wb") as f:
-            pickle.dump(tokenizer, f)
-    if "python_function" not in mlflow_model.flavors:  # MLflow adds none for an estimator without predict (PCA)
-        from mlflow import pyfunc as pyfunc_flavor
 
-        pyfunc_flavor.add_to_model(mlflow_model, loader_module=__name__, conda_env="conda.yaml", python_env="python_env.yaml")
-    pyfunc = mlflow_model.flavors["python_function"]
-    pyfunc.update({"loader_module": __name__, "data": SPEC_FILE})
-    pyfunc.pop("predict_fn", None)
-    mlflow_model.metadata = {**(mlflow_model.metadata or {}), "sweeplab_version": spec["sweeplab_version"]}
-    mlflow_model.save(os.path.join(path, "MLmodel"))
+@contextlib.contextmanager
+def _pins_from_this_environment() -> Iterator[None]:
+    """Skip MLflow's check that a model's requirements match this environment, on saving
+    it and on loading it back to validate the input example: ``pip_requirements`` reads
+    them from this environment, so the check can only pass, and it first maps every
+    installed package's files to its modules (about 1.2 s in each process that logs a model)."""
+    import mlflow.pyfunc
+    from mlflow.utils import environment
+
+    modules = [m for m in (environment, mlflow.pyfunc) if hasattr(m, "warn_dependency_requirement_mismatches")]
+    checks = [m.warn_dependency_requirement_mismatches for m in modules]  # another MLflow version may have neither
+    for module in modules:
+        module.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        for module, check in zip(modules, checks):
+            module.warn_dependency_requirement_mismatches = check
 
 
 def _sklearn_format(model: Any) -> dict[str, Any]:
@@ -394,18 +422,19 @@ def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], 
     signature = _signature(model, spec, example, tokenizer)
     mlflow.set_tracking_uri(tracking_uri)
     logged = _create_logged_model(mlflow.MlflowClient(tracking_uri), run_id, spec)
-    return Model.log(
-        artifact_path=None,
-        name=MODEL_NAME,
-        model_id=logged.model_id,
-        flavor=sys.modules[__name__],
-        run_id=run_id,
-        model=model,
-        spec=spec,
-        signature=signature,
-        input_example=example,
-        tokenizer=tokenizer,
-    )
+    with _pins_from_this_environment():
+        return Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            model_id=logged.model_id,
+            flavor=sys.modules[__name__],
+            run_id=run_id,
+            model=model,
+            spec=spec,
+            signature=signature,
+            input_example=example,
+            tokenizer=tokenizer,
+        )
 
 
 def save_local(path: Path, model: Any, spec: dict[str, Any], example: Any, tokenizer: Any = None) -> None:
@@ -416,7 +445,8 @@ def save_local(path: Path, model: Any, spec: dict[str, Any], example: Any, token
 
     shutil.rmtree(path, ignore_errors=True)
     signature = _signature(model, spec, example, tokenizer)
-    save_model(str(path), Model(), model=model, spec=spec, signature=signature, input_example=example, tokenizer=tokenizer)
+    with _pins_from_this_environment():
+        save_model(str(path), Model(), model=model, spec=spec, signature=signature, input_example=example, tokenizer=tokenizer)
 
 
 def log_saved_model(tracking_uri: str, run_id: str, path: Path) -> str:
