@@ -13,7 +13,7 @@ from torch import nn
 from sweeplab.callbacks import PreciseBatchNorm
 from sweeplab.data.base import Task
 from sweeplab.data.sklearn_data import MoonsDataModule
-from sweeplab.module import SweepModule
+from sweeplab.module import LightningData, SweepModule
 
 
 def _fit(net: nn.Module, callbacks: list, epochs: int = 1) -> MoonsDataModule:
@@ -31,7 +31,7 @@ def _fit(net: nn.Module, callbacks: list, epochs: int = 1) -> MoonsDataModule:
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=LightningData(dm))
     return dm
 
 

@@ -10,6 +10,7 @@ import torch
 
 from sweeplab.config import compose
 from sweeplab.models.zoo import ARCHITECTURES, TorchvisionNet
+from sweeplab.module import LightningData
 
 from conftest import FAST, runs_of, saved_predictions, store_overrides, train_in_process
 
@@ -143,7 +144,7 @@ def test_frozen_backbone_is_unchanged_after_training_and_the_head_learns(mobilen
     path, state = mobilenet_file
     module, trainer, dm = _built(["model=mobilenet_v2", f"model.weights={path}", "model.freeze_backbone=true"], tmp_path)
     head_before = {k: v.clone() for k, v in module.net.head.state_dict().items()}
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=LightningData(dm))
     assert trainer.global_step == 2
     after = module.net.backbone.state_dict()
     for key, value in state.items():  # parameters and BatchNorm statistics alike

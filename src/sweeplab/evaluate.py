@@ -114,7 +114,9 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
     datamodule.setup()
     module, trainer = _build_module(cfg, datamodule), _build_trainer(cfg, [], run_dir)
     module.load_state_dict(checkpoint["state_dict"])
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    from sweeplab.module import LightningData
+
+    trainer.test(module, datamodule=LightningData(datamodule), verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if module.task.value == "embedding":  # word vectors: their benchmark scores, as at the end of training
         metrics.update(module.net.evaluate(run_dir)[0])

@@ -9,11 +9,14 @@ ids, or values for regression), never logits, so no threshold guessing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torchmetrics import MetricCollection
 
 from sweeplab.data.base import Task
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1")
 REGRESSION_METRICS = ("mse", "mae", "r2")
@@ -21,6 +24,8 @@ REGRESSION_METRICS = ("mse", "mae", "r2")
 
 def build_metrics(task: Task, num_classes: int | None = None) -> MetricCollection:
     """Metric collection for ``task``, without prefix; clone it per stage."""
+    from torchmetrics import MetricCollection  # with Lightning's imports: only once a run computes metrics
+
     if task is Task.BINARY:
         from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
 
@@ -72,6 +77,8 @@ def score(
         return {f"{prefix}{k}": v for k, v in cluster_scores(y_true, y_pred, features).items()}
     if task is Task.RECONSTRUCTION:
         y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    import torch
+
     metrics = build_metrics(task, num_classes)
     dtype = torch.float32 if task in (Task.REGRESSION, Task.RECONSTRUCTION) else torch.long
     metrics.update(torch.as_tensor(np.asarray(y_pred), dtype=dtype), torch.as_tensor(np.asarray(y_true), dtype=dtype))
@@ -83,6 +90,7 @@ def cluster_scores(labels: np.ndarray, clusters: np.ndarray, features: np.ndarra
     silhouette on the features (undefined, so NaN, with fewer than 2 clusters)."""
     import warnings
 
+    import torch
     from sklearn.metrics import silhouette_score
     from torchmetrics.functional.clustering import adjusted_rand_score, normalized_mutual_info_score
 

@@ -56,6 +56,33 @@ def _sparse_capable() -> tuple[type[torch.optim.Optimizer], ...]:
 SPARSE_CAPABLE = _sparse_capable()
 
 
+class LightningData(pl.LightningDataModule):
+    """A sweeplab data module as Lightning takes it (``trainer.fit(module, datamodule=LightningData(dm))``).
+
+    The data modules are plain classes, so a run that fits a scikit-learn model, or
+    fails its data checks, never imports Lightning; this adds the base class
+    Lightning looks for and hands the loaders on."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__()
+        self.data = data
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data.setup()
+
+    def train_dataloader(self) -> Any:
+        return self.data.train_dataloader()
+
+    def val_dataloader(self) -> Any:
+        return self.data.val_dataloader()
+
+    def test_dataloader(self) -> Any:
+        return self.data.test_dataloader()
+
+    def predict_dataloader(self) -> Any:
+        return self.data.predict_dataloader()
+
+
 class SweepModule(pl.LightningModule):
     def __init__(
         self,

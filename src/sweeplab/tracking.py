@@ -280,6 +280,12 @@ def artifact_root(cfg: DictConfig, uri: str) -> str | None:
     return (Path(cfg.paths.outputs).resolve() / "mlartifacts").as_uri()
 
 
+def check_reachable(cfg: DictConfig) -> None:
+    """A tracking server that does not answer is one line before the data is loaded or Lightning imported."""
+    if uses_mlflow(cfg) and (uri := tracking_uri(cfg)).startswith(("http://", "https://")):
+        check_server(uri)
+
+
 def ensure_experiment(cfg: DictConfig) -> str:
     """Create the store's tables and the experiment once, return the experiment id.
 

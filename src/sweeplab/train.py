@@ -273,9 +273,11 @@ def _fit_torch(
     import torch
 
     from sweeplab.data.base import Task
+    from sweeplab.module import LightningData
     from sweeplab.reports import write_reconstruction_report, write_test_report
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    lightning_data = LightningData(datamodule)
+    trainer.fit(module, datamodule=lightning_data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if trainer.interrupted:
         raise KeyboardInterrupt
     stages = ("train/", "val/", "test/")
@@ -291,7 +293,7 @@ def _fit_torch(
 
     checkpoint = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, OnExceptionCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None else ""
-    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    trainer.test(module, datamodule=lightning_data, ckpt_path=best or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)})
     y_pred = torch.cat(module.test_predictions)
     y_pred = (y_pred.float() if y_pred.is_floating_point() else y_pred).numpy()  # numpy has no bfloat16
@@ -312,12 +314,10 @@ def _fit_torch(
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and test one config; return the logged metrics."""
     settle(cfg)
-    check_config(cfg)  # before the ~7 s of imports below: bad input fails at once
-    import lightning.pytorch as pl
-
-    _quiet_lightning()
+    check_config(cfg)  # bad input fails at once: Lightning (~5 s of imports) is imported once the data has passed its checks
+    tracking.check_reachable(cfg)
     check_accelerator(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    seed_everything(cfg.seed)
     family = _family(cfg)
     identity = tracking.config_hash(cfg)  # of the config as given, before anything below fills it in
     start_from, resume_run_id = _starting_point(cfg, family)
@@ -333,6 +333,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         # 1-3. data (or environment) and model: everything is checked before a run exists
         family.prepare()
+        _quiet_lightning()
         run_name = _run_name(cfg)
         loggers = _build_loggers(cfg, run_name, identity, resume_run_id)
         family.attach(loggers, run_dir)
@@ -418,6 +419,21 @@ def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None, logger
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = user_uri
+
+
+def seed_everything(seed: int) -> None:
+    """What ``lightning.pytorch.seed_everything(seed, workers=True)`` does, without importing
+    Lightning: Python's, numpy's and torch's generators, and the variables Lightning's
+    DataLoader workers and DDP processes read their seeds from."""
+    import random
+
+    import numpy as np
+    import torch
+
+    os.environ["PL_GLOBAL_SEED"], os.environ["PL_SEED_WORKERS"] = str(seed), "1"
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def settle(cfg: DictConfig) -> None:

@@ -10,11 +10,13 @@ source table, its file, its time step) from loading to ``test_predictions.csv``.
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import lightning.pytorch as pl
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
 
 
 class Task(str, Enum):
@@ -31,8 +33,8 @@ class Task(str, Enum):
         return self in (Task.BINARY, Task.MULTICLASS)
 
 
-class _BatchIndexed(Dataset):
-    """A dataset that also serves a whole batch of positions at once.
+class _BatchIndexed:
+    """A map-style dataset that also serves a whole batch of positions at once.
 
     The DataLoader's fetcher calls ``__getitems__`` with each batch the
     batch sampler draws: one tensor gather instead of batch_size
@@ -64,11 +66,14 @@ def check_fraction(name: str, value: float) -> None:
         raise ValueError(f"data.{name}={value}: must be between 0 and 1 (exclusive)")
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class ArrayDataModule:
     """Splits (X, y) arrays into train/val/test and serves them as tensors.
 
     Subclasses implement ``load_arrays`` and set ``task``; everything else
-    (split, scaling, loaders, shapes) is shared.
+    (split, scaling, loaders, shapes) is shared. A plain class with Lightning's
+    data-module interface (``setup``, ``*_dataloader``), handed to Lightning as
+    ``sweeplab.module.LightningData``: checking the data, or fitting a
+    scikit-learn model on it, needs neither Lightning nor torch.
     """
 
     task: Task = Task.MULTICLASS
@@ -92,7 +97,6 @@ class ArrayDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         scale_target: bool = True,
     ) -> None:
-        super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size!r}: must be a positive integer")
         check_fraction("val_fraction", val_fraction)
@@ -225,12 +229,14 @@ class ArrayDataModule(pl.LightningDataModule):
         return self.splits[split]
 
     def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         x, y = self.arrays(split)
         target = torch.as_tensor(y, dtype=torch.long if self.task.is_classification else torch.float32)
         return torch.from_numpy(np.ascontiguousarray(x)), target
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+        from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
         dataset = _BatchIndexed(*self._tensors(split))
         base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
