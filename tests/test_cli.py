@@ -80,3 +80,34 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     result = cli(["optimizer.lr=-1"], cwd=tmp_path, env={"SWEEPLAB_DEBUG": "1"}, timeout=120)
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+# sweeplab-train's main in a fresh interpreter, printing at exit which heavy packages the process imported.
+_TRAIN_AND_LIST_IMPORTS = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('IMPORTED', sorted(m for m in ('lightning', 'torchmetrics', 'torchvision') if m in sys.modules)))\n"
+    "sys.argv[0] = 'sweeplab-train'\n"
+    "from sweeplab.train import main\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data=csv", "data.path=missing.csv", "data.target=y"], "missing.csv"),
+        (["logger.tracking_uri=http://127.0.0.1:9"], "no MLflow server answers there"),
+        (["trainer.precision=16-mixed"], "the CPU has no float16 mixed precision"),
+        (["resume=0123456789abcdef"], "no such MLflow run"),
+    ],
+)
+def test_bad_input_is_refused_before_lightning_is_imported(args: list[str], message: str, tmp_path: Path) -> None:
+    """Config, data, device, server and run checks come first: the one line does not wait on Lightning's imports."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _TRAIN_AND_LIST_IMPORTS, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "IMPORTED []" in result.stdout
