@@ -77,6 +77,27 @@ def cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None)
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+# sweeplab-train's main in a fresh interpreter, printing at exit which of the heavy packages it imported.
+_TRAIN_AND_LIST_IMPORTS = (
+    "import atexit, sys\n"
+    "heavy = ('lightning', 'torchmetrics', 'torchvision', 'torch')\n"
+    "atexit.register(lambda: print('IMPORTED', ','.join(m for m in heavy if m in sys.modules)))\n"
+    f"sys.argv[0] = {str(Path(sys.executable).with_name('sweeplab-train'))!r}\n"  # as the console script names itself
+    "from sweeplab.train import main\n"
+    "main()\n"
+)
+
+
+def train_listing_imports(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """``sweeplab-train args`` in a fresh process; which of lightning, torchmetrics, torchvision, torch it imported."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run(
+        [sys.executable, "-c", _TRAIN_AND_LIST_IMPORTS, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
+    line = next((x for x in result.stdout.splitlines() if x.startswith("IMPORTED")), "IMPORTED ?")
+    return result, set(filter(None, line.removeprefix("IMPORTED").strip().split(",")))
+
+
 def runs_of(uri: str, experiment: str = "sweeplab"):
     import mlflow
 

@@ -117,3 +117,27 @@ def test_classical_sweep_over_hyperparameters(tmp_path: Path) -> None:
     runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     assert sorted(runs["params.model.n_neighbors"].astype(int)) == [1, 3, 5, 9]
     assert set(runs.status) == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_a_classical_run_does_not_import_lightning_and_is_recorded_like_a_network(tmp_path: Path) -> None:
+    """Its MLflow record is ``tracking.MlflowRun``: the run name, MLflow's source tags, params,
+    metrics and model that Lightning's MLFlowLogger gives a network's run, from a process that
+    never imports Lightning, torchmetrics or torchvision (torch only where skops, MLflow's safe
+    format for the model, loads scikit-learn's array-API shim for it)."""
+    from conftest import cli, train_listing_imports
+
+    result, imported = train_listing_imports(["model=knn", "data=iris", "print_config=false"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert imported <= {"torch"}
+    network = cli(["data=iris", "trainer.max_epochs=1", "callbacks=none", "print_config=false"], cwd=tmp_path)
+    assert network.returncode == 0, network.stderr[-2000:]
+    runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").sort_values("start_time")
+    knn, net = runs.iloc[0], runs.iloc[1]
+    assert list(runs.status) == ["FINISHED", "FINISHED"] and knn["tags.sweeplab.model_kind"] == "classical"
+    assert knn["tags.mlflow.runName"] == "model=knn,data=iris,print_config=false"
+    for tag in ("mlflow.user", "mlflow.source.name", "mlflow.source.type"):
+        assert knn[f"tags.{tag}"] and knn[f"tags.{tag}"] == net[f"tags.{tag}"], tag
+    assert knn["tags.sweeplab.model"] == f"runs:/{knn.run_id}/model" and knn["params.data._target_"] == net["params.data._target_"]
+    y_true, y_pred = saved_predictions(Path(knn["tags.sweeplab.run_dir"]))
+    assert knn["metrics.test/accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)

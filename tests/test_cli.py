@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, runs_of
+from conftest import cli, runs_of, train_listing_imports
 
 pytestmark = pytest.mark.slow
 
@@ -82,16 +82,6 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in result.stderr
 
 
-# sweeplab-train's main in a fresh interpreter, printing at exit which heavy packages the process imported.
-_TRAIN_AND_LIST_IMPORTS = (
-    "import atexit, sys\n"
-    "atexit.register(lambda: print('IMPORTED', sorted(m for m in ('lightning', 'torchmetrics', 'torchvision') if m in sys.modules)))\n"
-    "sys.argv[0] = 'sweeplab-train'\n"
-    "from sweeplab.train import main\n"
-    "main()\n"
-)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -103,11 +93,6 @@ _TRAIN_AND_LIST_IMPORTS = (
 )
 def test_bad_input_is_refused_before_lightning_is_imported(args: list[str], message: str, tmp_path: Path) -> None:
     """Config, data, device, server and run checks come first: the one line does not wait on Lightning's imports."""
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-c", _TRAIN_AND_LIST_IMPORTS, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    result, imported = train_listing_imports(args, tmp_path)
     assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
-    assert "IMPORTED []" in result.stdout
+    assert not imported & {"lightning", "torchmetrics", "torchvision"}

@@ -1,4 +1,5 @@
-"""Metrics must equal scikit-learn's on the same predictions."""
+"""Metrics must equal scikit-learn's on the same predictions: both the torchmetrics
+collections the Lightning module logs and ``score``, which a scikit-learn model's run uses."""
 
 from __future__ import annotations
 
@@ -12,44 +13,70 @@ from sweeplab.metrics import build_metrics, score
 from sweeplab.outputs import predictions
 
 
+def collection_scores(task: Task, y_true, y_pred, num_classes: int | None = None) -> dict[str, float]:
+    """What the Lightning module logs for a split: its torchmetrics collection, updated with every prediction."""
+    metrics = build_metrics(task, num_classes)
+    dtype = torch.float32 if task is Task.REGRESSION else torch.long
+    metrics.update(torch.as_tensor(np.asarray(y_pred), dtype=dtype), torch.as_tensor(np.asarray(y_true), dtype=dtype))
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+BOTH = pytest.mark.parametrize("scores", [score, collection_scores], ids=["score", "collection"])
+
+
 def sklearn_classification(y_true, y_pred, binary: bool) -> dict[str, float]:
     avg = "binary" if binary else "macro"
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
     return {"accuracy": accuracy_score(y_true, y_pred), "precision": p, "recall": r, "f1": f}
 
 
+@BOTH
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_multiclass_equals_sklearn(seed: int) -> None:
+def test_multiclass_equals_sklearn(seed: int, scores) -> None:
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 5, 300)
     y_pred = np.where(rng.random(300) < 0.6, y_true, rng.integers(0, 5, 300))
-    ours = score(Task.MULTICLASS, y_true, y_pred, num_classes=5)
+    ours = scores(Task.MULTICLASS, y_true, y_pred, num_classes=5)
     for key, value in sklearn_classification(y_true, y_pred, binary=False).items():
         assert ours[key] == pytest.approx(value, abs=1e-6), key
 
 
-def test_accuracy_is_micro_not_balanced() -> None:
+@BOTH
+def test_macro_averages_over_the_classes_either_side_has(scores) -> None:
+    """Class 4 never occurs, class 3 is only predicted, class 2 never predicted: both
+    implementations average over classes 0-3, with 0 for an undefined precision or recall."""
+    y_true = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    y_pred = np.array([0, 1, 1, 1, 0, 3, 0, 3])
+    ours = scores(Task.MULTICLASS, y_true, y_pred, num_classes=5)
+    for key, value in sklearn_classification(y_true, y_pred, binary=False).items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+@BOTH
+def test_accuracy_is_micro_not_balanced(scores) -> None:
     # Imbalanced: balanced accuracy (torchmetrics' macro default) would be 0.5.
     y_true = np.array([0] * 90 + [1] * 10)
     y_pred = np.zeros(100, dtype=int)
-    assert score(Task.MULTICLASS, y_true, y_pred, num_classes=2)["accuracy"] == pytest.approx(0.9)
+    assert scores(Task.MULTICLASS, y_true, y_pred, num_classes=2)["accuracy"] == pytest.approx(0.9)
 
 
+@BOTH
 @pytest.mark.parametrize("seed", [0, 1])
-def test_binary_equals_sklearn_positive_class(seed: int) -> None:
+def test_binary_equals_sklearn_positive_class(seed: int, scores) -> None:
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 2, 200)
     y_pred = np.where(rng.random(200) < 0.7, y_true, 1 - y_true)
-    ours = score(Task.BINARY, y_true, y_pred)
+    ours = scores(Task.BINARY, y_true, y_pred)
     for key, value in sklearn_classification(y_true, y_pred, binary=True).items():
         assert ours[key] == pytest.approx(value, abs=1e-6), key
 
 
-def test_regression_equals_sklearn() -> None:
+@BOTH
+def test_regression_equals_sklearn(scores) -> None:
     rng = np.random.default_rng(0)
     y_true = rng.normal(size=100)
     y_pred = y_true + rng.normal(scale=0.5, size=100)
-    ours = score(Task.REGRESSION, y_true, y_pred)
+    ours = scores(Task.REGRESSION, y_true, y_pred)
     assert ours["mse"] == pytest.approx(mean_squared_error(y_true, y_pred), rel=1e-5)
     assert ours["mae"] == pytest.approx(mean_absolute_error(y_true, y_pred), rel=1e-5)
     assert ours["r2"] == pytest.approx(r2_score(y_true, y_pred), rel=1e-5)

@@ -35,11 +35,13 @@ SEED_PARAMS = ("random_state",)
 
 def is_estimator_config(model_cfg: DictConfig) -> bool:
     """True when conf/model names a scikit-learn style estimator class."""
+    import sys
+
     import hydra
-    import torch
 
     target = hydra.utils.get_object(model_cfg._target_)
-    return isinstance(target, type) and hasattr(target, "fit") and not issubclass(target, torch.nn.Module)
+    torch = sys.modules.get("torch")  # a torch module's class was defined by importing torch
+    return isinstance(target, type) and hasattr(target, "fit") and not (torch is not None and issubclass(target, torch.nn.Module))
 
 
 def for_task(model_cfg: DictConfig, data_task: Task, name: str) -> DictConfig:
@@ -184,6 +186,7 @@ class ClassicalFamily:
 
     kind = "classical"
     resumable = False  # fitting is one call: there is nothing to continue
+    lightning = False  # its MLflow record is tracking.MlflowRun: the run imports neither Lightning nor torch
 
     def __init__(self, cfg: DictConfig, name: str) -> None:
         self.cfg, self.name = cfg, name
@@ -193,8 +196,10 @@ class ClassicalFamily:
         from omegaconf import open_dict
 
         from sweeplab.data.text import check_text_pairing
+        from sweeplab.train import seed_everything
 
         cfg = self.cfg
+        seed_everything(cfg.seed, torch=False)  # estimators without a random_state draw from numpy's generator
         self.datamodule = hydra.utils.instantiate(cfg.data)
         check_text_pairing(self.datamodule, cfg.model, self.name)
         if self.datamodule.task is not Task.EMBEDDING:  # a corpus is read as sentences; its cells are GloVe's

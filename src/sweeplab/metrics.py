@@ -70,35 +70,44 @@ def score(
     prefix: str = "",
     features: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics of whole-split predictions (numpy), through the same collections
-    the Lightning module uses. Clustering: ``y_pred`` are cluster ids, scored
-    against the labels (ARI, NMI) and by ``features`` (silhouette)."""
+    """Metrics of whole-split predictions (numpy), for models fitted outside
+    Lightning (scikit-learn estimators): scikit-learn's own functions with the
+    definitions ``build_metrics`` uses (tests/test_metrics.py holds the two
+    equal), so such a run needs neither torch nor torchmetrics. Clustering:
+    ``y_pred`` are cluster ids, scored against the labels (ARI, NMI) and by
+    ``features`` (silhouette)."""
+    from sklearn import metrics as sk
+
     if task is Task.CLUSTERING:
         return {f"{prefix}{k}": v for k, v in cluster_scores(y_true, y_pred, features).items()}
-    if task is Task.RECONSTRUCTION:
-        y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
-    import torch
-
-    metrics = build_metrics(task, num_classes)
-    dtype = torch.float32 if task in (Task.REGRESSION, Task.RECONSTRUCTION) else torch.long
-    metrics.update(torch.as_tensor(np.asarray(y_pred), dtype=dtype), torch.as_tensor(np.asarray(y_true), dtype=dtype))
-    return {f"{prefix}{k}": float(v) for k, v in metrics.compute().items()}
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if task.is_classification:
+        if task is Task.MULTICLASS and (not num_classes or num_classes < 2):
+            raise ValueError(f"multiclass metrics need num_classes >= 2, got {num_classes}")
+        # Macro over the classes present in either array, as torchmetrics averages; binary: the positive class 1.
+        average = "binary" if task is Task.BINARY else "macro"
+        precision, recall, f1, _ = sk.precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
+        values = {"accuracy": sk.accuracy_score(y_true, y_pred), "precision": precision, "recall": recall, "f1": f1}
+    elif task in (Task.REGRESSION, Task.RECONSTRUCTION):
+        y_true, y_pred = y_true.reshape(-1).astype(np.float64), y_pred.reshape(-1).astype(np.float64)
+        values = {"mse": sk.mean_squared_error(y_true, y_pred), "mae": sk.mean_absolute_error(y_true, y_pred)}
+        if task is Task.REGRESSION:
+            values["r2"] = sk.r2_score(y_true, y_pred)
+    elif task is Task.EMBEDDING:
+        values = {}
+    else:
+        raise ValueError(f"no supervised metrics for task {task.value!r}")
+    return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
 def cluster_scores(labels: np.ndarray, clusters: np.ndarray, features: np.ndarray | None) -> dict[str, float]:
     """Adjusted Rand index and normalised mutual information against the labels,
     silhouette on the features (undefined, so NaN, with fewer than 2 clusters)."""
-    import warnings
 
-    import torch
-    from sklearn.metrics import silhouette_score
-    from torchmetrics.functional.clustering import adjusted_rand_score, normalized_mutual_info_score
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
-    labels_t, clusters_t = torch.as_tensor(np.asarray(labels)), torch.as_tensor(np.asarray(clusters))
-    with warnings.catch_warnings():  # torchmetrics' internal sparse tensors warn about invariant checks
-        warnings.simplefilter("ignore", UserWarning)
-        ari = float(adjusted_rand_score(clusters_t, labels_t))
-        nmi = float(normalized_mutual_info_score(clusters_t, labels_t))
+    ari = float(adjusted_rand_score(np.asarray(labels), np.asarray(clusters)))
+    nmi = float(normalized_mutual_info_score(np.asarray(labels), np.asarray(clusters)))
     out = {
         "adjusted_rand": ari,
         "nmi": nmi,

@@ -36,14 +36,14 @@ def git_root() -> Path | None:
 
 
 def creation_tags(command: list[str]) -> dict[str, str]:
-    import lightning
-    import torch
+    from importlib.metadata import version
 
+    torch = sys.modules.get("torch")  # its build (2.14.1+cu130) where the run imported it; a classical run does not
     tags = {
         "sweeplab.command": " ".join(command),
         "sweeplab.python": platform.python_version(),
-        "sweeplab.torch": torch.__version__,
-        "sweeplab.lightning": lightning.__version__,
+        "sweeplab.torch": torch.__version__ if torch is not None else version("torch"),
+        "sweeplab.lightning": version("lightning"),
     }
     root = git_root()
     commit = _git("rev-parse", "HEAD", cwd=root) if root else None

@@ -10,6 +10,8 @@ import json
 import math
 import os
 import re
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +280,116 @@ def artifact_root(cfg: DictConfig, uri: str) -> str | None:
     if uri.startswith(("http://", "https://", "databricks")):
         return None
     return (Path(cfg.paths.outputs).resolve() / "mlartifacts").as_uri()
+
+
+MLFLOW_RUN = "sweeplab.tracking.MlflowRun"
+
+
+class MlflowRun:
+    """The MLflow record of a run Lightning does not train (a scikit-learn model, a
+    tabular agent): the run, tags, params and metrics that Lightning's ``MLFlowLogger``
+    writes, through the part of its interface sweeplab uses (``experiment``, ``run_id``,
+    ``log_hyperparams``, ``log_metrics``, ``finalize``), without importing Lightning
+    (about 5 s of a process's start). The same config keys build it (conf/logger/mlflow.yaml)."""
+
+    def __init__(
+        self,
+        experiment_name: str = "sweeplab",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        tags: dict[str, Any] | None = None,
+        prefix: str = "",
+        artifact_location: str | None = None,
+        run_id: str | None = None,
+        synchronous: bool | None = None,
+        **_: Any,  # MLFlowLogger's save_dir and log_model: its local fallback store and checkpoint logging (sweeplab does both itself)
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self._experiment_name, self._run_name, self._run_id = experiment_name, run_name, run_id
+        self._tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        self.tags, self._prefix, self._artifact_location = dict(tags or {}), prefix, artifact_location
+        self._log_batch_kwargs = {} if synchronous is None else {"synchronous": synchronous}
+        self._experiment_id: str | None = None
+        self._client = MlflowClient(self._tracking_uri or None)
+        self._initialized = False
+
+    @property
+    def experiment(self) -> Any:
+        """The MlflowClient; the first use creates the run (or finds the one given by ``run_id``)."""
+        if self._initialized:
+            return self._client
+        import mlflow
+
+        mlflow.set_tracking_uri(self._tracking_uri or None)
+        if self._run_id is not None:
+            self._experiment_id = self._client.get_run(self._run_id).info.experiment_id
+        else:
+            from mlflow.tracking.context.registry import resolve_tags
+            from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+            found = self._client.get_experiment_by_name(self._experiment_name)
+            if found is not None and found.lifecycle_stage != "deleted":
+                self._experiment_id = found.experiment_id
+            else:
+                self._experiment_id = self._client.create_experiment(self._experiment_name, artifact_location=self._artifact_location)
+            if self._run_name is not None:
+                self.tags[MLFLOW_RUN_NAME] = self._run_name
+            self._run_id = self._client.create_run(self._experiment_id, tags=resolve_tags(self.tags)).info.run_id
+        self._initialized = True
+        return self._client
+
+    @property
+    def run_id(self) -> str | None:
+        _ = self.experiment
+        return self._run_id
+
+    @property
+    def experiment_id(self) -> str | None:
+        _ = self.experiment
+        return self._experiment_id
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key=str(k), value=str(v)[:250]) for k, v in flatten(dict(params)).items()]  # MLFlowLogger's 250
+        for start in range(0, len(items), 100):  # MLflow takes 100 params a call
+            self.experiment.log_batch(self.run_id, params=items[start : start + 100], **self._log_batch_kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        points = [
+            Metric(
+                key=re.sub(r"[^a-zA-Z0-9_/. -]+", "", f"{self._prefix}-{k}" if self._prefix else k),
+                value=float(v),
+                timestamp=now,
+                step=step or 0,
+            )
+            for k, v in metrics.items()
+            if not isinstance(v, str)
+        ]
+        self.experiment.log_batch(self.run_id, metrics=points, **self._log_batch_kwargs)
+
+    def finalize(self, status: str = "success") -> None:
+        if self._initialized:
+            status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
+            self.experiment.set_terminated(self.run_id, status)
+
+    def save(self) -> None:
+        """Every write above is already in the store."""
+
+
+def is_mlflow_logger(logger: Any) -> bool:
+    """An MLflow record: ``MlflowRun`` or Lightning's ``MLFlowLogger`` (checked only where Lightning is imported)."""
+    if isinstance(logger, MlflowRun):
+        return True
+    if "lightning.pytorch" not in sys.modules:
+        return False
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return isinstance(logger, MLFlowLogger)
 
 
 def check_reachable(cfg: DictConfig) -> None:

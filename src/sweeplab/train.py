@@ -70,13 +70,16 @@ def _run_name(cfg: DictConfig) -> str:
     return cfg.run_name or ",".join(shown) or "default"
 
 
-def _build_loggers(cfg: DictConfig, run_name: str, identity: str, resume_run_id: str | None = None) -> list[Any]:
+def _build_loggers(cfg: DictConfig, run_name: str, identity: str, resume_run_id: str | None = None, lightning: bool = True) -> list[Any]:
     """The run's loggers: the one ``logger=`` names (MLflow by default: the run's
     record), then those under ``logger.also`` (logger=many: TensorBoard, CSV),
-    which receive the same metrics under the same names."""
+    which receive the same metrics under the same names. A family that trains
+    without Lightning gets its MLflow record as ``tracking.MlflowRun``."""
     if not cfg.get("logger"):
         return []
     main = OmegaConf.create({k: v for k, v in cfg.logger.items() if k not in tracking.SWEEPLAB_LOGGER_KEYS})
+    if not lightning and tracking.uses_mlflow(cfg):
+        main._target_ = tracking.MLFLOW_RUN
     also = [hydra.utils.instantiate(c) for c in (cfg.logger.get("also") or {}).values() if c]
     return [_build_logger(cfg, main, run_name, identity, resume_run_id), *also]
 
@@ -188,14 +191,18 @@ class TorchFamily:
 
     kind = "torch"
     resumable = True  # from its Lightning checkpoint
+    lightning = True
     run_tags: dict[str, str] = {}  # replaced, never changed in place, once fitted (sweeplab.pruned)
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
 
     def prepare(self) -> None:
+        check_accelerator(self.cfg)
+        seed_everything(self.cfg.seed)
         self.datamodule = hydra.utils.instantiate(self.cfg.data)
         self.datamodule.setup()
+        _quiet_lightning()  # the data passed its checks: now Lightning's ~5 s of imports
         self.module = _build_module(self.cfg, self.datamodule)
         self.task = self.module.task
 
@@ -225,9 +232,10 @@ class TorchFamily:
 def _family(cfg: DictConfig) -> Any:
     """The family that runs this config: an agent in an environment (env=), a
     scikit-learn estimator (model= naming one), or a torch network. Each has
-    prepare() (data, model, every check: before a run exists), attach(loggers,
+    prepare() (seed, data, model, every check: before a run exists), attach(loggers,
     run_dir) (the first logger is the run's record) and fit(start_from) ->
-    (metrics, report files); kind, resumable and, once prepared, task."""
+    (metrics, report files); kind, resumable, lightning (whether it trains in a
+    Lightning Trainer) and, once prepared, task."""
     from sweeplab import classical
 
     if cfg.get("env"):
@@ -316,8 +324,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     settle(cfg)
     check_config(cfg)  # bad input fails at once: Lightning (~5 s of imports) is imported once the data has passed its checks
     tracking.check_reachable(cfg)
-    check_accelerator(cfg)
-    seed_everything(cfg.seed)
     family = _family(cfg)
     identity = tracking.config_hash(cfg)  # of the config as given, before anything below fills it in
     start_from, resume_run_id = _starting_point(cfg, family)
@@ -333,9 +339,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         # 1-3. data (or environment) and model: everything is checked before a run exists
         family.prepare()
-        _quiet_lightning()
         run_name = _run_name(cfg)
-        loggers = _build_loggers(cfg, run_name, identity, resume_run_id)
+        loggers = _build_loggers(cfg, run_name, identity, resume_run_id, family.lightning)
         family.attach(loggers, run_dir)
         logger = loggers[0] if loggers else None  # the run's record
 
@@ -421,19 +426,21 @@ def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None, logger
         os.environ["MLFLOW_TRACKING_URI"] = user_uri
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, torch: bool = True) -> None:
     """What ``lightning.pytorch.seed_everything(seed, workers=True)`` does, without importing
-    Lightning: Python's, numpy's and torch's generators, and the variables Lightning's
-    DataLoader workers and DDP processes read their seeds from."""
+    Lightning: Python's, numpy's and (for a family that uses it) torch's generators, and the
+    variables Lightning's DataLoader workers and DDP processes read their seeds from."""
     import random
 
     import numpy as np
-    import torch
 
     os.environ["PL_GLOBAL_SEED"], os.environ["PL_SEED_WORKERS"] = str(seed), "1"
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    if torch:
+        import torch as torch_module
+
+        torch_module.manual_seed(seed)
 
 
 def settle(cfg: DictConfig) -> None:

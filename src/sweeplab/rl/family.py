@@ -128,8 +128,19 @@ class ReinforcementFamily:
         self.loggers: list[Any] = []
         self.run_dir = Path(".")
 
+    @property
+    def lightning(self) -> bool:
+        """A network agent trains in a Lightning Trainer; a tabular one needs neither Lightning nor torch."""
+        return uses_network(self.cfg)
+
     def prepare(self) -> None:
+        from sweeplab.train import _quiet_lightning, check_accelerator, seed_everything
+
         cfg = self.cfg
+        seed_everything(cfg.seed, torch=self.lightning)
+        if self.lightning:
+            check_accelerator(cfg)
+            _quiet_lightning()
         self.env = hydra.utils.instantiate(cfg.env)
         self.eval_env = hydra.utils.instantiate(cfg.env)
         settings = OmegaConf.to_container(cfg.agent, resolve=True)
@@ -264,9 +275,9 @@ class ReinforcementFamily:
 
 
 def _is_mlflow(logger: Any) -> bool:
-    from lightning.pytorch.loggers import MLFlowLogger
+    from sweeplab.tracking import is_mlflow_logger
 
-    return isinstance(logger, MLFlowLogger)
+    return is_mlflow_logger(logger)
 
 
 class _progress:
