@@ -54,9 +54,9 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("outputs/multirun/*/*/.submitit/*/*_log.err")}
     assert set(runs.status) == {"FINISHED"}, (runs.filter(like="error").to_dict("records"), logs)
     # The jobs' own output only reaches .submitit logs: the parent says what they did.
-    again = cli(["-m", "hydra/launcher=submitit_local", "optimizer=adam,sgd,rmsprop", *QUICK], cwd=tmp_path)
+    again = cli(["-m", "hydra/launcher=submitit_local", "optimizer=sgd,rmsprop", *QUICK], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "3 jobs: 1 trained, 2 skipped, 0 failed" in again.stdout
+    assert "2 jobs: 1 trained, 1 skipped, 0 failed" in again.stdout
     assert len(runs_of(_store(tmp_path))) == 3
 
 
