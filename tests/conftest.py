@@ -34,13 +34,6 @@ def _outputs_state() -> dict[str, tuple[int, int]]:
     return state
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The end-to-end tests (marked slow) first, in file order: under pytest-xdist the long ones
-    start early and the short unit tests fill the workers at the end, instead of two cores
-    waiting behind one long test that happened to come last."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(autouse=True)
 def _leave_checkout_outputs_alone():
     """Tests write into tmp_path only: the user's own store and runs stay untouched."""
