@@ -103,7 +103,6 @@ def score(
 def cluster_scores(labels: np.ndarray, clusters: np.ndarray, features: np.ndarray | None) -> dict[str, float]:
     """Adjusted Rand index and normalised mutual information against the labels,
     silhouette on the features (undefined, so NaN, with fewer than 2 clusters)."""
-
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
     ari = float(adjusted_rand_score(np.asarray(labels), np.asarray(clusters)))

@@ -377,9 +377,6 @@ class MlflowRun:
             status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
             self.experiment.set_terminated(self.run_id, status)
 
-    def save(self) -> None:
-        """Every write above is already in the store."""
-
 
 def is_mlflow_logger(logger: Any) -> bool:
     """An MLflow record: ``MlflowRun`` or Lightning's ``MLFlowLogger`` (checked only where Lightning is imported)."""

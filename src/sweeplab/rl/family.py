@@ -21,6 +21,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from sweeplab import tracking
 from sweeplab.data.base import Task
 from sweeplab.rl import envs
 
@@ -67,7 +68,7 @@ def log_series(logger: Any, series: dict[str, np.ndarray]) -> None:
     batches of 1000 (one call per point costs ~9 ms on SQLite)."""
     if logger is None or not series:
         return
-    if _is_mlflow(logger):
+    if tracking.is_mlflow_logger(logger):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -216,7 +217,7 @@ class ReinforcementFamily:
         metrics.update(tested)
         for logger in self.loggers:
             logger.log_metrics(tested | {k: v for k, v in metrics.items() if k.startswith("test/")}, step=0)
-            if not _is_mlflow(logger):
+            if not tracking.is_mlflow_logger(logger):
                 logger.save()
         files = list(saved)
         if returns is not None and len(returns):
@@ -272,12 +273,6 @@ class ReinforcementFamily:
             arrays["q"] = self.agent.q
         np.savez(path, **arrays)
         return path
-
-
-def _is_mlflow(logger: Any) -> bool:
-    from sweeplab.tracking import is_mlflow_logger
-
-    return is_mlflow_logger(logger)
 
 
 class _progress:
