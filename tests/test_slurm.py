@@ -29,6 +29,9 @@ def cluster() -> None:
     started = subprocess.run(["bash", str(HERE / "slurm" / "start_cluster.sh")], capture_output=True, text=True, timeout=180)
     if started.returncode != 0:
         pytest.skip((started.stdout + started.stderr).strip().splitlines()[-1])
+    # The suite sets OMP_NUM_THREADS=1, which nproc honours: a node of 1 CPU would queue the DDP job forever.
+    node_cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0]
+    assert node_cpus == str(len(os.sched_getaffinity(0))), f"the node has {node_cpus} CPUs, this machine {os.cpu_count()}"
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +161,21 @@ def test_ddp_over_two_slurm_tasks_matches_one_process(store, tmp_path: Path) -> 
     assert runs["metrics.test/accuracy"][0] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-6)
     assert abs(runs["metrics.test/accuracy"][0] - one["test/accuracy"]) <= 2 / 27 + 1e-6
     assert _queue_drained()
+
+
+def test_a_job_asking_more_than_the_partition_has_is_cancelled_saying_why(tmp_path: Path) -> None:
+    """Without EnforcePartLimits SLURM queues such a job for PartitionConfig forever: the sweep says so,
+    cancels it and goes on, without submitit's wait for result files a job that never ran cannot write."""
+    node_cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0].rstrip("+"))
+    asked = node_cpus + 2
+    started = time.monotonic()
+    result = _slurm_cli([*SLURM, f"hydra.launcher.tasks_per_node={asked}", "seed=1,2", *QUICK], tmp_path, timeout=120)
+    waited = time.monotonic() - started
+    said = f"(PartitionConfig: it asks {asked} CPUs on 1 node(s), the largest node there has {node_cpus}); cancelled it"
+    assert result.stderr.count(said) == 1, result.stderr[-2000:]  # one array of two jobs: one line
+    assert result.stderr.count("ended CANCELLED without a result") == 2  # a line a job, not a line a task
+    assert "2 jobs: 0 trained, 0 skipped, 0 failed, 2 never started" in result.stdout
+    assert "job 0 never started (cancelled, see above): seed=1" in result.stdout
+    assert "job 1 never started (cancelled, see above): seed=2" in result.stdout
+    assert waited < 45, waited  # noticed at the first look (2 s), not after a time-out
+    assert runs_of(_store(tmp_path)).empty  # no run was opened for them

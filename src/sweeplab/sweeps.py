@@ -66,10 +66,12 @@ def join_sweep(cfg: DictConfig, run_id: str, sweep: str) -> None:
         client.set_tag(run_id, TRIAL_TAG, " ".join([*numbers, trial]))
 
 
-def summarize(sweep_dir: Path) -> str | None:
-    """One paragraph on a finished sweep from its jobs' records; None outside a sweep folder."""
+def summarize(sweep_dir: Path, never_started: dict[int, str] | None = None) -> str | None:
+    """One paragraph on a finished sweep from its jobs' records and the jobs a
+    cluster cancelled before they started (number -> overrides); None outside a sweep folder."""
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name) if sweep_dir.is_dir() else []
-    if not jobs:
+    never_started = never_started or {}
+    if not jobs and not never_started:
         return None
     records, silent = [], []
     for job in jobs:
@@ -80,7 +82,11 @@ def summarize(sweep_dir: Path) -> str | None:
     by_status = {s: [r for r in records if r["status"] == s] for s in ("trained", "skipped", "failed")}
     sweep = tracking.sweep_id_of(sweep_dir)
     counts = ", ".join(f"{len(v)} {k}" for k, v in by_status.items())
-    lines = [f"sweeplab-train: sweep {sweep}: {len(jobs)} jobs: {counts}" + (f", {len(silent)} left no record" if silent else "")]
+    lines = [
+        f"sweeplab-train: sweep {sweep}: {len(jobs) + len(never_started)} jobs: {counts}"
+        + (f", {len(silent)} left no record" if silent else "")
+        + (f", {len(never_started)} never started" if never_started else "")
+    ]
     threads = {(r["torch_threads"], r["workers"]) for r in by_status["trained"] if "torch_threads" in r}
     if len(threads) == 1:
         (count, workers), cores = threads.pop(), os.cpu_count()
@@ -90,6 +96,8 @@ def summarize(sweep_dir: Path) -> str | None:
         lines.append(f"  job {r['num']} skipped, identical config already FINISHED as run {r['run_id']}: {' '.join(r['overrides'])}")
     for r in by_status["failed"]:
         lines.append(f"  job {r['num']} failed: {r['error']}")
+    for num, overrides in sorted(never_started.items()):
+        lines.append(f"  job {num} never started (cancelled, see above): {overrides}")
     if silent:
         lines.append(f"  no record from job folders {', '.join(silent)} (killed before the end?)")
     if by_status["skipped"]:
@@ -194,6 +202,8 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(SWEPT_ENV, None)
-        summary = summarize(Path(config.hydra.sweep.dir))
+        from sweeplab import slurm
+
+        summary = summarize(Path(config.hydra.sweep.dir), slurm.never_started)
         if summary:
             print(summary, flush=True)

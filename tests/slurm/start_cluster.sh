@@ -10,10 +10,16 @@ for tool in slurmctld slurmd munged sbatch; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { say "$tool not installed (apt-get install slurmctld slurmd slurm-client munge)"; exit 1; }
 done
 export PATH="$PATH:/usr/sbin"
-if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then say "cluster already up"; exit 0; fi
-
 host=$(hostname -s)
-cpus=$(nproc)
+# nproc honours OMP_NUM_THREADS (the test suite sets it to 1): count the CPUs this process may use.
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
+  have=$(sinfo -h -o %c 2>/dev/null | head -1)
+  if [ "$have" = "$cpus" ]; then say "cluster already up ($have CPUs)"; exit 0; fi
+  say "cluster up with $have CPUs, this machine has $cpus: restarting it"
+  scontrol shutdown >/dev/null 2>&1; pkill -x slurmd; pkill -x slurmctld
+  for _ in $(seq 20); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.5; done
+fi
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))
 state=/var/lib/slurm-sweeplab
 
