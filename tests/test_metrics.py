@@ -95,3 +95,26 @@ def test_stage_clones_are_independent() -> None:
     val.update(torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1]))
     assert train.compute()["train/accuracy"] == 1.0
     assert val.compute()["val/accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("task", [Task.MULTICLASS, Task.BINARY])
+def test_the_collection_accumulates_batches_like_one_split(task: Task) -> None:
+    """Epoch values come from many step updates: uneven batches give scikit-learn's scores on the whole split."""
+    rng = np.random.default_rng(3)
+    classes = 2 if task is Task.BINARY else 6
+    y_true = rng.integers(0, classes, 517)
+    y_pred = np.where(rng.random(517) < 0.5, y_true, rng.integers(0, classes, 517))
+    metrics = build_metrics(task, None if task is Task.BINARY else classes).clone(prefix="val/")
+    for chunk in np.array_split(np.arange(517), [64, 128, 130, 300, 301, 480]):
+        metrics.update(torch.as_tensor(y_pred[chunk]), torch.as_tensor(y_true[chunk]))
+    ours = {k: float(v) for k, v in metrics.compute().items()}
+    expected = sklearn_classification(y_true, y_pred, binary=task is Task.BINARY)
+    assert set(ours) == {f"val/{k}" for k in expected}
+    for key, value in expected.items():
+        assert ours[f"val/{key}"] == pytest.approx(value, abs=1e-6), key
+
+
+def test_a_label_outside_the_classes_is_named() -> None:
+    metrics = build_metrics(Task.MULTICLASS, 5)
+    with pytest.raises(ValueError, match=r"target label 5 is outside the 5 classes 0\.\.4"):
+        metrics.update(torch.tensor([0, 1]), torch.tensor([0, 5]))

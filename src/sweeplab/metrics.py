@@ -26,30 +26,13 @@ def build_metrics(task: Task, num_classes: int | None = None) -> MetricCollectio
     """Metric collection for ``task``, without prefix; clone it per stage."""
     from torchmetrics import MetricCollection  # with Lightning's imports: only once a run computes metrics
 
-    if task is Task.BINARY:
-        from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
+    if task is Task.MULTICLASS and (not num_classes or num_classes < 2):
+        raise ValueError(f"multiclass metrics need num_classes >= 2, got {num_classes}")
+    if task.is_classification:
+        # One confusion-matrix state a stage, from which the four scores are derived.
+        from sweeplab.confusion import BinaryScores, MulticlassScores
 
-        return MetricCollection(
-            {"accuracy": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(), "f1": BinaryF1Score()}
-        )
-    if task is Task.MULTICLASS:
-        from torchmetrics.classification import (
-            MulticlassAccuracy,
-            MulticlassF1Score,
-            MulticlassPrecision,
-            MulticlassRecall,
-        )
-
-        if not num_classes or num_classes < 2:
-            raise ValueError(f"multiclass metrics need num_classes >= 2, got {num_classes}")
-        return MetricCollection(
-            {
-                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
-                "precision": MulticlassPrecision(num_classes, average="macro"),
-                "recall": MulticlassRecall(num_classes, average="macro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
+        return MetricCollection({"scores": BinaryScores() if task is Task.BINARY else MulticlassScores(num_classes)})
     if task in (Task.REGRESSION, Task.RECONSTRUCTION):
         from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
