@@ -360,6 +360,34 @@ def test_what_a_run_keeps_for_sync_holds_no_password(tmp_path: Path, capsys) -> 
     assert f"give it with its password: sweeplab sync {tmp_path} --store <uri>" in result.stderr
 
 
+def test_validation_values_held_for_the_epoch_write_reach_the_store_when_the_run_ends_early(tmp_path: Path) -> None:
+    """An interruption between an epoch's validation and training values: closing the run writes what was held."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.publish import Outbox
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("held")).info.run_id
+    written: list[dict[str, float]] = []
+
+    class Logger:  # Lightning's MLFlowLogger.log_metrics: one log_batch a call
+        def log_metrics(self, metrics, step=None):
+            written.append(dict(metrics))
+            client.log_batch(run_id, [Metric(k, v, 0, step) for k, v in metrics.items()])
+
+    logger = Logger()
+    outbox = Outbox(client, run_id, tmp_path, uri).attach(logger)
+    logger.log_metrics({"val/loss": 0.5, "epoch": 0}, step=7)
+    logger.log_metrics({"train/loss": 0.6, "epoch": 0}, step=7)  # same step: one write
+    logger.log_metrics({"val/loss": 0.4, "epoch": 1}, step=14)
+    assert written == [{"val/loss": 0.5, "epoch": 0, "train/loss": 0.6}]
+    outbox.close("KILLED")
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val/loss")] == [(7, 0.5), (14, 0.4)]
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
 def test_a_model_whose_spec_lacks_keys_a_later_version_added_still_loads(store, tmp_path: Path) -> None:
     from sweeplab import serving
 

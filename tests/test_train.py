@@ -214,3 +214,24 @@ def test_a_new_store_is_a_copy_of_the_one_mlflow_makes(tmp_path: Path, monkeypat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))  # no cache to keep: MLflow makes the store as before
     new_sqlite_store(tmp_path / "d" / "mlflow.db")
     assert not (tmp_path / "d" / "mlflow.db").exists()
+
+
+def test_an_epoch_is_one_mlflow_write_with_every_point_kept(store, tmp_path: Path, monkeypatch) -> None:
+    """Validation's epoch values wait for training's at the same step: one log_batch an epoch, nothing lost."""
+    from mlflow.tracking import MlflowClient
+
+    calls: list[dict[str, int]] = []
+    log_batch = MlflowClient.log_batch
+
+    def spy(self, run_id, metrics=(), *args, **kwargs):
+        calls.append({m.key: m.step for m in metrics})
+        return log_batch(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", spy)
+    train_in_process(["trainer.max_epochs=3", "callbacks=none", "logger.log_model=false", *store_overrides(store)], tmp_path / "run")
+    epochs = [c for c in calls if "train/loss" in c or "val/loss" in c]
+    assert len(epochs) == 3 and all({"train/loss", "val/loss", "val/f1", "train/f1"} <= set(c) for c in epochs)
+    run_id = runs_of(store["uri"]).run_id.iloc[0]
+    history = {k: [(m.step, m.value) for m in MlflowClient(store["uri"]).get_metric_history(run_id, k)] for k in ("train/loss", "val/loss")}
+    assert [s for s, _ in history["val/loss"]] == [s for s, _ in history["train/loss"]] == [c["val/loss"] for c in epochs]
+    assert len({v for _, v in history["val/loss"]}) == 3  # three epochs' values, not one repeated
