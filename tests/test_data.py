@@ -74,3 +74,18 @@ def test_loader_batches_cover_split_once() -> None:
     dm = IrisDataModule(batch_size=16)
     seen = sum(len(y) for _, y in dm.train_dataloader())
     assert seen == len(dm.arrays("train")[1])
+
+
+def test_a_batch_holds_the_rows_its_sampler_drew() -> None:
+    """Batches are gathered in one step from the sampler's positions: each row with its own target, in order."""
+    import torch
+
+    dm = DigitsDataModule(batch_size=64)
+    x, y = (torch.as_tensor(a) for a in dm.arrays("train"))
+    dataset = dm.train_dataloader().dataset
+    positions = [5, 3, 700, 0, 5, len(y) - 1]
+    bx, by = dataset.__getitems__(positions)
+    assert torch.equal(bx, x[positions]) and torch.equal(by, y[positions].long())
+    val_x, val_y = (torch.as_tensor(a) for a in dm.arrays("val"))
+    batches = list(dm.val_dataloader())  # sequential: the split in order
+    assert torch.equal(torch.cat([b[0] for b in batches]), val_x) and torch.equal(torch.cat([b[1] for b in batches]), val_y.long())

@@ -53,7 +53,12 @@ class _BatchIndexed:
         return self.x[i], self.y[i]
 
     def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[idx], self.y[idx]
+        import torch
+
+        # Indexing with the sampler's list of ints converts it element by element (285 us for
+        # 1024 positions); through numpy it is one copy (42 us).
+        positions = torch.from_numpy(np.fromiter(idx, dtype=np.int64, count=len(idx)))
+        return self.x[positions], self.y[positions]
 
 
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
