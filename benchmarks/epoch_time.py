@@ -8,6 +8,12 @@ next (training, validation and logging included); the first epoch is
 dropped as warm-up. Reports the median per-epoch ratio (target <= 1.15) and
 training images (rows) per second.
 
+A third measurement splits the residue: Lightning's own loop with nothing
+added ("floor": a LightningModule whose steps only compute the loss, no
+metrics, no logger, no callbacks, same data, network, optimizer and
+``deterministic`` setting). sweeplab / floor is what sweeplab adds (metrics,
+logging, MLflow); floor / hand is what Lightning's automatic loop costs.
+
     python benchmarks/epoch_time.py                      # digits and a larger moons set
     python benchmarks/epoch_time.py --epochs 20 --threads 2
     # the ResNet preset on a GPU, bf16 mixed precision, both sides on the same device:
@@ -110,6 +116,61 @@ def hand_loop_epochs(overrides: list[str], epochs: int, accelerator: str = "cpu"
     return times
 
 
+def lightning_floor_epochs(overrides: list[str], epochs: int, accelerator: str = "cpu", precision: str = "32-true") -> list[float]:
+    """Lightning's automatic loop around the same network, data and optimizer, and nothing else."""
+    import hydra
+    import lightning.pytorch as pl
+
+    from sweeplab.module import LightningData
+
+    cfg = compose([*overrides, f"trainer.max_epochs={epochs}"])
+    torch.manual_seed(cfg.seed)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup()
+    binary = dm.task.value == "binary"
+    net = hydra.utils.instantiate(cfg.model, input_shape=dm.input_shape, num_outputs=dm.num_outputs)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)
+
+    class Floor(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def _loss(self, batch):
+            x, y = batch
+            out = self.net(x)
+            if binary:
+                return torch.nn.functional.binary_cross_entropy_with_logits(out.reshape(-1), y.float())
+            return torch.nn.functional.cross_entropy(out, y)
+
+        def training_step(self, batch, batch_idx):
+            return self._loss(batch)
+
+        def validation_step(self, batch, batch_idx):
+            self._loss(batch)
+
+        def configure_optimizers(self):
+            return optimizer(self.parameters())
+
+    bench_callbacks.EPOCH_STARTS.clear()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        deterministic=cfg.trainer.deterministic,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[bench_callbacks.EpochTimer()],
+    )
+    trainer.fit(Floor(), datamodule=LightningData(dm))
+    starts = bench_callbacks.EPOCH_STARTS
+    return [b - a for a, b in zip(starts, starts[1:])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=12)
@@ -136,9 +197,12 @@ def main() -> None:
             n_train = _train_rows(overrides)
             ours = statistics.median(sweeplab_epochs([*overrides, *device], args.epochs, Path(tmp) / str(i))[1:])
             hand = statistics.median(hand_loop_epochs(overrides, args.epochs, args.accelerator, args.precision)[1:])
+            floor = statistics.median(lightning_floor_epochs(overrides, args.epochs, args.accelerator, args.precision)[1:])
             print(
                 f"{name}: sweeplab {ours * 1000:.1f} ms/epoch ({n_train / ours:.0f} train rows/s), "
-                f"hand loop {hand * 1000:.1f} ms/epoch ({n_train / hand:.0f} rows/s), ratio {ours / hand:.2f} (target <= 1.15)"
+                f"hand loop {hand * 1000:.1f} ms/epoch ({n_train / hand:.0f} rows/s), ratio {ours / hand:.2f} (target <= 1.15)\n"
+                f"    Lightning's loop alone {floor * 1000:.1f} ms/epoch: Lightning {floor / hand:.2f}x the hand loop, "
+                f"sweeplab's metrics, logging and MLflow {ours / floor:.2f}x Lightning's loop"
             )
 
 

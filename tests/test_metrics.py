@@ -114,7 +114,15 @@ def test_the_collection_accumulates_batches_like_one_split(task: Task) -> None:
         assert ours[f"val/{key}"] == pytest.approx(value, abs=1e-6), key
 
 
-def test_a_label_outside_the_classes_is_named() -> None:
-    metrics = build_metrics(Task.MULTICLASS, 5)
-    with pytest.raises(ValueError, match=r"target label 5 is outside the 5 classes 0\.\.4"):
-        metrics.update(torch.tensor([0, 1]), torch.tensor([0, 5]))
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+def test_a_label_outside_the_classes_is_named(deterministic: bool) -> None:
+    """Refused, never silently left out of the scores: torchmetrics' deterministic count skips such a label."""
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        metrics = build_metrics(Task.MULTICLASS, 5)
+        with pytest.raises(ValueError, match=r"(target label 5 is|1 target labels are) outside the 5 classes 0\.\.4"):
+            metrics.update(torch.tensor([0, 1, 2]), torch.tensor([0, 5, 2]))
+            metrics.compute()
+    finally:
+        torch.use_deterministic_algorithms(was)

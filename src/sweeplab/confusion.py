@@ -41,19 +41,30 @@ def scores_from_confusion(confusion: torch.Tensor, binary: bool) -> dict[str, to
 class MulticlassScores(MulticlassConfusionMatrix):
     """Accuracy (micro), macro precision, recall and F1, from one confusion matrix."""
 
+    def __init__(self, num_classes: int, **kwargs: object) -> None:
+        super().__init__(num_classes, **kwargs)
+        # Under torch.use_deterministic_algorithms (trainer.deterministic, the default) torchmetrics
+        # counts with a comparison that skips a label out of range instead of failing: counting the
+        # samples as well shows it at compute, once an epoch, without waiting on the device each step.
+        self.add_state("samples", torch.tensor(0), dist_reduce_fx="sum")
+
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         try:
             super().update(preds, target)
-        except RuntimeError:  # torchmetrics' bincount no longer fits the matrix: a label out of range
-            for name, values in (("target", target), ("prediction", preds)):
-                outside = values[(values < 0) | (values >= self.num_classes)]
-                if outside.numel():
-                    raise ValueError(
-                        f"{name} label {int(outside[0])} is outside the {self.num_classes} classes 0..{self.num_classes - 1}"
-                    ) from None
+        except RuntimeError:  # the matrix no longer fits torchmetrics' counts: a label out of range
+            self._refuse(target)
             raise
+        self.samples += target.numel()
+
+    def _refuse(self, target: torch.Tensor) -> None:
+        outside = target[(target < 0) | (target >= self.num_classes)]
+        if outside.numel():
+            raise ValueError(f"target label {int(outside[0])} is outside the {self.num_classes} classes 0..{self.num_classes - 1}")
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        missing = int(self.samples) - int(self.confmat.sum())
+        if missing:
+            raise ValueError(f"{missing} target labels are outside the {self.num_classes} classes 0..{self.num_classes - 1}")
         return scores_from_confusion(self.confmat, binary=False)
 
 
