@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -235,3 +237,23 @@ def test_an_epoch_is_one_mlflow_write_with_every_point_kept(store, tmp_path: Pat
     history = {k: [(m.step, m.value) for m in MlflowClient(store["uri"]).get_metric_history(run_id, k)] for k in ("train/loss", "val/loss")}
     assert [s for s, _ in history["val/loss"]] == [s for s, _ in history["train/loss"]] == [c["val/loss"] for c in epochs]
     assert len({v for _, v in history["val/loss"]}) == 3  # three epochs' values, not one repeated
+
+
+@pytest.mark.parametrize("nvml", [False, True], ids=["no-driver", "driver"])
+def test_gpus_are_counted_by_the_cuda_runtime_where_nvidias_library_is_missing(nvml: bool, monkeypatch) -> None:
+    """Lightning's NVML-based count is a failed dlopen at every Adam step on a machine without the
+    driver; there torch's cached runtime count is used. With the library, Lightning's choice stays."""
+    import ctypes
+
+    from sweeplab import train
+
+    def cdll(name, *args, **kwargs):
+        if name == "libnvidia-ml.so.1" and not nvml:
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv(train.NVML_CHECK, "1")
+    train._gpu_count_from_the_runtime_without_nvml()
+    assert (os.environ.get(train.NVML_CHECK) == "1") is nvml

@@ -108,6 +108,25 @@ def _build_logger(cfg: DictConfig, main: DictConfig, run_name: str, identity: st
     return hydra.utils.instantiate(main, tracking_uri=uri, run_name=run_name, tags=tags)
 
 
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def _gpu_count_from_the_runtime_without_nvml() -> None:
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1: torch then counts GPUs through
+    NVIDIA's management library, which keeps forked processes able to start CUDA, and caches no
+    answer until CUDA starts. Adam and AdamW ask at every step: where that library is missing
+    (no NVIDIA driver, no GPU) each question is a failed dlopen, 45 us a step. There, the CUDA
+    runtime's cached answer (1 us) is used instead; there is no GPU a fork could need."""
+    import ctypes
+
+    if os.environ.get(NVML_CHECK) != "1" or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ[NVML_CHECK]
+
+
 def _quiet_lightning() -> None:
     """Keep the console to the progress bar and results: Lightning's INFO lines
     (device summary, tips) and two known-harmless warnings add nothing."""
@@ -115,6 +134,7 @@ def _quiet_lightning() -> None:
 
     import lightning.pytorch  # noqa: F401  importing it sets its logger to INFO: import first, then quieten
 
+    _gpu_count_from_the_runtime_without_nvml()  # and its environment variable
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # MLflow's SQLite layer logs a full traceback for each failed write before
     # raising it; the raised error is reported in one line (errors.one_line).
