@@ -398,7 +398,7 @@ def test_a_metric_write_that_fails_behind_training_is_raised_at_the_next(tmp_pat
             raise OSError(28, "No space left on device")
 
     logger = Full()
-    Outbox(None, "0123abcd", tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}").attach(logger)
+    outbox = Outbox(None, "0123abcd", tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}").attach(logger)
     logger.log_metrics({"train/loss": 0.6}, step=1)  # sent behind: no error yet
     with pytest.raises(OSError, match="No space left on device"):
         logger.log_metrics({"train/loss": 0.5}, step=2)
