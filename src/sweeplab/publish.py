@@ -16,7 +16,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,6 @@ class Outbox:
         self.sent_checkpoints: dict[Path, int] = {}  # file -> the mtime of the version uploaded
         self.held_metrics: tuple[dict[str, float], int | None] | None = None  # validation's, until training's
         self.flush_metrics: Callable[[], Any] = lambda: None
-        self.writer: ThreadPoolExecutor | None = None  # the metric writes, behind training
-        self.in_flight: Future | None = None
 
     @property
     def offline(self) -> bool:
@@ -78,37 +75,21 @@ class Outbox:
                 now = int(time.time() * 1000)
                 self.pending["metrics"] += [[k, float(v), int(step or 0), now] for k, v in metrics.items() if not isinstance(v, str)]
 
-        def write_behind(metrics: dict[str, float], step: int | None) -> None:
-            # The store's write (SQLite commits, a server's round trip) overlaps the next epoch;
-            # one write in flight at most, so an error surfaces an epoch late at the latest.
-            wait_written()
-            if self.writer is None:
-                self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweeplab-mlflow")
-            self.in_flight = self.writer.submit(log_or_keep, metrics, step)
-
-        def wait_written() -> None:
-            done, self.in_flight = self.in_flight, None
-            if done is not None:
-                done.result()
-
         def flush() -> None:
             held, self.held_metrics = self.held_metrics, None
             if held is not None:
-                write_behind(*held)
-            wait_written()
+                log_or_keep(*held)
 
         def one_write_an_epoch(metrics: dict[str, float], step: int | None = None) -> None:
             # Lightning logs an epoch's validation values, then at the same step its training
             # values: held and sent together, one MLflow write an epoch (4.1 vs 7.1 ms on SQLite).
             if self.held_metrics is not None and self.held_metrics[1] == step:
                 metrics, self.held_metrics = {**self.held_metrics[0], **metrics}, None
-            held, self.held_metrics = self.held_metrics, None  # another step's
-            if held is not None:
-                write_behind(*held)
+            flush()  # another step's
             if metrics and all(k.startswith("val/") or k == "epoch" for k in metrics):
                 self.held_metrics = (dict(metrics), step)
             else:
-                write_behind(metrics, step)
+                log_or_keep(metrics, step)
 
         self.flush_metrics = flush
         logger.log_metrics = one_write_an_epoch
@@ -131,12 +112,7 @@ class Outbox:
 
     def close(self, status: str) -> None:
         """End the run with ``status``, or keep everything for ``sweeplab sync`` and say so in one line."""
-        try:
-            self.flush_metrics()
-        finally:
-            if self.writer is not None:
-                self.writer.shutdown(wait=True)
-                self.writer = None
+        self.flush_metrics()
         if self.send("status", self.client.set_terminated, self.run_id, status):
             return
         from sweeplab.tracking import redact_uri
