@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,13 +29,19 @@ GRID = ["optimizer=adam,sgd", "seed=1,2,3,4", "data=moons", "data.n_samples=4000
 SINGLE = ["data=moons", "data.n_samples=40000", "callbacks=none"]
 
 
-def timed(args: list[str], cwd: Path) -> float:
+def timed(args: list[str], cwd: Path, cpu: list[float] | None = None) -> float:
+    """Wall seconds of ``sweeplab-train args``; its CPU seconds (user + system) appended to ``cpu``."""
     exe = Path(sys.executable).with_name("sweeplab-train")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([str(exe), *args], cwd=cwd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return wall
 
 
 def main() -> None:
@@ -64,15 +71,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             timed([*SINGLE, "trainer.max_epochs=1"], Path(tmp))  # creates the store: a one-time cost
             times: dict[str, list[float]] = {"mlflow": [], "none": []}
+            cpu: dict[str, list[float]] = {"mlflow": [], "none": []}
             for _ in range(2):
                 for logger in times:
-                    times[logger].append(timed([*single, f"logger={logger}"], Path(tmp)))
+                    times[logger].append(timed([*single, f"logger={logger}"], Path(tmp), cpu[logger]))
         with_mlflow, without = statistics.median(times["mlflow"]), statistics.median(times["none"])
-        share = (with_mlflow - without) / with_mlflow
+        cpu_with, cpu_without = statistics.median(cpu["mlflow"]), statistics.median(cpu["none"])
         print(
             f"one run of {args.mlflow_epochs} epochs: MLflow on {with_mlflow:.2f} s, off {without:.2f} s, "
-            f"MLflow share {share:.1%} of the run (target <= 3% of a one-minute run)"
+            f"MLflow share {(with_mlflow - without) / with_mlflow:.1%} of the run (target <= 3% of a one-minute run); "
+            f"CPU time (steadier on a shared machine) {cpu_with:.2f} s vs {cpu_without:.2f} s: {(cpu_with - cpu_without) / cpu_with:.1%}"
         )
+        print(f"  each run, wall s: MLflow on {times['mlflow']}, off {times['none']}")
 
 
 if __name__ == "__main__":

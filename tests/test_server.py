@@ -423,3 +423,24 @@ def test_a_server_that_goes_away_mid_run_loses_nothing_and_sync_sends_it_later(s
     again = _tool("sweeplab", ["sync", str(run_dir)], tmp_path)
     assert again.returncode != 0 and "nothing to sync" in again.stderr
     relay.cut()
+
+
+def test_sync_skips_points_a_cut_off_write_already_delivered(server: str, tmp_path: Path) -> None:
+    """A write whose answer was lost may have been stored: sync sends only the steps the run lacks."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("sync-twice") or client.get_experiment(client.create_experiment("sync-twice"))
+    run_id = client.create_run(experiment.experiment_id).info.run_id
+    client.log_batch(run_id, metrics=[Metric("val/loss", 0.9, 1, 0), Metric("train/loss", 1.0, 1, 0)])  # reached the server
+    kept = [["val/loss", 0.9, 0, 1], ["train/loss", 1.0, 0, 1], ["val/loss", 0.7, 1, 2], ["train/loss", 0.8, 1, 2]]
+    unsynced = {"tracking_uri": server, "run_id": run_id, "failure": "metrics: cut", "metrics": kept}
+    (tmp_path / "unsynced.json").write_text(json.dumps({**unsynced, "artifacts": [], "model": None, "tags": {}, "status": "FINISHED"}))
+    synced = _tool("sweeplab", ["sync", str(tmp_path)], tmp_path)
+    assert synced.returncode == 0, synced.stderr[-2000:]
+    assert "2 metric points (2 already on the server)" in synced.stdout
+    for key, values in (("val/loss", [0.9, 0.7]), ("train/loss", [1.0, 0.8])):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert history == list(zip([0, 1], values)), key
+    assert client.get_run(run_id).info.status == "FINISHED"

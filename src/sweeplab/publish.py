@@ -198,8 +198,12 @@ def sync(run_dir: Path, store: str | None = None) -> None:
     from mlflow.entities import Metric
 
     points = [Metric(key=k, value=v, timestamp=t, step=s) for k, v, s, t in pending["metrics"]]
-    for start in range(0, len(points), 1000):  # MLflow's log_batch limit
-        client.log_batch(run_id, metrics=points[start : start + 1000])
+    # A write cut off mid-request may have reached the server though its answer did not come back:
+    # a point whose step the run's history already has is not sent twice.
+    stored = {key: {m.step for m in client.get_metric_history(run_id, key)} for key in {p.key for p in points}}
+    fresh = [p for p in points if p.step not in stored[p.key]]
+    for start in range(0, len(fresh), 1000):  # MLflow's log_batch limit
+        client.log_batch(run_id, metrics=fresh[start : start + 1000])
     for local, folder in pending["artifacts"]:
         client.log_artifact(run_id, local, folder)
     if pending["model"]:
@@ -210,6 +214,8 @@ def sync(run_dir: Path, store: str | None = None) -> None:
     client.set_terminated(run_id, pending["status"])
     path.rename(path.with_suffix(".synced.json"))  # kept, renamed: a second sync has nothing to send
     print(
-        f"sweeplab sync: run {run_id}: {len(points)} metric points, {len(pending['artifacts'])} files"
+        f"sweeplab sync: run {run_id}: {len(fresh)} metric points"
+        + (f" ({len(points) - len(fresh)} already on the server)" if len(fresh) < len(points) else "")
+        + f", {len(pending['artifacts'])} files"
         f"{', the model' if pending['model'] else ''} sent; status {pending['status']}"
     )

@@ -112,7 +112,8 @@ def _results_or_failed(original: Any) -> Any:
     def results(job: Any) -> list[Any]:
         from submitit.core.utils import UncompletedJobError
 
-        if str(job.job_id).split("_")[0] in _cancelled_pending:
+        never_ran = str(job.job_id).split("_")[0] in _cancelled_pending
+        if never_ran:
             # submitit waits 15 s a task for a result file a slow file system may still show; this job never ran.
             for each in [job, *job._sub_jobs]:
                 each._results_timeout_s = 0
@@ -121,8 +122,7 @@ def _results_or_failed(original: Any) -> Any:
         except UncompletedJobError as exc:
             from hydra.core.utils import JobReturn, JobStatus
 
-            base = str(job.job_id).split("_")[0]
-            if base in _cancelled_pending:
+            if never_ran:
                 overrides, _, num = job.submission().args[:3]
                 never_started[int(num)] = " ".join(overrides)
             if job.job_id not in _said:  # once for a job of several tasks

@@ -205,5 +205,6 @@ class SweepCallback(Callback):
         from sweeplab import slurm
 
         summary = summarize(Path(config.hydra.sweep.dir), slurm.never_started)
+        slurm.never_started.clear()  # this sweep's
         if summary:
             print(summary, flush=True)
