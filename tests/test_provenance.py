@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -71,3 +73,49 @@ def test_each_split_is_an_mlflow_dataset_input_with_the_splits_digest(store, tmp
     assert inputs["one"]["train"].source_type == "local" and str(table) in inputs["one"]["train"].source
     assert all(inputs["one"][s].digest == inputs["same"][s].digest for s in ("train", "val", "test"))  # same split, same digest
     assert inputs["one"]["test"].digest != inputs["other"]["test"].digest  # another seed draws another split
+
+
+def _log_the_same_split(uri: str, experiment_id: str, barrier: Any, results: Any) -> None:
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    from sweeplab.provenance import log_inputs
+
+    client = MlflowClient(uri)
+    run_id = client.create_run(experiment_id).info.run_id
+    dataset = mlflow.data.from_numpy(np.zeros((3, 2)), targets=np.zeros(3), name="digits/train", digest="0123456789abcdef")
+    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train")])]
+    barrier.wait()
+    try:
+        log_inputs(client, run_id, inputs)
+        results.put("ok")
+    except Exception as error:  # noqa: BLE001 - the parent reports it
+        results.put(f"{type(error).__name__}: {str(error)[:200]}")
+
+
+def test_runs_starting_together_share_a_split_without_a_duplicate_key_error(tmp_path: Path) -> None:
+    """A sweep's jobs log the same split at the same moment; MLflow's
+    look-up-then-insert let all but one fail with UNIQUE constraint failed
+    (4 processes: 3 of 4 rounds failed before). Forked, so the race is tight."""
+    import multiprocessing
+
+    from sweeplab.tracking import _use_wal, new_sqlite_store
+
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(3):
+        db = tmp_path / f"round{round_}.db"
+        new_sqlite_store(db)
+        _use_wal(db)
+        uri = f"sqlite:///{db}"
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment("sweep")
+        barrier, results = fork.Barrier(4), fork.Queue()
+        workers = [fork.Process(target=_log_the_same_split, args=(uri, experiment_id, barrier, results)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [results.get(timeout=5) for _ in workers] == ["ok"] * 4
+        runs = client.search_runs([experiment_id])
+        assert len(runs) == 4 and all(len(run.inputs.dataset_inputs) == 1 for run in runs)
+        assert len({run.inputs.dataset_inputs[0].dataset.digest for run in runs}) == 1
