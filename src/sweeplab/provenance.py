@@ -124,26 +124,13 @@ def record(client: Any, run_id: str, family: Any, data_name: str, resumed: bool)
     log_inputs(client, run_id, inputs)
 
 
-_DUPLICATE_KEY = ("UNIQUE constraint failed", "Duplicate entry", "duplicate key value")
+def log_inputs(client: Any, run_id: str, inputs: list[Any]) -> None:
+    """``client.log_inputs``, safe for runs that start together: MLflow looks a
+    dataset up by (experiment, name, digest) and inserts it when missing, so
+    two runs of a sweep doing that at the same moment both insert."""
+    from sweeplab.tracking import again_on_duplicate_key
 
-
-def log_inputs(client: Any, run_id: str, inputs: list[Any], attempts: int = 3) -> None:
-    """``client.log_inputs``, safe for runs that start together.
-
-    MLflow looks a dataset up by (experiment, name, digest) and inserts it when
-    missing; two runs of a sweep doing that at the same moment both insert, and
-    the store's unique key refuses the second (sqlite3.IntegrityError, or the
-    same error from a server). Asked again, it finds the row the first wrote.
-    """
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(1, attempts + 1):
-        try:
-            client.log_inputs(run_id, datasets=inputs)
-            return
-        except MlflowException as error:
-            if attempt == attempts or not any(text in str(error) for text in _DUPLICATE_KEY):
-                raise
+    again_on_duplicate_key(client.log_inputs, run_id, datasets=inputs)
 
 
 def command_line() -> list[str]:

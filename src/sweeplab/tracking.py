@@ -427,8 +427,29 @@ def ensure_experiment(cfg: DictConfig) -> str:
             return experiment_id
     # MLflow 3's UI opens an experiment without this tag on its GenAI (traces)
     # page; tagged as model development it opens on the runs table.
-    client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    again_on_duplicate_key(client.set_experiment_tag, experiment_id, *EXPERIMENT_KIND)
     return experiment_id
+
+
+_DUPLICATE_KEY = ("UNIQUE constraint failed", "Duplicate entry", "duplicate key value")
+
+
+def again_on_duplicate_key(call: Any, *args: Any, attempts: int = 3, **kwargs: Any) -> Any:
+    """Call an MLflow write that looks a row up and inserts it when missing.
+
+    Two processes doing that at the same moment both insert and the store's
+    unique key refuses the second (sqlite3.IntegrityError, or the same error
+    from a server); asked again, it finds the row the first wrote.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as error:
+            if attempt == attempts or not any(text in str(error) for text in _DUPLICATE_KEY):
+                raise
+    return None
 
 
 def new_sqlite_store(db: Path) -> None:
