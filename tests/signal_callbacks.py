@@ -62,3 +62,13 @@ class FailAtFitStart(Callback):
 
         if self.seed is None or os.environ.get("PL_GLOBAL_SEED") == str(self.seed):  # set by seed_everything
             raise RuntimeError("a planned failure at the start of fitting")
+
+
+class CollectorAtTrainStart(Callback):
+    """Print whether Python's garbage collector is on and how many full
+    (generation 2) collections the process has run when training starts."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import gc
+
+        print(f"COLLECTOR enabled={gc.isenabled()} full_collections={gc.get_stats()[2]['collections']}", flush=True)

@@ -257,3 +257,42 @@ def test_gpus_are_counted_by_the_cuda_runtime_where_nvidias_library_is_missing(n
     monkeypatch.setenv(train.NVML_CHECK, "1")
     train._gpu_count_from_the_runtime_without_nvml()
     assert (os.environ.get(train.NVML_CHECK) == "1") is nvml
+
+
+def test_the_garbage_collector_waits_out_start_up_and_is_back_on_for_training(tmp_path: Path) -> None:
+    """Start-up imports about a million objects; with the collector running the
+    process made about ten full collections before its first step (1.2-1.4 s)."""
+    import re
+
+    from conftest import cli
+
+    result = cli(
+        [*FAST, "+callbacks.probe._target_=signal_callbacks.CollectorAtTrainStart", f"paths.outputs={tmp_path}"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    probe = re.search(r"COLLECTOR enabled=(\w+) full_collections=(\d+)", result.stdout)
+    assert probe, result.stdout[-2000:]
+    assert probe[1] == "True"  # training and everything after it run with the collector on
+    assert int(probe[2]) <= 2  # the one collection when training starts (and any before sweeplab's main)
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(store, tmp_path: Path, monkeypatch) -> None:
+    import gc
+
+    from sweeplab import train
+
+    monkeypatch.setattr(train, "_collector_paused", None)  # as in a fresh process
+    with pytest.raises(Exception, match="no_such_file.csv"):  # failing before training
+        train_in_process(
+            ["data=csv", f"data.path={tmp_path / 'no_such_file.csv'}", "data.target=y", *FAST, *store_overrides(store)], tmp_path / "a"
+        )
+    assert gc.isenabled()
+    monkeypatch.setattr(train, "_collector_paused", None)
+    gc.disable()  # the user's choice is kept
+    try:
+        train_in_process([*FAST, *store_overrides(store)], tmp_path / "b")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

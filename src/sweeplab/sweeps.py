@@ -199,6 +199,10 @@ class SweepCallback(Callback):
         slurm.prepare_parent(config.hydra.launcher)
         os.environ[PARENT_ENV] = str(os.getpid())
         os.environ[SWEPT_ENV] = ",".join(swept_keys(config))  # inherited by the jobs, joblib's workers too
+        if not str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher"):
+            from sweeplab.train import collector_back_on
+
+            collector_back_on()  # this process only waits on its jobs: its start-up is over
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(SWEPT_ENV, None)
