@@ -107,3 +107,7 @@ def run_cli(entry: Callable[[], Any], prog: str) -> None:
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        from sweeplab.start_up import freeze_for_exit
+
+        freeze_for_exit()

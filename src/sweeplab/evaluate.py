@@ -115,7 +115,9 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
     module, trainer = _build_module(cfg, datamodule), _build_trainer(cfg, [], run_dir)
     module.load_state_dict(checkpoint["state_dict"])
     from sweeplab.module import LightningData
+    from sweeplab.start_up import collector_back_on
 
+    collector_back_on()
     trainer.test(module, datamodule=LightningData(datamodule), verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if module.task.value == "embedding":  # word vectors: their benchmark scores, as at the end of training
@@ -148,7 +150,9 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
 def main(argv: list[str] | None = None) -> None:
     """Console script ``sweeplab-eval``."""
     from sweeplab.errors import run_cli
+    from sweeplab.start_up import pause_collector_for_start_up
 
+    pause_collector_for_start_up()
     parser = argparse.ArgumentParser(prog="sweeplab-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", help="an MLflow run id, or a .ckpt file inside a run folder")
     parser.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")

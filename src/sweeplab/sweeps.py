@@ -200,7 +200,7 @@ class SweepCallback(Callback):
         os.environ[PARENT_ENV] = str(os.getpid())
         os.environ[SWEPT_ENV] = ",".join(swept_keys(config))  # inherited by the jobs, joblib's workers too
         if not str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher"):
-            from sweeplab.train import collector_back_on
+            from sweeplab.start_up import collector_back_on
 
             collector_back_on()  # this process only waits on its jobs: its start-up is over
 

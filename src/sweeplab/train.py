@@ -10,7 +10,6 @@ The whole run reads top to bottom in ``run``.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -31,6 +30,7 @@ from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
 from sweeplab.publish import Outbox, publish, upload_checkpoints
+from sweeplab.start_up import collector_back_on, freeze_for_exit, pause_collector_for_start_up
 
 
 def _overrides() -> list[str]:
@@ -428,34 +428,6 @@ def _close_unfinished(cfg: DictConfig, outbox: Outbox | None, exc: BaseException
     return exc
 
 
-_collector_paused: bool | None = None  # None: this process has not started a run yet
-
-
-def pause_collector_for_start_up() -> None:
-    """Pause Python's cyclic garbage collector while a process starts its first run.
-
-    That start imports torch, Lightning, MLflow, scikit-learn and matplotlib
-    (about a million objects), and the collector re-scans the growing heap
-    about ten times meanwhile: 1.2-1.4 s (``benchmarks/startup.py``: the first
-    training step 7.2 s -> 6.0 s after process start). It is switched back on,
-    and run once, when training starts (``collector_back_on``), or when a sweep
-    hands its jobs to other processes; a collector the user switched off stays
-    off.
-    """
-    global _collector_paused
-    if _collector_paused is None:
-        _collector_paused = gc.isenabled()
-        gc.disable()
-
-
-def collector_back_on() -> None:
-    global _collector_paused
-    if _collector_paused:
-        _collector_paused = False
-        gc.enable()
-        gc.collect()  # what start-up left behind (about 0.4 million objects)
-
-
 def _leave(run_dir: Path, handlers: dict[int, Any], user_uri: str | None, loggers: list[Any], monitor: Any) -> None:
     """What every run undoes, however it ended."""
     if monitor is not None:
@@ -596,6 +568,9 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         print(f"sweeplab-train: run {HydraConfig.get().job.num} failed: {one_line(exc)}", file=sys.stderr)
         sweeps.record_job("failed", error=one_line(exc))
         return -math.inf if cfg.get("optimized_mode", "max") == "max" else math.inf
+    finally:
+        if os.environ.get("SUBMITIT_FOLDER"):  # a submitit job: its process ends with this run
+            freeze_for_exit()
 
 
 _signals: list[int] = []  # the signals this process received: Lightning hides them behind sys.exit(1)
