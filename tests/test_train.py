@@ -325,3 +325,23 @@ def test_the_console_scripts_leave_the_heap_frozen_for_the_interpreters_teardown
     result, frozen = frozen_at_exit("sweeplab-eval", [str(ckpt), "--store", store["uri"]])
     assert result.returncode == 0, result.stderr[-2000:]
     assert frozen > 100_000
+
+
+def test_any_process_that_starts_a_run_freezes_its_heap_at_exit() -> None:
+    """A launcher's worker (joblib, submitit) is not a console script: the pause at
+    its first run arranges the freeze (a joblib sweep's end waited 3 s on its workers' teardown)."""
+    import subprocess
+
+    code = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('FROZEN', gc.get_freeze_count(), gc.isenabled(), flush=True))\n"
+        "from sweeplab.start_up import collector_back_on, pause_collector_for_start_up\n"
+        "pause_collector_for_start_up()\n"
+        "assert not gc.isenabled()\n"
+        "import numpy\n"
+        "collector_back_on()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    frozen, enabled = result.stdout.split()[1:]
+    assert int(frozen) > 1000 and enabled == "True"

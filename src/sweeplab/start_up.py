@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 
 _collector_paused: bool | None = None  # None: this process has not started a run yet
@@ -23,6 +24,7 @@ def pause_collector_for_start_up() -> None:
     if _collector_paused is None:
         _collector_paused = gc.isenabled()
         gc.disable()
+        atexit.register(freeze_for_exit)  # however this process ends: a console script, a launcher's worker, a submitit job
 
 
 def collector_back_on() -> None:

@@ -30,7 +30,7 @@ from sweeplab.checkpoints import load_checkpoint
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
 from sweeplab.publish import Outbox, publish, upload_checkpoints
-from sweeplab.start_up import collector_back_on, freeze_for_exit, pause_collector_for_start_up
+from sweeplab.start_up import collector_back_on, pause_collector_for_start_up
 
 
 def _overrides() -> list[str]:
@@ -537,6 +537,7 @@ _failure: list[BaseException] = []
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float | None:
+    pause_collector_for_start_up()  # a launcher's worker process starts here (joblib, submitit)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_choices(HydraConfig.get().runtime.choices)
@@ -568,9 +569,6 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         print(f"sweeplab-train: run {HydraConfig.get().job.num} failed: {one_line(exc)}", file=sys.stderr)
         sweeps.record_job("failed", error=one_line(exc))
         return -math.inf if cfg.get("optimized_mode", "max") == "max" else math.inf
-    finally:
-        if os.environ.get("SUBMITIT_FOLDER"):  # a submitit job: its process ends with this run
-            freeze_for_exit()
 
 
 _signals: list[int] = []  # the signals this process received: Lightning hides them behind sys.exit(1)
