@@ -569,6 +569,8 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         print(f"sweeplab-train: run {HydraConfig.get().job.num} failed: {one_line(exc)}", file=sys.stderr)
         sweeps.record_job("failed", error=one_line(exc))
         return -math.inf if cfg.get("optimized_mode", "max") == "max" else math.inf
+    finally:
+        collector_back_on()  # a job that was skipped or failed before training ends start-up too
 
 
 _signals: list[int] = []  # the signals this process received: Lightning hides them behind sys.exit(1)
