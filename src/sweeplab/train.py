@@ -379,7 +379,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         config_file = run_dir / "config.yaml"
         config_file.write_text(OmegaConf.to_yaml(tracking.mask_secrets(tracking.resolved(cfg))))
         diff = provenance.write_diff(run_dir) if run_id else None
-        collector_back_on()
+        collector_back_on()  # start-up is over: training runs with Python's garbage collector on
         started = time.perf_counter()
         fitted = family.fit(start_from)
         if fitted is None:  # a non-zero DDP rank: rank 0 tracks and reports
