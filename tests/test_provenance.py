@@ -76,18 +76,20 @@ def test_each_split_is_an_mlflow_dataset_input_with_the_splits_digest(store, tmp
 
 
 def _log_the_same_split(uri: str, experiment_id: str, barrier: Any, results: Any) -> None:
-    import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
+    """What a run records of its data (provenance.record), the data module a stand-in with one split."""
+    from types import SimpleNamespace
 
-    from sweeplab.provenance import log_inputs
+    from sweeplab import provenance
 
     client = MlflowClient(uri)
     run_id = client.create_run(experiment_id).info.run_id
-    dataset = mlflow.data.from_numpy(np.zeros((3, 2)), targets=np.zeros(3), name="digits/train", digest="0123456789abcdef")
-    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train")])]
+    rows = (np.zeros((3, 2)), np.zeros(3))
+    datamodule = SimpleNamespace(
+        splits={"train": rows, "val": rows, "test": rows}, ids={"train": [0, 1, 2], "val": [3, 4, 5], "test": [6, 7, 8]}
+    )
     barrier.wait()
     try:
-        log_inputs(client, run_id, inputs)
+        provenance.record(client, run_id, SimpleNamespace(datamodule=datamodule), "digits", resumed=False)
         results.put("ok")
     except Exception as error:  # noqa: BLE001 - the parent reports it
         results.put(f"{type(error).__name__}: {str(error)[:200]}")
@@ -117,5 +119,5 @@ def test_runs_starting_together_share_a_split_without_a_duplicate_key_error(tmp_
             worker.join(60)
         assert [results.get(timeout=5) for _ in workers] == ["ok"] * 4
         runs = client.search_runs([experiment_id])
-        assert len(runs) == 4 and all(len(run.inputs.dataset_inputs) == 1 for run in runs)
-        assert len({run.inputs.dataset_inputs[0].dataset.digest for run in runs}) == 1
+        assert len(runs) == 4 and all(len(run.inputs.dataset_inputs) == 3 for run in runs)
+        assert len({tuple(sorted(d.dataset.digest for d in run.inputs.dataset_inputs)) for run in runs}) == 1

@@ -106,6 +106,8 @@ def record(client: Any, run_id: str, family: Any, data_name: str, resumed: bool)
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.entities import DatasetInput, InputTag
 
+    from sweeplab.tracking import again_on_duplicate_key
+
     where = getattr(datamodule, "path", None) or getattr(datamodule, "root", None)
     with warnings.catch_warnings():  # a local path matches two registered local-file sources; either is right
         warnings.simplefilter("ignore")
@@ -121,15 +123,7 @@ def record(client: Any, run_id: str, family: Any, data_name: str, resumed: bool)
             features, targets=targets, source=source, name=f"{data_name}/{split}", digest=_fingerprint({split: datamodule.ids[split]})
         )
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
-    log_inputs(client, run_id, inputs)
-
-
-def log_inputs(client: Any, run_id: str, inputs: list[Any]) -> None:
-    """``client.log_inputs``, safe for runs that start together: MLflow looks a
-    dataset up by (experiment, name, digest) and inserts it when missing, so
-    two runs of a sweep doing that at the same moment both insert."""
-    from sweeplab.tracking import again_on_duplicate_key
-
+    # Runs of a sweep that start together log the same split: MLflow's look-up-then-insert races.
     again_on_duplicate_key(client.log_inputs, run_id, datasets=inputs)
 
 
