@@ -93,7 +93,9 @@ def breakdown(threads: int) -> None:
             SPENT["config composition"] += time.perf_counter() - t
             train.run(cfg)
         wall = time.perf_counter() - start
-    print(f"\nbreakdown: the 12 runs in one process (imports already paid by a warm-up run) took {wall:.1f} s, {wall / len(grid):.2f} s a run")
+    print(
+        f"\nbreakdown: the 12 runs in one process (imports already paid by a warm-up run) took {wall:.1f} s, {wall / len(grid):.2f} s a run"
+    )
     for label, seconds in sorted(SPENT.items(), key=lambda kv: -kv[1]):
         print(f"  {label:48s} {seconds / len(grid) * 1000:7.0f} ms a run  {seconds / wall:6.1%}")
     print(f"  {'other (between the steps above)':48s} {(wall - sum(SPENT.values())) / len(grid) * 1000:7.0f} ms a run")
