@@ -98,3 +98,30 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
     y_true, y_pred = saved_predictions(predictions)
     assert len(y_true) == 27  # the whole wine test split, each sample once
     assert runs["metrics.test/accuracy"][0] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-6)
+
+
+@pytest.mark.parametrize(("launcher", "collector_on"), [("basic", False), ("joblib", True)])
+def test_a_sweep_parent_ends_its_start_up_when_other_processes_run_the_jobs(launcher: str, collector_on: bool, monkeypatch) -> None:
+    """The basic launcher trains in the parent, whose start-up lasts until the first
+    job trains; a parent that only waits on workers has the collector back at once."""
+    import gc
+
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sweeplab import start_up, sweeps
+    from sweeplab.config import CONFIG_MODULE, register_experiments
+
+    register_experiments()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        config = compose("train", overrides=[f"hydra/launcher={launcher}", "logger=none"], return_hydra_config=True)
+    monkeypatch.setattr(start_up, "_collector_paused", None)  # as in a fresh process
+    monkeypatch.setenv(sweeps.PARENT_ENV, "")  # the callback sets both; restored after the test
+    monkeypatch.setenv(sweeps.SWEPT_ENV, "")
+    start_up.pause_collector_for_start_up()
+    try:
+        sweeps.SweepCallback().on_multirun_start(config)
+        assert gc.isenabled() is collector_on
+    finally:
+        gc.enable()
