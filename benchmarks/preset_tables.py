@@ -1,5 +1,7 @@
 """README result tables from one command: run presets over several seeds and
-print each configuration's mean ± sample standard deviation as Markdown.
+print each configuration's mean ± sample standard deviation as Markdown, with
+its verdict against the best configuration on the first metric (a paired
+t-test over the seeds, Holm-corrected: ``sweeplab.significance``).
 
     python benchmarks/preset_tables.py optimizers_digits sparse_adam_digits --seeds 1 2 3
     python benchmarks/preset_tables.py schedulers_digits --seeds 1 2 3
@@ -39,8 +41,11 @@ def run_preset(preset: str, seeds: list[int], outputs: Path) -> None:
 
 def label(run_name: str) -> str:
     """The run's name without what differs between replicates (seed) or names the preset."""
-    kept = [part for part in str(run_name).split(",") if not part.startswith(SKIPPED)]
-    return ",".join(kept) or "(the preset as it is)"
+    parts = str(run_name).split(",")
+    kept = [part for part in parts if not part.startswith(SKIPPED)]
+    # A preset that sets its config in its own file (sparse_adam_digits) is named by the preset.
+    preset = [part for part in parts if part.startswith("experiment=")]
+    return ",".join(kept) or (preset[0] if preset else "(the preset as it is)")
 
 
 def table(uri: str, experiment: str, metrics: list[str]) -> str:
@@ -51,11 +56,29 @@ def table(uri: str, experiment: str, metrics: list[str]) -> str:
     runs["config"] = runs["tags.mlflow.runName"].map(label)
     columns = [f"metrics.{m}" for m in metrics]
     grouped = runs.groupby("config")[columns].agg(["mean", "std", "count"]).sort_values((columns[0], "mean"), ascending=False)
-    lines = [f"| configuration | {' | '.join(f'{m} (mean ± sd)' for m in metrics)} | runs |", "|---" * (len(metrics) + 2) + "|"]
+    verdicts = versus_best(runs, metrics[0])
+    header = f"| configuration | {' | '.join(f'{m} (mean ± sd)' for m in metrics)} | runs | vs the best, {metrics[0]} (paired t, Holm) |"
+    lines = [header, "|---" * (len(metrics) + 3) + "|"]
     for name, row in grouped.iterrows():
-        cells = [f"{row[(c, 'mean')]:.4f} ± {row[(c, 'std')]:.4f}" for c in columns]
-        lines.append(f"| `{name}` | {' | '.join(cells)} | {int(row[(columns[0], 'count')])} |")
+        cells = ["—" if row[(c, "mean")] != row[(c, "mean")] else f"{row[(c, 'mean')]:.4f} ± {row[(c, 'std')]:.4f}" for c in columns]
+        lines.append(f"| `{name}` | {' | '.join(cells)} | {int(row[(columns[0], 'count')])} | {verdicts.get(name, '')} |")
     return "\n".join(lines)
+
+
+def versus_best(runs, metric: str) -> dict[str, str]:
+    """Each configuration's verdict against the best one, paired over seeds (sweeplab.significance)."""
+    import sweeplab
+
+    frame = runs.assign(seed=runs["params.seed"], **{metric: runs[f"metrics.{metric}"]})
+    if frame["config"].nunique() < 2:
+        return {}
+    result = sweeplab.significance(frame, by="config", over="seed", metric=metric)
+    verdicts = {result["group"].iloc[0]: "best"}
+    for row in result.itertuples():
+        needed = "" if row.n_needed != row.n_needed else f", {int(row.n_needed)} seeds for 80% power"
+        p = "" if row.test == "none" else f" (p Holm {row.p_holm:.2g}{needed})"
+        verdicts[row.versus] = f"{row.verdict}{p}"
+    return verdicts
 
 
 def machine() -> str:

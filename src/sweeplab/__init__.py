@@ -2,7 +2,9 @@
 
 For notebooks: ``sweeplab.runs(experiment=..., sweep=..., where={...})`` returns
 the runs as a pandas DataFrame, ``sweeplab.summarize(df, by=[...], metrics=[...])``
-their mean ± sd per group (see ``sweeplab.results``).
+their mean ± sd per group (see ``sweeplab.results``), and
+``sweeplab.significance(df, by=[...], over="seed", metric="test/f1")`` whether
+the best group is really better than each other (see ``sweeplab.stat_tests``).
 """
 
 __version__ = "0.1.0"
@@ -14,4 +16,8 @@ def __getattr__(name: str):
         from sweeplab import results
 
         return getattr(results, name)
+    if name == "significance":
+        from importlib import import_module
+
+        return import_module("sweeplab.stat_tests").significance
     raise AttributeError(f"module 'sweeplab' has no attribute {name!r}")

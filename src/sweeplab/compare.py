@@ -14,11 +14,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-LOWER_IS_BETTER = ("loss", "mse", "mae", "error")
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric.rsplit("/", 1)[-1] for word in LOWER_IS_BETTER)
+from sweeplab.metrics import lower_is_better
+from sweeplab.reports import pyplot as _pyplot
 
 
 def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
@@ -102,20 +99,6 @@ def rank(runs: Any, metric: str) -> Any:
     return runs.sort_values(column, ascending=lower_is_better(metric), na_position="last").reset_index(drop=True)
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot, drawing to files only."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # A name in a script the default font lacks (CJK, emoji) draws as boxes: say nothing about it.
-    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
-    return plt
-
-
 def _zoom(ax: Any, low: float, high: float) -> None:
     """Horizontal limits close around the values, so that differences show."""
     span = (high - low) or abs(high) or 1.0
@@ -172,14 +155,19 @@ def compare(
     extra: list[str],
     group_by: list[str] | None = None,
     over: str | None = None,
+    tests: Tests | None = None,
 ) -> dict[str, Any]:
     """Rank, print, write CSV and PNG; return what was written and the best run.
-    With ``group_by`` / ``over``: replicates aggregated (mean ± sd, n) instead."""
+    With ``group_by`` / ``over``: replicates aggregated (mean ± sd, n) instead,
+    and with ``tests`` the best group tested against the others."""
     from rich.console import Console
     from rich.table import Table
 
+    if tests is not None and (tests.significance or tests.rank) and not over:
+        asked = "--significance" if tests.significance else "--rank"
+        raise ValueError(f"{asked} needs --over <replicate key> (e.g. --over seed): the runs it pairs differ only in that key")
     if group_by or over:
-        return compare_groups(uri, experiment, metric, sweep, out_dir, extra, list(group_by or []), over)
+        return compare_groups(uri, experiment, metric, sweep, out_dir, extra, list(group_by or []), over, tests)
     ranked = rank(load_runs(uri, experiment, sweep), metric)
     params = differing_overrides(ranked)
     all_metrics = [metric, *[m for m in extra if m != metric and f"metrics.{m}" in ranked.columns]]
@@ -269,10 +257,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the replicate key (e.g. seed): runs differing only in it are averaged; alone, groups by everything else that differs",
     )
 
+    parser.add_argument(
+        "--significance",
+        action="store_true",
+        help="with --over: test the best group against each other group, paired on the replicates both have (CI, p, Holm, seeds needed)",
+    )
+    parser.add_argument("--test", choices=["t", "wilcoxon"], default="t", help="paired t-test (default) or Wilcoxon signed-rank")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level for the verdicts (default 0.05)")
+    parser.add_argument(
+        "--rank", action="store_true", help="with --over, 3+ groups: Friedman test, Nemenyi post-hoc, critical-difference diagram (PNG)"
+    )
+
+
+class Tests:
+    """What compare tests on top of the group table (--significance, --test, --alpha, --rank)."""
+
+    def __init__(self, significance: bool = False, test: str = "t", alpha: float = 0.05, rank: bool = False) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"--alpha {alpha}: must lie strictly between 0 and 1 (e.g. 0.05)")
+        self.significance, self.test, self.alpha, self.rank = significance, test, alpha, rank
+
 
 def run_from_args(args: argparse.Namespace) -> None:
     from sweeplab.tracking import default_tracking_uri, existing_store
 
+    tests = Tests(args.significance, args.test, args.alpha, args.rank)
     compare(
         existing_store(args.store or default_tracking_uri()),
         args.experiment,
@@ -282,6 +291,7 @@ def run_from_args(args: argparse.Namespace) -> None:
         args.also,
         args.group_by,
         args.over,
+        tests,
     )
 
 
@@ -294,10 +304,12 @@ def compare_groups(
     extra: list[str],
     group_by: list[str],
     over: str | None,
+    tests: Tests | None = None,
 ) -> dict[str, Any]:
     """Replicates as one row: each group's n and each metric's mean ± sd, ranked
     by the mean; the PNG draws the sd as error bars; the CSVs hold the
-    aggregate and the runs."""
+    aggregate and the runs. ``tests``: the significance table and the
+    Friedman/Nemenyi ranking below it, in their own CSV and PNG."""
     from rich.console import Console
     from rich.table import Table
 
@@ -356,8 +368,104 @@ def compare_groups(
         f"over {best['n']} run(s)",
         soft_wrap=True,
     )
-    console.print(f"wrote {csv_path}, {runs_path} and {png_path}", soft_wrap=True)
-    return {"csv": csv_path, "runs_csv": runs_path, "png": png_path, "table": table}
+    written = {"csv": csv_path, "runs_csv": runs_path, "png": png_path, "table": table}
+    stem = out_dir / f"compare_{experiment}_{slug}"
+    if tests is not None and tests.significance:
+        written.update(_print_significance(console, frame, group_by, over, metric, tests, stem))
+    if tests is not None and tests.rank:
+        written.update(_print_ranks(console, frame, group_by, over, metric, tests, stem))
+    console.print(f"wrote {', '.join(str(v) for v in written.values() if isinstance(v, Path))}", soft_wrap=True)
+    return written
+
+
+def _print_significance(console: Any, frame: Any, group_by: list[str], over: str, metric: str, tests: Tests, stem: Path) -> dict[str, Any]:
+    """The significance table (sweeplab.significance) at the console's width, and as CSV."""
+    from rich import box
+    from rich.table import Table
+
+    from sweeplab.stat_tests import significance
+
+    result = significance(frame, group_by, over, metric, test=tests.test, alpha=tests.alpha)
+    best = result["group"].iloc[0]
+    kinds = sorted(set(result["test"]) - {"none"}, key=lambda k: k.startswith("Welch"))
+    console.print(
+        f"\nIs {' / '.join(group_by)} = {best} (the best mean {metric}) really better? Each other group against it, "
+        f"paired over {over}: {' or '.join(kinds)}; p Holm-corrected over {len(result)} comparison(s), alpha {tests.alpha:g}",
+        style="bold",
+    )
+    # The box's one space between columns, the verdict wrapped between words: the table fits 80 columns.
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    longest = max(len(str(v)) for v in result["versus"])
+    table.add_column("versus", overflow="fold", min_width=min(longest, 12))
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("diff", justify="right", no_wrap=True)
+    table.add_column("95% CI", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("p Holm", justify="right", no_wrap=True)
+    table.add_column("verdict", min_width=len("not distinguishable"), max_width=len("not distinguishable"))
+    table.add_column("seeds\nneeded", justify="right", no_wrap=True, min_width=len("needed"))
+    for _, row in result.iterrows():
+        tested = row["test"] != "none"
+        table.add_row(
+            str(row["versus"]),
+            str(int(row["n"])),
+            f"{row['mean_diff']:+.4f}" if tested else "-",
+            f"{row['ci_low']:+.4f}..{row['ci_high']:+.4f}" if tested else "-",
+            _p(row["p_value"]),
+            _p(row["p_holm"]),
+            str(row["verdict"]),
+            "-" if math.isnan(row["n_needed"]) else str(int(row["n_needed"])),
+        )
+    console.print(table)
+    if any(k.startswith("Welch") for k in kinds):
+        console.print(f"(groups sharing no {over} value are compared unpaired, with Welch's t-test)", soft_wrap=True)
+    console.print(
+        "diff = best minus versus over the shared seeds; a verdict needs p Holm < alpha and a CI without 0. "
+        "'Not distinguishable' is no evidence of equality: 'seeds needed' is how many a paired t-test needs "
+        "for 80% power at the difference seen, after the correction (alpha / comparisons)."
+    )
+    path = Path(f"{stem}_significance.csv")
+    result.to_csv(path, index=False)
+    return {"significance_csv": path, "significance": result}
+
+
+def _p(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2g}"
+
+
+def _print_ranks(console: Any, frame: Any, group_by: list[str], over: str, metric: str, tests: Tests, stem: Path) -> dict[str, Any]:
+    """Friedman + Nemenyi over the groups (autorank), and the critical-difference diagram."""
+    from rich import box
+    from rich.table import Table
+
+    from sweeplab.stat_tests import draw_critical_difference, rank_groups
+
+    result = rank_groups(frame, group_by, over, metric, alpha=tests.alpha)
+    ranks = result.rankdf.sort_values("meanrank")  # rank 1 = the best value on a seed, in either direction
+    best_rank = float(ranks["meanrank"].iloc[0])
+    console.print(
+        f"\nFriedman test over {len(ranks)} groups and {result.num_samples} {over} values: p = {result.pvalue:.3g}; "
+        f"Nemenyi critical distance {result.cd:.3f} (alpha {tests.alpha:g}): groups whose mean ranks differ by less "
+        "are not distinguishable",
+        style="bold",
+    )
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 0))
+    table.add_column("#", justify="right")
+    table.add_column(" / ".join(group_by), overflow="fold")
+    table.add_column("mean rank", justify="right", no_wrap=True)
+    table.add_column(f"median {metric}", justify="right", no_wrap=True)
+    table.add_column("vs the first", overflow="fold")
+    for i, (name, row) in enumerate(ranks.iterrows()):
+        if i == 0:
+            verdict = "-"
+        elif result.pvalue >= tests.alpha:
+            verdict = "not distinguishable (Friedman)"
+        else:
+            verdict = "worse" if float(row["meanrank"]) - best_rank > result.cd else "within CD"
+        table.add_row(str(i + 1), str(name), f"{float(row['meanrank']):.2f}", f"{float(row['median']):.4f}", verdict)
+    console.print(table)
+    png = draw_critical_difference(result, metric, Path(f"{stem}_critical_difference.png"))
+    return {"critical_difference_png": png}
 
 
 def _sd(value: Any) -> str:

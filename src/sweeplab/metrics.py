@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1")
 REGRESSION_METRICS = ("mse", "mae", "r2")
+LOWER_IS_BETTER = ("loss", "mse", "mae", "error")  # words in a metric's name that mean it is minimised
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether ``metric`` (``val/loss``, ``test/f1``) is minimised, by its name."""
+    return any(word in metric.rsplit("/", 1)[-1] for word in LOWER_IS_BETTER)
 
 
 def build_metrics(task: Task, num_classes: int | None = None) -> MetricCollection:

@@ -11,12 +11,17 @@ import numpy as np
 from sweeplab.data.base import Task
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # A name in a script the default font lacks (CJK, emoji) draws as boxes: say nothing about it.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
     return plt
 
 
@@ -34,7 +39,7 @@ def write_cluster_plot(features: np.ndarray, clusters: np.ndarray, labels: np.nd
     """Test samples in 2-D (PCA projection), coloured by cluster and, beside, by label."""
     from sklearn.decomposition import PCA
 
-    plt = _pyplot()
+    plt = pyplot()
     points = PCA(n_components=2).fit_transform(features) if features.shape[1] > 2 else features
     panels = [("clusters", clusters)] + ([("labels", labels)] if labels is not None else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
@@ -46,7 +51,7 @@ def write_cluster_plot(features: np.ndarray, clusters: np.ndarray, labels: np.nd
 
 def write_reconstructions(original: np.ndarray, reconstructed: np.ndarray, shape: tuple[int, ...], out_dir: Path, n: int = 10) -> Path:
     """Top row: test images; bottom row: their reconstructions."""
-    plt = _pyplot()
+    plt = pyplot()
     n = min(n, len(original))
     fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
     for i in range(n):
@@ -88,7 +93,7 @@ def write_reconstruction_report(
 
 def write_forecast_plot(y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path, times: np.ndarray | None = None) -> Path:
     """Test targets and predictions over time (series data: samples are in time order)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t = np.arange(len(y_true)) if times is None else times
     ax.plot(t, y_true, label="true", linewidth=1.5)
@@ -144,7 +149,7 @@ def write_test_report(
     forecast.png when the samples are in time order). ``data`` is the data
     module of the test split: its class names, sample ids and time order.
     Regression values are in the target's own units. Returns the files written."""
-    plt = _pyplot()
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     class_names = data.class_names if task.is_classification else None
     ids = data.ids.get("test") if getattr(data, "ids", None) else None
@@ -201,7 +206,7 @@ def write_som_maps(
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import RegularPolygon
 
-    plt = _pyplot()
+    plt = pyplot()
     hexagonal = topology == "hexagonal"
     centres = np.column_stack([xx.ravel(), yy.ravel()])
 
@@ -267,7 +272,7 @@ def write_policy_map(
 ) -> Path:
     """A grid world's state values as a heat map with the greedy action drawn as
     an arrow in each cell; cells in ``marks`` (holes, cliff, goal) show their letter instead."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * cols + 1.5), max(3.0, 0.6 * rows + 1.0)))
     image = ax.imshow(values.reshape(rows, cols), cmap="viridis")
@@ -284,7 +289,7 @@ def write_policy_map(
 
 def write_learning_curve(returns: np.ndarray, out_dir: Path, title: str) -> Path:
     """Return per training episode, and its moving average over 2% of the episodes."""
-    plt = _pyplot()
+    plt = pyplot()
     returns = np.asarray(returns, dtype=float)
     episodes = np.arange(1, len(returns) + 1)
     window = max(1, len(returns) // 50)

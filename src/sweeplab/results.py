@@ -124,7 +124,10 @@ def summarize(
         rows.append(row)
     table = pd.DataFrame(rows)
     key = f"{rank_by or metrics[0]} mean"
-    return table.sort_values(key, ascending=not descending, na_position="last").reset_index(drop=True)
+    # Equal means rank by the groups' labels, whatever order the store returned the runs in.
+    label = table[list(by)].astype(str).agg(" / ".join, axis=1)
+    table = table.iloc[sorted(range(len(table)), key=lambda i: label[i])].reset_index(drop=True)
+    return table.sort_values(key, ascending=not descending, na_position="last", kind="stable").reset_index(drop=True)
 
 
 def _check_replicates(frame: Any, by: Sequence[str], over: str) -> None:
