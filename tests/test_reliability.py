@@ -253,6 +253,39 @@ def test_resume_skips_an_unreadable_checkpoint_for_a_readable_one(store, tmp_pat
     assert found == (run_id, tmp_path / "run", folder / "interrupted.ckpt")
 
 
+@pytest.mark.slow
+def test_a_reused_run_folder_never_lends_its_checkpoints_to_the_next_config(tmp_path: Path) -> None:
+    """Lightning's fit, given no checkpoint, loads the newest one in the folder: the second config
+    used to continue the first one's last.ckpt and be logged FINISHED with its test scores."""
+    folder = tmp_path / "fixed"
+    first = cli([f"hydra.run.dir={folder}", "data=wine", "trainer.max_epochs=3", "callbacks.progress_bar=null", *NO_MODEL], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    owner = runs_of(uri).run_id[0]
+    assert (folder / "checkpoints" / ".owner").read_text().strip() == owner
+    before = {p.name: p.stat().st_mtime_ns for p in (folder / "checkpoints").glob("*.ckpt")}
+    second_args = [
+        f"hydra.run.dir={folder}",
+        "data=wine",
+        "optimizer.lr=1e-7",
+        "trainer.max_epochs=4",
+        "callbacks.progress_bar=null",
+        *NO_MODEL,
+    ]
+    second = cli(second_args, cwd=tmp_path)
+    assert second.returncode == 1
+    line = second.stderr.strip().splitlines()[-1]
+    assert f"holds the checkpoints of MLflow run {owner} (best.ckpt, last.ckpt)" in line and "another hydra.run.dir" in line, line
+    assert len(runs_of(uri)) == 1  # refused before a run existed
+    assert {p.name: p.stat().st_mtime_ns for p in (folder / "checkpoints").glob("*.ckpt")} == before
+    # In a folder of its own the same command trains from scratch: every epoch is its own, from 0.
+    again = cli([f"hydra.run.dir={tmp_path / 'own'}", *second_args[1:]], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    newest = runs_of(uri).sort_values("start_time").iloc[-1]
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(newest.run_id, "val/loss")]
+    assert len(steps) == 4 and newest["params.optimizer.lr"] == "1e-07"
+
+
 def test_resume_auto_with_nothing_to_resume_starts_fresh(store, tmp_path: Path) -> None:
     metrics = train_in_process(["resume=auto", "trainer.max_epochs=1", "callbacks=none", *store_overrides(store)], tmp_path / "run")
     assert "test/accuracy" in metrics
@@ -303,6 +336,18 @@ def test_training_can_start_from_a_checkpoint(store, tmp_path: Path) -> None:
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
     metrics = train_in_process([f"ckpt_path={ckpt}", "trainer.max_epochs=3", *store_overrides(store)], tmp_path / "second")
     assert metrics["test/accuracy"] > 0.5
+
+
+def test_a_run_started_from_another_runs_checkpoint_never_tests_that_runs_best(store, tmp_path: Path, capsys) -> None:
+    """A checkpoint given as ckpt_path= brings its ModelCheckpoint's best_model_path along; a run
+    that trains no epoch of its own (the checkpoint is at max_epochs) used to test that file."""
+    overrides = ["trainer.max_epochs=2", "callbacks.progress_bar=null", *store_overrides(store)]
+    train_in_process(overrides, tmp_path / "first")
+    first = tmp_path / "first" / "checkpoints"
+    (first / "best.ckpt").rename(first / "moved.ckpt")  # a read of the first run's best would now fail
+    metrics = train_in_process([f"ckpt_path={first / 'last.ckpt'}", *overrides], tmp_path / "second")
+    assert "test/accuracy" in metrics
+    assert f"the best checkpoint on record ({first / 'best.ckpt'}) is another run's" in capsys.readouterr().out
 
 
 # -- bad input through the CLI: one line, non-zero, nothing RUNNING -------------

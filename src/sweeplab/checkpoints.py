@@ -111,3 +111,43 @@ def fetch(client: Any, run_id: str, names: tuple[str, ...], run_dir: Path) -> Pa
             run_dir.mkdir(parents=True, exist_ok=True)
             return Path(client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{name}", str(run_dir)))
     return None
+
+
+# -- a run folder's checkpoints belong to the run that wrote them ------------------
+
+OWNER_FILE = ".owner"  # in each checkpoint folder: the MLflow run id (or "untracked") that writes there
+
+
+def checkpoint_folders(cfg: Any) -> list[Path]:
+    """The folders the run's checkpoint callbacks write to (``<run folder>/checkpoints`` by default)."""
+    folders = {Path(str(c.dirpath)) for c in (cfg.get("callbacks") or {}).values() if c and c.get("dirpath")}
+    return sorted(folders)
+
+
+def refuse_foreign(cfg: Any, resume_run_id: str | None) -> None:
+    """A new run must never start from checkpoints it did not write: Lightning's fit, given
+    no checkpoint and an on-exception callback, loads the newest one in the folder
+    (``ckpt_path="last"``), and the test then reads the earlier run's best.ckpt. Refused in
+    one line, before any run exists, naming the run that owns them; only ``resume``
+    continues a run from its own folder."""
+    if resume_run_id:
+        return
+    for folder in checkpoint_folders(cfg):
+        found = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if not found:
+            continue
+        owner_file = folder / OWNER_FILE
+        owner = owner_file.read_text().strip() if owner_file.is_file() else ""
+        whose = f"MLflow run {owner}" if owner and owner != "untracked" else "an earlier run"
+        continuing = f", or continue that run with resume={owner} if it is unfinished" if owner and owner != "untracked" else ""
+        raise ValueError(
+            f"run folder {folder.parent}: {folder} holds the checkpoints of {whose} ({', '.join(found)}), which a new run "
+            f"would start from; give this run its own folder (another hydra.run.dir), or delete {folder}{continuing}"
+        )
+
+
+def claim_folders(cfg: Any, run_id: str | None) -> None:
+    """Mark the checkpoint folders as this run's, so a later run in the same folder can name it."""
+    for folder in checkpoint_folders(cfg):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / OWNER_FILE).write_text(f"{run_id or 'untracked'}\n")

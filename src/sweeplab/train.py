@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab import __version__, console, liveness, optuna_search, provenance, sweeps, tracking
-from sweeplab.checkpoints import load_checkpoint
+from sweeplab.checkpoints import claim_folders, load_checkpoint, refuse_foreign
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
 from sweeplab.publish import Outbox, publish, upload_checkpoints
@@ -322,6 +322,11 @@ def _fit_torch(
 
     checkpoint = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, OnExceptionCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best and Path(best).parent != Path(checkpoint.dirpath):
+        # Lightning keeps the best_model_path of a checkpoint given as ckpt_path= (not its score): when this run
+        # trains no epoch of its own, it names the other run's file. This run tests the weights it ends with.
+        print(f"sweeplab-train: the best checkpoint on record ({best}) is another run's; testing the weights this run ends with")
+        best = ""
     trainer.test(module, datamodule=lightning_data, ckpt_path=best or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)})
     y_pred = torch.cat(module.test_predictions)
@@ -349,6 +354,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     family = _family(cfg)
     identity = tracking.config_hash(cfg)  # of the config as given, before anything below fills it in
     start_from, resume_run_id = _starting_point(cfg, family)
+    if family.lightning:
+        refuse_foreign(cfg, resume_run_id)  # a fixed run folder must not lend the last run's checkpoints to this one
     run_dir = Path(cfg.paths.run_dir)
     liveness.claim(run_dir, resume_run_id)  # one process trains into a run folder at a time
     handlers, user_uri = _catch_signals(), os.environ.get("MLFLOW_TRACKING_URI")
@@ -369,6 +376,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         # 4-5. fit, then evaluate on held-out data, tracked
         run_id = logger.run_id if logger is not None and tracking.uses_mlflow(cfg) else None
         monitor = tracking.system_metrics(cfg, run_id)
+        if family.lightning:
+            claim_folders(cfg, run_id)
         if resume_run_id:
             tracking.reopen_run(logger, run_id)
         if run_id:  # the run's MLflow writes; a server that stops answering does not stop the run (sweeplab sync)
