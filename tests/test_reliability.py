@@ -403,6 +403,8 @@ def _bad_checkpoints(tmp_path: Path) -> None:
         (["seed=abc"], "seed='abc': must be an integer from 0 to 4294967295"),
         (["experiment=nope"], "experiment=nope: no such preset; choose one of autoencoder_vs_pca, clustering_digits"),
         (["ckpt_path=plain.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
+        (["experiment_name="], "experiment_name='': an MLflow experiment needs a name"),
+        (["data=csv", "data.path=/dev/zero", "data.target=y"], "data.path=/dev/zero: not a regular file (a device, pipe or socket)"),
     ],
 )
 def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -622,3 +624,58 @@ def test_ctrl_c_after_the_run_is_closed_exits_130_without_a_traceback(tmp_path: 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_unlimited_epochs_are_refused_unless_something_ends_the_run(tmp_path: Path) -> None:
+    """Lightning reads max_epochs=-1 as no limit: such a run used to train until killed."""
+    result = cli(["trainer.max_epochs=-1"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert (
+        line.startswith("sweeplab-train: error: trainer.max_epochs=-1: trains without end unless something stops it") and "max_time" in line
+    )
+    assert not (tmp_path / "outputs" / "mlflow.db").exists() or runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").empty
+    from sweeplab.config import check_config, compose
+
+    for bounded in (["+trainer.max_time=00:00:00:30"], ["+trainer.max_steps=100"], ["callbacks=early_stopping"]):
+        check_config(compose(["trainer.max_epochs=-1", *bounded], run_dir=tmp_path / "run"))  # accepted
+
+
+def _sweeplab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("sweeplab")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_sync_names_a_missing_folder_and_a_damaged_record(tmp_path: Path) -> None:
+    missing = _sweeplab(["sync", str(tmp_path / "nowhere")], tmp_path)
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.strip().splitlines()[-1]
+        == f"sweeplab: error: {tmp_path / 'nowhere'}: no such run folder (give the folder the training command printed)"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    for damaged in ('{"run_id": "abc",\n', "[1, 2]", "\xff\xfe"):
+        (run / "unsynced.json").write_text(damaged, errors="surrogateescape")
+        result = _sweeplab(["sync", str(run)], tmp_path)
+        assert result.returncode == 1
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"sweeplab: error: {run / 'unsynced.json'}: not a record sweeplab wrote (") and "nothing was sent" in line, (
+            line
+        )
+
+
+@pytest.mark.slow
+def test_ui_on_a_port_in_use_says_so_and_prints_no_url(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _sweeplab(["ui", "--port", str(port), "--store", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path)
+    assert result.returncode == 1
+    assert "MLflow UI for" not in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith(f"sweeplab: error: --port {port}: 127.0.0.1:{port} is already in use")

@@ -9,10 +9,21 @@ import sys
 def _ui(args: argparse.Namespace) -> None:
     import os
     import shutil
+    import socket
 
     from sweeplab.tracking import default_tracking_uri, redact_uri
 
     uri = args.store or default_tracking_uri()
+    # A port already taken: MLflow's UI would fail after this line, and the URL would show another program.
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the UI's server binds: a port in TIME_WAIT is free
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise ValueError(
+                f"--port {args.port}: {args.host}:{args.port} is already in use ({exc.strerror}), perhaps by another MLflow UI; "
+                "choose a free one with --port"
+            ) from None
     print(f"MLflow UI for {redact_uri(uri)} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])

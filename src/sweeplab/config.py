@@ -131,6 +131,15 @@ def check_config(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer") or {}
     if "max_epochs" in trainer and trainer.max_epochs is not None and trainer.max_epochs != -1:
         _positive_number("trainer.max_epochs", trainer.max_epochs, integer=True)
+    if trainer.get("max_epochs") == -1 and not _bounded(cfg):
+        # Lightning reads -1 as "no limit": nothing would ever end the run.
+        raise ValueError(
+            "trainer.max_epochs=-1: trains without end unless something stops it; add +trainer.max_time=00:01:00:00 "
+            "(DD:HH:MM:SS) or early stopping (callbacks=early_stopping), or give a number of epochs"
+        )
+    name = cfg.get("experiment_name", "sweeplab")
+    if name is not None and not str(name).strip():
+        raise ValueError("experiment_name='': an MLflow experiment needs a name; give one (experiment_name=my_runs) or leave the default")
     accelerators = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
     if "accelerator" in trainer and str(trainer.accelerator) not in accelerators:
         raise ValueError(f"trainer.accelerator={trainer.accelerator!r}: choose one of {', '.join(accelerators)}")
@@ -153,6 +162,14 @@ def check_config(cfg: DictConfig) -> None:
             f"logger.tracking_uri={redact_uri(uri)}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
             "postgresql://... or mysql://... (an MLflow server or database)"
         )
+
+
+def _bounded(cfg: DictConfig) -> bool:
+    """Whether something ends a run whose epochs are unlimited: a time limit, a step limit or early stopping."""
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("max_time") or (trainer.get("max_steps") or -1) > 0:
+        return True
+    return any(c and "EarlyStopping" in str(c.get("_target_", "")) for c in (cfg.get("callbacks") or {}).values())
 
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")

@@ -187,9 +187,19 @@ def sync(run_dir: Path, store: str | None = None) -> None:
     from sweeplab import serving, tracking
 
     path = Path(run_dir) / UNSYNCED
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder (give the folder the training command printed)")
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: nothing to sync (no {UNSYNCED}: the run's record is complete)")
-    pending = json.loads(path.read_text())
+    try:
+        pending = json.loads(path.read_text())
+        if not isinstance(pending, dict) or not {"run_id", "tracking_uri", "metrics"} <= pending.keys():
+            raise ValueError("it lacks run_id, tracking_uri or metrics")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{path}: not a record sweeplab wrote ({exc}); it was cut short or edited, so nothing was sent. "
+            "The run's points are lost from it; its checkpoints and files are still in the run folder"
+        ) from None
     uri, run_id = store or pending["tracking_uri"], pending["run_id"]
     if tracking.MASK in uri.split("@")[0]:
         raise ValueError(f"{path}: the run's server is {uri}; give it with its password: sweeplab sync {run_dir} --store <uri>")

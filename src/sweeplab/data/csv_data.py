@@ -35,6 +35,8 @@ def read_table(path: Path, sep: str | None = None):
         raise FileNotFoundError(f"data.path={path}: no such file")
     if path.is_dir():
         raise ValueError(f"data.path={path}: is a folder, not a table file")
+    if not path.is_file():  # /dev/zero, a pipe, a socket: no size to read, and maybe no end
+        raise ValueError(f"data.path={path}: not a regular file (a device, pipe or socket); give a table file ({', '.join(FORMATS)})")
     if path.stat().st_size == 0:
         raise ValueError(f"data.path={path}: the file is empty")
     suffix = path.suffix.lower()
