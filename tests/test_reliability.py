@@ -453,7 +453,10 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
         (["param_groups=[{params: '(', lr: 0.1}]"], "param_groups[0].params='(': not a valid regular expression"),
         (["logger.tracking_uri=garbage://x"], "logger.tracking_uri=garbage://x: unknown scheme; use sqlite:///"),
         (["trainer.accelerator=cpu", "trainer.devices=3"], "trainer.devices=3: on the CPU that means 3 training processes (DDP)"),
-        (["data=csv", "data.path=onemember.csv", "data.target=label"], "needs at least 3 samples of every class; too few of: c"),
+        (
+            ["data=csv", "data.path=onemember.csv", "data.target=label"],
+            "needs at least 3 samples of every class; too few of 1 of the 3 classes: c",
+        ),
         (["ckpt_path=random.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
         (["ckpt_path=bare.ckpt"], "a bare state dict, not a checkpoint Lightning wrote"),
     ],
@@ -679,3 +682,30 @@ def test_ui_on_a_port_in_use_says_so_and_prints_no_url(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "MLflow UI for" not in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith(f"sweeplab: error: --port {port}: 127.0.0.1:{port} is already in use")
+
+
+@pytest.mark.slow
+def test_a_store_of_unknown_scheme_is_named_by_every_command(tmp_path: Path) -> None:
+    for command in (["runs", "--store", "garbage://x"], ["compare", "--store", "garbage://x"]):
+        result = _sweeplab(command, tmp_path)
+        assert result.returncode == 1, command
+        assert result.stderr.strip().splitlines()[-1].startswith("sweeplab: error: --store garbage://x: unknown scheme; use sqlite:///")
+    exe = Path(sys.executable).with_name("sweeplab-eval")
+    evaluated = subprocess.run([str(exe), "0123abcd", "--store", "garbage://x"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert evaluated.returncode == 1
+    assert "--store garbage://x: unknown scheme" in evaluated.stderr.strip().splitlines()[-1]
+
+
+def test_a_target_with_hundreds_of_rare_classes_is_named_in_one_short_line(tmp_path: Path, monkeypatch) -> None:
+    from sweeplab.errors import one_line
+
+    rows = "".join(f"{i},class_{i % 500}\n" for i in range(600))  # 500 classes, most with one sample
+    (tmp_path / "many.csv").write_text("x,label\n" + rows)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as raised:
+        train_in_process(
+            ["data=csv", "data.path=many.csv", "data.target=label", "callbacks=none", "trainer.max_epochs=1"], tmp_path / "run"
+        )
+    line = one_line(raised.value)
+    assert "too few of 500 of the 500 classes: class_0, class_1" in line and "and 490 more" in line
+    assert len(line) < 600

@@ -155,13 +155,10 @@ def check_config(cfg: DictConfig) -> None:
         except re.error as exc:
             raise ValueError(f"param_groups[{i}].params={pattern!r}: not a valid regular expression ({exc})") from None
     uri = (cfg.get("logger") or {}).get("tracking_uri")
-    if uri and str(uri).split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
-        from sweeplab.tracking import redact_uri
+    if uri:
+        from sweeplab.tracking import check_scheme
 
-        raise ValueError(
-            f"logger.tracking_uri={redact_uri(uri)}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
-            "postgresql://... or mysql://... (an MLflow server or database)"
-        )
+        check_scheme(str(uri), "logger.tracking_uri=")
 
 
 def _bounded(cfg: DictConfig) -> bool:
@@ -170,9 +167,6 @@ def _bounded(cfg: DictConfig) -> bool:
     if trainer.get("max_time") or (trainer.get("max_steps") or -1) > 0:
         return True
     return any(c and "EarlyStopping" in str(c.get("_target_", "")) for c in (cfg.get("callbacks") or {}).values())
-
-
-TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")
 
 
 def _check_scheduler(scheduler: Any) -> None:

@@ -37,6 +37,12 @@ def _close_keys(full_key: str) -> list[str]:
         return []
 
 
+def some_of(names: list[str], limit: int = 10) -> str:
+    """Up to ``limit`` names, then how many more: a list in an error stays one readable line."""
+    shown = ", ".join(str(n) for n in names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
 def one_line(exc: BaseException) -> str:
     """A single line saying what was wrong and what would be right."""
     from hydra.errors import InstantiationException

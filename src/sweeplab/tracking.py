@@ -62,6 +62,18 @@ def default_tracking_uri(outputs: str = "outputs") -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str((Path(outputs) / "mlflow.db").resolve())
 
 
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")
+
+
+def check_scheme(uri: str, key: str) -> None:
+    """Refuse a tracking URI whose scheme MLflow has no store for, in one line naming it (``key`` + the URI)."""
+    if "://" in uri and uri.split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"{key}{redact_uri(uri)}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
+            "postgresql://... or mysql://... (an MLflow server or database)"
+        )
+
+
 def existing_store(store: str, flag: str = "--store") -> str:
     """The tracking URI of a store a command reads (compare, eval): a path to an
     SQLite file is accepted as it is; a store that does not exist or is no
@@ -70,6 +82,7 @@ def existing_store(store: str, flag: str = "--store") -> str:
 
     if "://" not in store and not store.startswith(("file:", "databricks")):
         store = "sqlite:///" + str(Path(store).expanduser().resolve())
+    check_scheme(store, f"{flag} ")
     if store.startswith(("http://", "https://")):
         check_server(store, key=f"{flag} ")
     if not store.startswith("sqlite:///"):

@@ -177,10 +177,13 @@ class ArrayDataModule:
         except ValueError as exc:
             if stratify is None:
                 raise
+            from sweeplab.errors import some_of
+
             counts = np.bincount(np.asarray(y, dtype=np.int64))
             rare = [self.class_names[i] if self.class_names else str(i) for i in np.flatnonzero((counts > 0) & (counts < 3))]
             raise ValueError(
-                f"a stratified train/val/test split needs at least 3 samples of every class; too few of: {', '.join(rare) or '?'} ({exc})"
+                f"a stratified train/val/test split needs at least 3 samples of every class; too few of {len(rare)} of the "
+                f"{int((counts > 0).sum())} classes: {some_of(rare) or '?'} ({str(exc).split('. ')[0][:160]})"
             ) from None
         return {"train": (x_train, y_train, id_train), "val": (x_val, y_val, id_val), "test": (x_test, y_test, id_test)}
 
