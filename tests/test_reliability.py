@@ -404,6 +404,11 @@ def _bad_checkpoints(tmp_path: Path) -> None:
         (["experiment=nope"], "experiment=nope: no such preset; choose one of autoencoder_vs_pca, clustering_digits"),
         (["ckpt_path=plain.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
         (["experiment_name="], "experiment_name='': an MLflow experiment needs a name"),
+        (
+            ["debug=fast_dev_run", "logger.tracking_uri=sqlite:///x.db"],
+            "logger.tracking_uri: not in this config: tracking is off here (a preset such as debug=fast_dev_run sets logger=none); "
+            "add logger=mlflow to keep it",
+        ),
         (["data=csv", "data.path=/dev/zero", "data.target=y"], "data.path=/dev/zero: not a regular file (a device, pipe or socket)"),
     ],
 )

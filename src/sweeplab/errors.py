@@ -73,6 +73,14 @@ def one_line(exc: BaseException) -> str:
         full = re.search(r"full_key: (\S+)", text + " " + str(exc.__cause__ or ""))
         key = full.group(1) if full else override.group(1)
         close = _close_keys(key)
+        if key in close:  # in the default config: an option chosen here (a preset's override) dropped it
+            group = key.split(".", 1)[0]
+            why = (
+                "tracking is off here (a preset such as debug=fast_dev_run sets logger=none); add logger=mlflow to keep it"
+                if group == "logger"
+                else f"an option chosen here (or a preset) replaces '{group}' with one that has no such key; choose {group}=... explicitly"
+            )
+            return f"{key}: not in this config: {why}"
         hint = f"did you mean {' or '.join(close)}?" if close else f"to add a new key use +{key}=..."
         return f"{key}: no such config key; {hint}"
     storage = re.search(r"\(sqlite3\.OperationalError\) (disk I/O error|database or disk is full)", text)
