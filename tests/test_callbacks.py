@@ -100,4 +100,6 @@ def test_mobilenet_on_a_tiny_image_folder_no_longer_predicts_one_class(tmp_path:
     with_it = train_in_process(common, tmp_path / "with")
     without = train_in_process([*common, "callbacks.precise_bn=null"], tmp_path / "without")
     assert with_it["test/accuracy"] >= 0.85
-    assert without["test/accuracy"] < 0.6
+    # Without the re-estimate the stale statistics cost at least 0.1 of accuracy: 0.3-0.6 on AMD EPYC,
+    # 0.71 on an Intel Xeon (the same seed; the CPU's float order changes how far the statistics drift).
+    assert without["test/accuracy"] <= with_it["test/accuracy"] - 0.1, (with_it["test/accuracy"], without["test/accuracy"])

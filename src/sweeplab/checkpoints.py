@@ -24,6 +24,7 @@ def atomic_checkpoint_io() -> Any:
             try:
                 super().save_checkpoint(checkpoint, partial, storage_options)
                 os.replace(partial, path)
+                _mark_owner(path.parent)
             except BaseException as exc:
                 partial.unlink(missing_ok=True)
                 if isinstance(exc, OSError):
@@ -146,8 +147,17 @@ def refuse_foreign(cfg: Any, resume_run_id: str | None) -> None:
         )
 
 
+_owner: dict[str, Any] = {"run": None, "marked": set()}  # the run this process trains now, the folders it marked
+
+
 def claim_folders(cfg: Any, run_id: str | None) -> None:
-    """Mark the checkpoint folders as this run's, so a later run in the same folder can name it."""
-    for folder in checkpoint_folders(cfg):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / OWNER_FILE).write_text(f"{run_id or 'untracked'}\n")
+    """This run's checkpoint folders are marked as its own (``.owner``) when its first checkpoint
+    lands there, so a later run in the same folder can name it; a run that writes no
+    checkpoint (fast_dev_run, callbacks=none) leaves no folder behind."""
+    _owner["run"], _owner["marked"] = run_id or "untracked", set()
+
+
+def _mark_owner(folder: Path) -> None:
+    if _owner["run"] is not None and folder not in _owner["marked"]:
+        (folder / OWNER_FILE).write_text(f"{_owner['run']}\n")
+        _owner["marked"].add(folder)
