@@ -361,6 +361,8 @@ def _csv(tmp_path: Path) -> dict[str, Path]:
         "nan": "x1,x2,label\n1,,0\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(40)),
         "text": "x1,colour,label\n" + "".join(f"{i},{'red' if i % 3 else 'blue'},{i % 3}\n" for i in range(40)),
         "onemember": "x,label\n" + "".join(f"{i},{'a' if i % 2 else 'b'}\n" for i in range(30)) + "99,c\n",
+        "huge": "x1,x2,label\n" + "".join(f"{i},{(i + 1) * 1e305},{i % 2}\n" for i in range(40)),
+        "allnan": "x1,x2,label\n" + "".join(f"{i},,{i % 2}\n" for i in range(40)),
     }
     out = {}
     for name, text in files.items():
@@ -405,6 +407,11 @@ def _bad_checkpoints(tmp_path: Path) -> None:
         (["ckpt_path=plain.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
         (["experiment_name="], "experiment_name='': an MLflow experiment needs a name"),
         (
+            ["data=csv", "data.path=huge.csv", "data.target=label", "model=random_forest"],
+            "data.path=huge.csv: values too large to train on in x2 (up to 4e+306)",
+        ),
+        (["data=csv", "data.path=huge.csv", "data.target=label", "model=mlp"], "values too large to train on in x2 (up to 4e+306)"),
+        (
             ["debug=fast_dev_run", "logger.tracking_uri=sqlite:///x.db"],
             "logger.tracking_uri: not in this config: tracking is off here (a preset such as debug=fast_dev_run sets logger=none); "
             "add logger=mlflow to keep it",
@@ -442,6 +449,10 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
         (["data=csv", "data.path=text.csv", "data.target=label", "data.categorical=error"], "non-numeric feature columns colour"),
         (["data=csv", "data.path=text.csv", "data.target=label", "data.task=binary"], "data.task=binary but column 'label' has 3 classes"),
         (["data.val_fraction=0.5", "data.test_fraction=0.45"], "must leave at least 10% for training"),
+        (
+            ["data=csv", "data.path=allnan.csv", "data.target=label", "data.missing=mean"],
+            "data.path=allnan.csv: column(s) x2 hold no value in any row",
+        ),
         (["model=cnn", "data=iris"], "model=cnn needs image-shaped samples"),
         (["loss=bce"], "loss=BCEWithLogitsLoss does not fit the run's multiclass task"),
         (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt: no such file"),

@@ -179,6 +179,12 @@ class CsvDataModule(ArrayDataModule):
         elif text:
             for c in text:
                 frame[c] = pd.factorize(frame[c].astype(str).where(frame[c].notna()), sort=True)[0].astype(np.float32)
+        empty = [str(c) for c in frame.columns if frame[c].isna().all()]
+        if empty:  # a mean or median of nothing is NaN: the column would reach training as NaN
+            raise ValueError(
+                f"data.path={self.path.name}: column(s) {', '.join(empty)} hold no value in any row; "
+                "remove them from the file (no data.missing option can fill a column that is all missing)"
+            )
         fill = None
         if self.missing in ("mean", "median", "zero"):
             fill = 0.0 if self.missing == "zero" else getattr(frame, self.missing)(numeric_only=True)
@@ -193,7 +199,9 @@ class CsvDataModule(ArrayDataModule):
             else ({c: 0.0 for c in frame.columns} if self.missing == "zero" else {str(k): float(v) for k, v in fill.items()}),
         }
         self.input_columns = columns
-        return frame.to_numpy(np.float32)
+        values = frame.to_numpy(np.float64)
+        _check_magnitudes(values, self.encoding_["feature_names"], self.path.name)
+        return values.astype(np.float32)
 
     def _infer_task(self, y) -> Task:
         import pandas as pd
@@ -214,3 +222,18 @@ class CsvDataModule(ArrayDataModule):
     def load_ids(self, n: int) -> np.ndarray:
         assert self._rows is not None and len(self._rows) == n
         return self._rows
+
+
+def _check_magnitudes(values: np.ndarray, names: list[str], file: str) -> None:
+    """Features train in float32 and are standardized there (a sum of squares over the rows):
+    a value beyond that range becomes inf, or its standard deviation does, and the model would
+    train on inf or NaN (a forest on clipped values, a network to a NaN loss blamed on the lr)."""
+    limit = float(np.sqrt(np.finfo(np.float32).max / max(len(values), 1)))
+    largest = np.nanmax(np.abs(values), axis=0, initial=0.0) if len(values) else np.zeros(len(names))
+    too_large = [(name, peak) for name, peak in zip(names, largest) if peak > limit]
+    if too_large:
+        shown = ", ".join(f"{name} (up to {peak:.3g})" for name, peak in too_large[:10])
+        raise ValueError(
+            f"data.path={file}: values too large to train on in {shown}; features are standardized in float32, "
+            f"which holds |x| up to {limit:.2g} over {len(values)} rows: rescale those columns (e.g. their log, or in other units)"
+        )
