@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def test_a_classical_model_on_a_users_csv_takes_the_raw_columns(store, tmp_path:
     unknown = rows.head(2).assign(city="lima")
     with pytest.raises(Exception, match="column 'city': value 'lima' was not in the training data; known: oslo, paris, rome"):
         model.predict(unknown)
+    # A gap is filled as in training (data.missing=mean); a value no training row could hold is refused.
+    assert len(model.predict(rows.head(3).assign(income=[1.0, np.nan, 2.0]))) == 3
+    with pytest.raises(ValueError, match=r"row 1, column 'income': 1e\+308 is not a finite number the model can read"):
+        model.predict(rows.head(3).assign(income=[1.0, 1e308, 2.0]))
 
 
 def test_a_regression_model_answers_in_the_targets_units(store, tmp_path: Path) -> None:
@@ -279,12 +284,24 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(store, tmp_path: 
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = pd.DataFrame(json.load(response)["predictions"])
+        images = np.asarray(_digits_rows(report["row"].to_numpy()[:2]), dtype=np.float64)
+        images.reshape(2, -1)[1, 5] = 1e308  # beyond float32: the model would answer from inf
+        rows = images.tolist()
+        bad = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": rows}).encode(), headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=60)
+        refusal = refused.value.read().decode()
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
     assert list(answer["predicted_class"].astype(str)) == list(report["predicted_class"].astype(str))
     np.testing.assert_allclose(answer["p_7"].to_numpy(), report["p_7"].to_numpy(), atol=1e-6)
+    assert refused.value.code == 400, refusal
+    # MLflow's float32 tensor signature has made the value inf before the model sees it; refused all the same.
+    assert "row 1, value 5: inf is not a finite number the model can read" in refusal, refusal
 
 
 def test_a_model_another_sweeplab_version_cannot_read_names_both_versions(store, tmp_path: Path, monkeypatch) -> None:
@@ -323,6 +340,8 @@ def test_a_text_classifier_takes_raw_texts_through_the_runs_tokenizer(store, tmp
     assert [c["name"] for c in model.metadata.signature.inputs.to_dict()] == ["text"]
     with pytest.raises(Exception, match=r"Model is missing inputs \['text'\]"):  # MLflow's schema check, from the signature
         model.predict(pd.DataFrame({"review": ["fine"]}))
+    with pytest.raises(ValueError, match=r"row 1: an empty text; each row needs at least one word"):
+        model.predict(pd.DataFrame({"text": ["fine", "  "]}))
 
 
 @pytest.mark.parametrize("agent", ["q_learning", "value_iteration"])
@@ -338,6 +357,11 @@ def test_an_agents_model_is_its_greedy_policy(agent: str, store, tmp_path: Path)
         np.testing.assert_allclose(answer[[f"q_{a}" for a in range(4)]].to_numpy(), saved["q"], rtol=1e-6)
     else:
         assert list(answer.columns) == ["action"]
+    for state in (-1.0, 0.5, 16.0, 99.0):  # used to answer action 0, or a raw IndexError
+        with pytest.raises(
+            ValueError, match=rf"row 0: state {state:g} is not a state of this environment; give whole numbers from 0 to 15"
+        ):
+            model.predict(np.array([[state]], dtype=np.float32))
 
 
 def test_what_a_run_keeps_for_sync_holds_no_password(tmp_path: Path, capsys) -> None:

@@ -36,7 +36,7 @@ TOKENIZER_FILE = "tokenizer.pkl"  # text models: the tokenizer fitted on the run
 MODEL_NAME = "model"  # runs:/<id>/model
 EXAMPLE_ROWS = 5
 # What a served model may read beyond flavour, task and sample shape; absent (None) means not used.
-OPTIONAL_KEYS = ("class_names", "columns", "text", "encoding", "mean", "std", "target_scale", "action_values")
+OPTIONAL_KEYS = ("class_names", "columns", "text", "encoding", "mean", "std", "target_scale", "action_values", "states")
 
 
 # -- what the model needs to read raw data -------------------------------------
@@ -123,17 +123,26 @@ class SweeplabPredictor:
         self.model, self.spec, self.tokenizer = model, spec, tokenizer
 
     def features(self, data: Any) -> np.ndarray:
-        """Raw input (frame, array, list) -> the standardised float32 array the model was trained on."""
+        """Raw input (frame, array, list) -> the standardised float32 array the model was trained on;
+        input the training data could not have held (NaN, values beyond float32, states the
+        environment lacks, empty texts) is refused naming its row and column."""
         spec = self.spec
         if spec["text"]:  # token ids, padded or cut to the training length
             return self._token_ids(data)
         columns = spec["columns"]
+        names: list[str] | None = None
         if _is_frame(data) and columns and spec["encoding"]:
-            x = encode_frame(data, spec["encoding"])
+            x, names = encode_frame(data, spec["encoding"], dtype=np.float64), spec["encoding"]["feature_names"]
         elif _is_frame(data) and columns:
-            x = data[_require_columns(data, columns)].to_numpy(dtype=np.float32)
+            x, names = data[_require_columns(data, columns)].to_numpy(dtype=np.float64), list(columns)
         else:
-            x = np.asarray(data.to_numpy() if _is_frame(data) else data, dtype=np.float32)
+            try:
+                x = np.asarray(data.to_numpy() if _is_frame(data) else data, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"input is not numbers of one shape ({exc})") from None
+        _check_finite(x, names)
+        if spec["states"] is not None:
+            _check_states(x, int(spec["states"]))
         size = int(np.prod(spec["sample_shape"]))
         if x.size % size or x.ndim == 0:
             raise ValueError(
@@ -152,13 +161,19 @@ class SweeplabPredictor:
         from sweeplab.text.tokenizers import pad_ids
 
         texts = [str(t) for t in np.asarray(data, dtype=object).reshape(-1)]
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise ValueError(f"row {empty[0]}: an empty text; each row needs at least one word ({len(empty)} empty row(s))")
         rows = self.tokenizer.encode(texts, self.spec["text"]["max_length"])
         return pad_ids(rows, int(self.spec["sample_shape"][0]), self.spec["text"]["pad_id"])
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
 
-        x = self.features(data)
+        try:
+            x = self.features(data)
+        except ValueError as exc:  # served: HTTP 400 with this line, not 200 with an answer from garbage
+            raise bad_input(str(exc)) from None
         task, names = self.spec["task"], self.spec["class_names"]
         if self.spec["flavor"] == "pytorch":
             from sweeplab.outputs import probabilities as class_probabilities
@@ -209,6 +224,50 @@ class SweeplabPredictor:
             return self.model(torch.from_numpy(x).to(device)).cpu()
 
 
+@functools.lru_cache(maxsize=1)
+def _bad_input_class() -> type:
+    """Built on first use: MLflow is imported only where a model predicts."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    class BadInput(MlflowException, ValueError):
+        """Input a served model refuses: MLflow's scoring server answers 400 with the message."""
+
+        def __init__(self, message: str) -> None:
+            super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    return BadInput
+
+
+def bad_input(message: str) -> Exception:
+    """A ValueError that ``mlflow models serve`` answers with HTTP 400 and this message."""
+    return _bad_input_class()(message)
+
+
+def _check_finite(x: np.ndarray, names: list[str] | None) -> None:
+    """NaN, infinite, or beyond float32 (what the model computes in): refused, naming the first row and column."""
+    limit = float(np.finfo(np.float32).max)
+    table = x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(-1, 1)
+    bad = ~np.isfinite(table) | (np.abs(np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)) > limit)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        label = f"column {names[column]!r}" if names and column < len(names) else f"value {column}"
+        raise ValueError(
+            f"row {row}, {label}: {table[row, column]:g} is not a finite number the model can read (|x| up to {limit:.3g}); "
+            f"{int(bad.any(axis=1).sum())} row(s) affected"
+        )
+
+
+def _check_states(x: np.ndarray, states: int) -> None:
+    """A tabular policy reads state numbers: whole numbers from 0 to states - 1."""
+    flat = x.reshape(-1)
+    bad = np.flatnonzero((flat != np.round(flat)) | (flat < 0) | (flat >= states))
+    if bad.size:
+        raise ValueError(
+            f"row {int(bad[0])}: state {flat[bad[0]]:g} is not a state of this environment; give whole numbers from 0 to {states - 1}"
+        )
+
+
 def _is_frame(data: Any) -> bool:
     return hasattr(data, "columns") and hasattr(data, "to_numpy")
 
@@ -220,7 +279,7 @@ def _require_columns(frame: Any, columns: list[str]) -> list[str]:
     return columns
 
 
-def encode_frame(frame: Any, encoding: dict[str, Any]) -> np.ndarray:
+def encode_frame(frame: Any, encoding: dict[str, Any], dtype: Any = np.float32) -> np.ndarray:
     """A CSV's raw feature columns -> the encoded array, as at training time:
     the same one-hot columns or ordinal codes (from the training file's
     categories), the same fill values for gaps."""
@@ -249,7 +308,7 @@ def encode_frame(frame: Any, encoding: dict[str, Any]) -> np.ndarray:
     if encoded.isna().any().any():
         gaps = [str(c) for c in encoded.columns[encoded.isna().any()]]
         raise ValueError(f"missing values in {', '.join(gaps)}; the model was trained with data.missing=error")
-    return encoded.to_numpy(np.float32)
+    return encoded.to_numpy(dtype)
 
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> SweeplabPredictor:

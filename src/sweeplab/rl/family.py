@@ -255,7 +255,8 @@ class ReinforcementFamily:
         shape = [1] if envs.is_tabular(self.env) else list(self.env.observation_space.shape)
         # action values for the agents that learn them (DQN, Q-learning, SARSA); the exact solvers' table is one-hot
         learned = self.agent.uses_network or getattr(self.agent, "q", None) is not None
-        return new_spec(flavor, Task.REINFORCEMENT.value, shape, action_values=learned)
+        states = int(self.env.observation_space.n) if envs.is_tabular(self.env) else None  # served input is checked against it
+        return new_spec(flavor, Task.REINFORCEMENT.value, shape, action_values=learned, states=states)
 
     def serving_example(self, spec: dict[str, Any]) -> np.ndarray:
         """A few observations: the first states, or samples of the observation space."""
