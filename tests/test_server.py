@@ -444,3 +444,27 @@ def test_sync_skips_points_a_cut_off_write_already_delivered(server: str, tmp_pa
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         assert history == list(zip([0, 1], values)), key
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_password_in_the_tracking_uri_is_written_nowhere(tmp_path: Path) -> None:
+    """Every byte a run writes, searched: the console, the run folder (but Hydra's own .hydra/,
+    which keeps the command line as given), the server's store and its artifacts (config,
+    log, model)."""
+    root = tmp_path / "server"
+    root.mkdir()
+    (tmp_path / "work").mkdir()
+    url, proc = _start_mlflow(f"sqlite:///{root / 'server.db'}", root / "artifacts")
+    try:
+        secret = "S3CRET" + "PASS"  # made at run time: a diff of this file (the run's git_diff.patch) holds no such literal
+        secret_url = url.replace("http://", f"http://ana:{secret}@")
+        result = cli([f"logger.tracking_uri={secret_url}", "trainer.max_epochs=1", "callbacks=none", "data=iris"], cwd=tmp_path / "work")
+    finally:
+        _stop(proc)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ana:***@" in result.stdout  # named, masked
+    places = {"console": (result.stdout + result.stderr).encode()}
+    for path in [*(tmp_path / "work").rglob("*"), *root.rglob("*")]:
+        if path.is_file() and ".hydra" not in path.parts:
+            places[str(path.relative_to(tmp_path))] = path.read_bytes()
+    leaks = sorted(name for name, data in places.items() if secret.encode() in data)
+    assert not leaks, leaks

@@ -540,12 +540,16 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def mask_secrets(value: Any) -> Any:
-    """Replace the values of secret-looking keys, at any depth."""
+    """Replace the values of secret-looking keys, and the password of a URI (user:***@host), at any depth."""
     if isinstance(value, dict):
         return {k: MASK if SECRET_KEY.search(str(k)) else mask_secrets(v) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v) for v in value]
-    return value
+    return redact_uri(value) if isinstance(value, str) and "://" in value else value
+
+
+def has_password(uri: str) -> bool:
+    return redact_uri(uri) != str(uri)
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

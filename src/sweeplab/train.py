@@ -89,6 +89,8 @@ def _build_logger(cfg: DictConfig, main: DictConfig, run_name: str, identity: st
     if not tracking.uses_mlflow(cfg):
         return hydra.utils.instantiate(main)
     uri = tracking.tracking_uri(cfg)
+    if tracking.has_password(uri):  # MLflow prints "View run at <uri with its password>" when a run ends
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     tracking.ensure_experiment(cfg)  # checks a server answers, before anything waits on it
     for stale in tracking.close_stale_runs(cfg, keep=resume_run_id):
         print(f"sweeplab-train: run {stale.info.run_id} of this config was left RUNNING by a process that is gone; marked KILLED")
