@@ -405,7 +405,13 @@ def _bad_checkpoints(tmp_path: Path) -> None:
         (["seed=abc"], "seed='abc': must be an integer from 0 to 4294967295"),
         (["experiment=nope"], "experiment=nope: no such preset; choose one of autoencoder_vs_pca, clustering_digits"),
         (["ckpt_path=plain.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
+        (["ckpt_path=plain.ckpt"], "torch's weights-only loader cannot read it (Unsupported operand"),
         (["experiment_name="], "experiment_name='': an MLflow experiment needs a name"),
+        (
+            ["data=diabetes", "+data.task=binary"],
+            "data.task: not an option of ArrayDataModule, the data chosen here; remove +data.task=...",
+        ),
+        (["paths.outputs=/proc/nope"], "/proc/nope: cannot create this folder (No such file or directory); run folders and the store"),
         (
             ["data=csv", "data.path=huge.csv", "data.target=label", "model=random_forest"],
             "data.path=huge.csv: values too large to train on in x2 (up to 4e+306)",
@@ -430,6 +436,7 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
     assert lines[-1].startswith("sweeplab-train: error: "), result.stderr[-2000:]
     assert expected in lines[-1]
     assert "Traceback" not in result.stderr and "weights_only` set to `False`" not in result.stderr
+    assert "Please file an issue" not in result.stderr and "UserWarning" not in result.stderr
     assert time.time() - started < 60  # an unreachable server fails in seconds, not minutes
     db = tmp_path / "outputs" / "mlflow.db"
     if db.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,9 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path", training_state: bo
     if path.is_dir():
         raise ValueError(f"{key}={path}: is a folder; give the .ckpt file (e.g. <run folder>/checkpoints/last.ckpt)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its note on the file's pickle protocol: the refusal below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "GLOBAL" not in str(exc):  # garbage bytes or a plain pickle, not a checkpoint
             raise ValueError(
@@ -77,10 +80,13 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path", training_state: bo
 
 
 def _reason(exc: BaseException) -> str:
-    """The informative part of torch's message, without its advice to load unsafely."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    found = next((line for line in lines if "Unpickler error" in line or "error:" in line.lower()), lines[-1] if lines else "")
-    return found.split("Re-running")[0].strip()[:200]
+    """The informative part of torch's message (what its unpickler met), without its advice
+    to load unsafely or to file an issue."""
+    text = str(exc)
+    after = text.split("Unpickler error:", 1)[1] if "Unpickler error:" in text else text
+    advice = ("Please file", "Re-running", "Check the documentation", "Weights only load failed", "In PyTorch")
+    lines = [line.strip() for line in after.splitlines() if line.strip() and not line.strip().startswith(advice)]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 # -- checkpoints in the run's MLflow artifacts (checkpoints/<name>) ---------------

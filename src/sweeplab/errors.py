@@ -37,6 +37,14 @@ def _close_keys(full_key: str) -> list[str]:
         return []
 
 
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """Whether the innermost frame of the exception's traceback is ``function``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == function
+
+
 def some_of(names: list[str], limit: int = 10) -> str:
     """Up to ``limit`` names, then how many more: a list in an error stays one readable line."""
     shown = ", ".join(str(n) for n in names[:limit])
@@ -50,11 +58,24 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         # "Error in call to target 'X': ValueError(...)": the cause is the message.
         where = re.search(r"full_key: (\S+)", str(exc))
+        unexpected = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(exc.__cause__))
+        if where and unexpected:  # a key added with +group.key that the chosen class does not take
+            owner, key = unexpected.groups()
+            return (
+                f"{where.group(1)}.{key}: not an option of {owner}, the {where.group(1)} chosen here; "
+                f"remove +{where.group(1)}.{key}=... (sweeplab-train --cfg job shows the options it has)"
+                + ("; data.task is an option of data=csv, a bundled data set fixes its task" if key == "task" else "")
+            )
         inner = one_line(exc.__cause__)
         if not where or inner.startswith((where.group(1) + ".", where.group(1) + "=")):
             return inner
         return f"{where.group(1)}: {inner}"
     text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.filename and _raised_in(exc, "mkdir"):  # a run or sweep folder that cannot be made
+        return (
+            f"{exc.filename}: cannot create this folder ({exc.strerror or type(exc).__name__}); run folders and the store go "
+            "under paths.outputs (and hydra.run.dir / hydra.sweep.dir): give a folder you can write to"
+        )
     resolver = re.match(r"\w+ raised while resolving interpolation: (.*?)\s+full_key: \S+", text, flags=re.DOTALL)
     if resolver:  # a ${required:...} value the user has not given, or a resolver's own error
         return " ".join(resolver.group(1).split())
