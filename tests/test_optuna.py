@@ -66,6 +66,26 @@ def test_bad_sweeper_options_are_one_line() -> None:
     assert type(build_sampler({"_target_": "optuna.samplers.RandomSampler", "seed": 1}, None, {})).__name__ == "RandomSampler"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0: must be a positive integer"),
+        (["hydra.sweeper.n_trials=-1"], "hydra.sweeper.n_trials=-1: must be a positive integer"),
+        (["hydra.sweeper.storage=bogus://x"], "hydra.sweeper.storage=bogus://x: not a database optuna can keep a study in"),
+        (["model.dropout=interval(0.3,0.001)"], "model.dropout=interval(0.3,0.001): the lower bound (0.3) must be below the upper one"),
+        (["optimizer.lr=tag(log, interval(0, 0.1))"], "a log-scale interval needs bounds > 0 (the lower one is 0.0)"),
+    ],
+)
+def test_bad_study_settings_through_the_console_script_are_one_line(args: list[str], expected: str, tmp_path: Path) -> None:
+    result = cli([*SEARCH, *QUICK, *args], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stdout[-1000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("sweeplab-train: error: ") and expected in line, line
+    db = tmp_path / "outputs" / "mlflow.db"
+    assert not db.exists() or runs_of(f"sqlite:///{db}").empty  # no trial trained
+
+
 def test_trials_interrupted_and_set_aside_do_not_count(tmp_path: Path) -> None:
     """n_trials counts every trial asked, failed ones too, but not one failed by an
     interruption and asked again, nor a surplus trial of a concurrent sweep."""

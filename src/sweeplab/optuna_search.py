@@ -80,6 +80,11 @@ def _distribution(key: str, override: Any) -> Any:
         return FloatDistribution(min(values), max(values), step=abs(float(value.step)))
     if override.is_interval_sweep():
         log = "log" in value.tags
+        shown = f"{key}={override.input_line.split('=', 1)[1]}"
+        if not float(value.start) < float(value.end):
+            raise ValueError(f"{shown}: the lower bound ({value.start}) must be below the upper one ({value.end})")
+        if log and float(value.start) <= 0:
+            raise ValueError(f"{shown}: a log-scale interval needs bounds > 0 (the lower one is {value.start})")
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(int(value.start), int(value.end), log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
@@ -173,6 +178,9 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # sweeplab says what each trial did
+
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")  # SQLAlchemy's, for optuna's RDBStorage
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None) -> Any:
@@ -440,7 +448,10 @@ def run_study(sweeper: Any, arguments: Sequence[str], sweep_dir: Path) -> None:
         raise ValueError(f"hydra.sweeper.pruner={pruner}: optuna prunes single-objective studies only; use pruner=none with {metrics}")
     if pruner != "none" and not metrics[0].startswith(("val/", "train/")):
         raise ValueError(f"hydra.sweeper.pruner={pruner}: optimized_metric={metrics[0]} is not known each epoch; prune on a val/ metric")
-    n_trials, n_jobs = int(options.get("n_trials") or 0), max(int(options.get("n_jobs") or 1), 1)
+    n_trials = options.get("n_trials")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"hydra.sweeper.n_trials={n_trials!r}: must be a positive integer, the number of trials the study holds when done")
+    n_jobs = max(int(options.get("n_jobs") or 1), 1)
     space, fixed = search_space(options.get("params"), arguments)
     if str(options.get("sampler")).lower() == "grid":
         size = math.prod(len(values) for values in grid_of(space).values())
@@ -448,6 +459,13 @@ def run_study(sweeper: Any, arguments: Sequence[str], sweep_dir: Path) -> None:
             print(f"sweeplab-train: sampler=grid: the grid has {size} points; n_trials={n_trials} becomes {size}")
             n_trials = size
     storage_url = str(options.get("storage") or default_storage(sweep_dir))
+    if storage_url.split(":", 1)[0].split("+", 1)[0] not in STORAGE_SCHEMES:
+        from sweeplab.tracking import redact_uri
+
+        raise ValueError(
+            f"hydra.sweeper.storage={redact_uri(storage_url)}: not a database optuna can keep a study in; "
+            "use sqlite:///path/optuna.db, postgresql://user@host/db or mysql://user@host/db (or null: the sweep folder's optuna.db)"
+        )
     study = optuna.create_study(
         study_name=str(options.get("study_name") or config.experiment_name),
         storage=open_storage(storage_url, options.get("heartbeat_interval"), options.get("grace_period")),
