@@ -209,7 +209,10 @@ def test_a_killed_sweep_resumes_its_study(tmp_path: Path) -> None:
 
     again = cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "optuna study sweeplab: 2 of 3 trials already there, 1 interrupted trial(s) asked again" in again.stdout
+    assert (
+        "optuna study sweeplab: 2 of 3 trials already there, 1 interrupted trial(s) failed (asked again where a job had them)"
+        in again.stdout
+    )
     trials = {t.number: t for t in _study(db).get_trials()}
     assert [(trials[n].state, trials[n].params) for n in (0, 1)] == [before[0], before[1]]  # kept as they were
     assert trials[2].state == TrialState.FAIL
@@ -248,6 +251,14 @@ def test_pruning_stops_a_bad_trial_and_mlflow_says_so(tmp_path: Path) -> None:
         assert run["tags.sweeplab.pruned_epoch"] == str(max(trial.intermediate_values))
         assert run["metrics.test/f1"] >= 0
     assert f"{len(pruned)} pruned" in result.stdout
+    # Another study in the same MLflow experiment asks the same grid: a pruned run is no finished result to reuse.
+    second = cli(["-m", *args, f"hydra.sweeper.storage=sqlite:///{tmp_path / 'second.db'}"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("identical config finished as run") == 6 - len(pruned)
+    again = _study(tmp_path / "second.db").get_trials()
+    retrained = {t.number for t in again if t.params in [p.params for p in pruned]}
+    assert retrained and all(t.state.name in ("PRUNED", "COMPLETE") for t in again)
+    assert len(runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")) == 6 + len(pruned)  # only the pruned ones trained again
 
 
 @pytest.mark.slow
@@ -308,3 +319,29 @@ def test_a_second_sweep_with_the_same_seed_draws_new_values(tmp_path: Path) -> N
     states = [(t.state.name, t.user_attrs.get(SURPLUS)) for t in study.get_trials()]
     assert states == [("COMPLETE", None), ("FAIL", True), ("RUNNING", None)]  # the repeat was set aside, not run
     assert study.get_trials()[2].user_attrs["sweeplab.overrides"] == ["seed=1", f"x={second.params['x']}"]
+
+
+@pytest.mark.slow
+def test_a_trial_asked_by_a_sweeper_killed_before_handing_it_out_does_not_count(tmp_path: Path) -> None:
+    """SIGKILL between study.ask and the trial's owner record left a RUNNING trial with no params, owner
+    or heartbeat that counted toward n_trials: the study never got its last result."""
+    import sqlite3
+
+    import optuna
+
+    from sweeplab.optuna_search import SURPLUS, open_storage
+
+    db = tmp_path / "study.db"
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{db}"), study_name="sweeplab", direction="maximize")
+    orphan = study.ask()  # what the killed sweeper left: asked, never handed to a job
+    with sqlite3.connect(db) as conn:  # asked two minutes ago
+        conn.execute("UPDATE trials SET datetime_start = datetime('now', '-2 minutes') WHERE trial_id = ?", (orphan._trial_id,))
+    args = [*SEARCH, *QUICK, "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}"]
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "0 of 2 trials already there, 1 interrupted trial(s) failed" in result.stdout
+    trials = _study(db).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[0].user_attrs.get(SURPLUS) is True
+    again = cli(args, cwd=tmp_path)  # the study is complete: nothing more to train
+    assert "2 of 2 trials already there" in again.stdout and len(_study(db).get_trials()) == 3

@@ -23,6 +23,7 @@ hash and parameters are those of the same run trained by hand).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import os
 import shlex
@@ -38,6 +39,7 @@ PRUNERS = ("none", "median", "hyperband")
 DIRECTIONS = ("maximize", "minimize")
 TRIAL_TAG = "sweeplab.optuna.trial"  # the trial number(s) a run answered, space-separated when a config was asked again
 MAX_RETRY = 3  # an interrupted trial is asked again at most this often
+ORPHAN_AFTER_S = 60.0  # a running trial with no owner this old was asked by a sweeper that died before handing it out
 OWNER, OVERRIDES, PRUNED_EPOCH, SURPLUS = "sweeplab.owner", "sweeplab.overrides", "sweeplab.pruned_epoch", "sweeplab.surplus"
 
 
@@ -264,10 +266,29 @@ def recover(study: Any) -> int:
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         optuna.storages.fail_stale_trials(study)
         count = running - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if process_gone(dict(trial.user_attrs.get(OWNER) or {})) is True:  # on this machine, its sweeper is gone
+        if OWNER not in trial.user_attrs:
+            # Asked, then the sweeper died before it wrote the owner (it does so at once): no job ever had
+            # this trial, no heartbeat will end it, and it would count toward n_trials forever. Set aside.
+            started = trial.datetime_start or now
+            if (now - started).total_seconds() > ORPHAN_AFTER_S:
+                count += _set_aside(study, trial._trial_id)
+        elif process_gone(dict(trial.user_attrs.get(OWNER) or {})) is True:  # on this machine, its sweeper is gone
             count += fail_and_retry(study, trial._trial_id)
     return count
+
+
+def _set_aside(study: Any, trial_id: int) -> bool:
+    """Fail a trial and keep it out of the count (tag sweeplab.surplus); False if another process ended it first."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study._storage.set_trial_user_attr(trial_id, SURPLUS, True)
+        return bool(study._storage.set_trial_state_values(trial_id, TrialState.FAIL))
+    except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+        return False
 
 
 def _rdb(study: Any) -> Any:
@@ -483,7 +504,7 @@ def run_study(sweeper: Any, arguments: Sequence[str], sweep_dir: Path) -> None:
     done = len(_counted(study.get_trials(deepcopy=False)))
     print(
         f"sweeplab-train: optuna study {study.study_name}: {done} of {n_trials} trials already there"
-        + (f", {recovered} interrupted trial(s) asked again" if recovered else "")
+        + (f", {recovered} interrupted trial(s) failed (asked again where a job had them)" if recovered else "")
         + f"; {len(space)} searched key(s): {', '.join(space)}",
         flush=True,
     )

@@ -215,14 +215,21 @@ TIME_METRIC = "time/fit_s"  # seconds to train and test: what a sweeper can mini
 
 
 def find_finished(cfg: DictConfig) -> tuple[str, dict[str, float]] | None:
-    """(run id, metrics) of a FINISHED run of this experiment with the same config hash, if any.
+    """(run id, metrics) of a FINISHED run of this experiment with the same config hash, if any;
+    a run an Optuna pruner stopped early (tag sweeplab.pruned) is no finished result.
 
     Queried through a client, not mlflow.set_tracking_uri, which would set
     MLFLOW_TRACKING_URI for the rest of the process.
     """
     from mlflow.tracking import MlflowClient
 
-    runs = _same_config_runs(MlflowClient(tracking_uri(cfg)), cfg, "= 'FINISHED'", max_results=1)
+    # A pruned run stopped early: its score is of a shorter training, not this config's result.
+    complete = [
+        r
+        for r in _same_config_runs(MlflowClient(tracking_uri(cfg)), cfg, "= 'FINISHED'", max_results=50)
+        if r.data.tags.get("sweeplab.pruned") != "true"
+    ]
+    runs = complete[:1]
     if not runs:
         return None
     seconds = (runs[0].info.end_time - runs[0].info.start_time) / 1000 if runs[0].info.end_time else math.nan
