@@ -732,3 +732,32 @@ def test_a_target_with_hundreds_of_rare_classes_is_named_in_one_short_line(tmp_p
     line = one_line(raised.value)
     assert "too few of 500 of the 500 classes: class_0, class_1" in line and "and 490 more" in line
     assert len(line) < 600
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_a_new_store_is_made_leaves_nothing_and_a_cut_short_store_is_named(tmp_path: Path) -> None:
+    """A file-size limit while the store is created used to leave a truncated mlflow.db (and a
+    .partial) on which every later run failed: "table secrets already exists"."""
+    exe = str(Path(sys.executable).with_name("sweeplab-train"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # no cached empty store: MLflow's migrations run under the limit
+    args = [exe, "trainer.max_epochs=1", "callbacks=none", *NO_MODEL]
+    full = subprocess.run(
+        args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, preexec_fn=_with_file_size_limit(500 * 1024)
+    )
+    lines = [line for line in full.stderr.splitlines() if line.strip()]
+    assert full.returncode == 1 and lines[-1].startswith("sweeplab-train: error: the MLflow store "), full.stderr[-2000:]
+    assert "could not be created (" in lines[-1] and "nothing was left behind" in lines[-1]
+    outputs = tmp_path / "outputs"
+    assert not list(outputs.glob("mlflow.db*")) and not list(outputs.glob(".mlflow.db*"))
+    assert [p.name for p in (tmp_path / "cache" / "sweeplab").iterdir() if not p.name.endswith(".lock")] == []
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    # A store an earlier version let MLflow create in place, cut short: named, with the way out.
+    half = tmp_path / "half"
+    (half / "outputs").mkdir(parents=True)
+    make = "from mlflow.tracking import MlflowClient\ntry:\n    MlflowClient('sqlite:///outputs/mlflow.db').search_experiments()\nexcept Exception:\n    pass\n"
+    subprocess.run([sys.executable, "-c", make], cwd=half, env=env, timeout=120, preexec_fn=_with_file_size_limit(500 * 1024))
+    refused = subprocess.run(args, cwd=half, capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 1
+    assert "the MLflow store's creation was cut short earlier (table " in refused.stderr.strip().splitlines()[-1]

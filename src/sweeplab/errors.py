@@ -104,6 +104,12 @@ def one_line(exc: BaseException) -> str:
             return f"{key}: not in this config: {why}"
         hint = f"did you mean {' or '.join(close)}?" if close else f"to add a new key use +{key}=..."
         return f"{key}: no such config key; {hint}"
+    half_made = re.search(r"\(sqlite3\.OperationalError\) table (\w+) already exists", text)
+    if half_made:  # MLflow re-creating a store whose first creation was cut short (a full disk) by an older version
+        return (
+            f"the MLflow store's creation was cut short earlier (table {half_made.group(1)} exists, its schema is incomplete; a full "
+            "disk?): if it holds no runs, delete that mlflow.db (under paths.outputs, or logger.tracking_uri's) and run again"
+        )
     storage = re.search(r"\(sqlite3\.OperationalError\) (disk I/O error|database or disk is full)", text)
     if storage:  # MLflow's SQLite store could not write: a full disk, or a file-size limit
         return (

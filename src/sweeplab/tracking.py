@@ -472,6 +472,10 @@ def again_on_duplicate_key(call: Any, *args: Any, attempts: int = 3, **kwargs: A
     return None
 
 
+class StoreNotCreated(ValueError):
+    """A new SQLite store could not be made (a full disk, a file-size limit)."""
+
+
 def new_sqlite_store(db: Path) -> None:
     """A new SQLite store as a copy of an empty one made by this MLflow version.
 
@@ -490,11 +494,17 @@ def new_sqlite_store(db: Path) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweeplab"
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    partial = db.with_name(f".{db.name}.{os.getpid()}.partial")
     try:
-        if not template.exists():
-            _make_template(template)
-        partial = db.with_name(f".{db.name}.{os.getpid()}.partial")
-        shutil.copyfile(template, partial)
+        try:
+            if not template.exists():
+                _make_template(template)
+            shutil.copyfile(template, partial)
+        except OSError:  # a read-only or full cache: MLflow makes the store, into the partial file all the same
+            partial.unlink(missing_ok=True)
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(f"sqlite:///{partial}").search_experiments()
         with sqlite3.connect(partial) as copy:  # MLflow's default: ./mlruns of the folder the store was made from
             copy.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(Path.cwd() / "mlruns" / "0"),))
         copy.close()
@@ -502,10 +512,15 @@ def new_sqlite_store(db: Path) -> None:
             os.link(partial, db)  # whole or not at all, and never over a store another process just made
         except FileExistsError:
             pass
-        finally:
-            partial.unlink(missing_ok=True)
-    except OSError:  # a read-only or full cache: MLflow makes the store itself
-        return
+    except Exception as exc:  # a full disk while it is made: nothing is left behind, and the line says so
+        found = re.search(r"\(sqlite3\.\w+\) ([^\n\[(]+)", str(exc))
+        reason = getattr(exc, "strerror", None) or (found.group(1).strip() if found else type(exc).__name__)
+        raise StoreNotCreated(
+            f"the MLflow store {db} could not be created ({reason}: a full disk?); nothing was left behind: free space "
+            "(or put paths.outputs / logger.tracking_uri elsewhere) and run the same command again"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _make_template(template: Path) -> None:
@@ -520,8 +535,11 @@ def _make_template(template: Path) -> None:
             return
         building = template.with_name(f".{template.name}.{os.getpid()}")
         building.unlink(missing_ok=True)
-        MlflowClient(f"sqlite:///{building}").search_experiments()  # MLflow creates the tables
-        building.replace(template)
+        try:
+            MlflowClient(f"sqlite:///{building}").search_experiments()  # MLflow creates the tables
+            building.replace(template)
+        finally:
+            building.unlink(missing_ok=True)  # a cache that filled up keeps no half-made template
 
 
 def _use_wal(db: Path) -> None:
