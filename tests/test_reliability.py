@@ -761,3 +761,23 @@ def test_a_full_disk_while_a_new_store_is_made_leaves_nothing_and_a_cut_short_st
     refused = subprocess.run(args, cwd=half, capture_output=True, text=True, timeout=300, env=env)
     assert refused.returncode == 1
     assert "the MLflow store's creation was cut short earlier (table " in refused.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_downloading_weights_offline_is_one_line_at_once(tmp_path: Path) -> None:
+    """Offline, from_pretrained retried for about a minute with a warning at each try before its line."""
+    started = time.time()
+    result = cli(
+        ["model=bert", "model.download_weights=true", "model.weights=bert-base-uncased", "data=sentiment"],
+        cwd=tmp_path,
+        timeout=120,
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")},  # a closed port: the hub is unreachable
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sweeplab-train: error: model.weights=bert-base-uncased with model.download_weights=true: the Hugging Face hub cannot be "
+        "reached from here (offline?) and no copy is in the local cache; download it where there is a network, or give "
+        "model.weights=<folder>"
+    )
+    assert "retry" not in result.stderr.lower() and "Warning" not in result.stderr
+    assert time.time() - started < 30

@@ -148,11 +148,34 @@ class PretrainedTokenizer(TextTokenizer):
         return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
-def download_pretrained(auto_class: Any, name: str) -> Any:
-    """``from_pretrained`` from the hub, failing in one line when there is no network."""
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub's host answers a TCP connection: without this, an offline
+    from_pretrained retries for about a minute, warning at each try, before it fails."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
     try:
-        return auto_class.from_pretrained(name)
+        with socket.create_connection((endpoint.hostname or "", endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def download_pretrained(auto_class: Any, name: str) -> Any:
+    """``from_pretrained`` from the hub, failing in one line, at once, when there is no network
+    (a copy already in the local cache is used then)."""
+    online = hub_reachable()
+    try:
+        return auto_class.from_pretrained(name, local_files_only=not online)
     except OSError as exc:
+        if not online:
+            raise ValueError(
+                f"model.weights={name} with model.download_weights=true: the Hugging Face hub cannot be reached from here "
+                "(offline?) and no copy is in the local cache; download it where there is a network, or give model.weights=<folder>"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
             f"model.weights={name} with model.download_weights=true: could not fetch it from the Hugging Face hub "
