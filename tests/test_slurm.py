@@ -163,19 +163,22 @@ def test_ddp_over_two_slurm_tasks_matches_one_process(store, tmp_path: Path) -> 
     assert _queue_drained()
 
 
-def test_a_job_asking_more_than_the_partition_has_is_cancelled_saying_why(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option,seeds", [("tasks_per_node", "1,2"), ("cpus_per_task", "1,2"), ("cpus_per_task", "1")])
+def test_a_job_asking_more_than_the_partition_has_is_cancelled_saying_why(option: str, seeds: str, tmp_path: Path) -> None:
     """Without EnforcePartLimits SLURM queues such a job for PartitionConfig forever: the sweep says so,
-    cancels it and goes on, without submitit's wait for result files a job that never ran cannot write."""
+    cancels it and goes on, without submitit's wait for result files a job that never ran cannot write.
+    (cpus_per_task used to be counted as trained, or a one-job sweep printed no summary.)"""
     node_cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0].rstrip("+"))
     asked = node_cpus + 2
     started = time.monotonic()
-    result = _slurm_cli([*SLURM, f"hydra.launcher.tasks_per_node={asked}", "seed=1,2", *QUICK], tmp_path, timeout=120)
+    result = _slurm_cli([*SLURM, f"hydra.launcher.{option}={asked}", f"seed={seeds}", *QUICK], tmp_path, timeout=120)
     waited = time.monotonic() - started
     said = f"(PartitionConfig: it asks {asked} CPUs on 1 node(s), the largest node there has {node_cpus}); cancelled it"
-    assert result.stderr.count(said) == 1, result.stderr[-2000:]  # one array of two jobs: one line
-    assert result.stderr.count("ended CANCELLED without a result") == 2  # a line a job, not a line a task
-    assert "2 jobs: 0 trained, 0 skipped, 0 failed, 2 never started" in result.stdout
-    assert "job 0 never started (cancelled, see above): seed=1" in result.stdout
-    assert "job 1 never started (cancelled, see above): seed=2" in result.stdout
+    assert result.stderr.count(said) == 1, result.stderr[-2000:]  # one array of jobs: one line
+    n = len(seeds.split(","))
+    assert result.stderr.count("ended CANCELLED without a result") == n  # a line a job, not a line a task
+    assert f"{n} jobs: 0 trained, 0 skipped, 0 failed, {n} never started" in result.stdout, result.stdout[-2000:]
+    for num, seed in enumerate(seeds.split(",")):
+        assert f"job {num} never started (cancelled, see above): seed={seed}" in result.stdout
     assert waited < 45, waited  # noticed at the first look (2 s), not after a time-out
     assert runs_of(_store(tmp_path)).empty  # no run was opened for them

@@ -104,6 +104,9 @@ def _wait_unless_it_cannot_start(job: Any) -> None:
         if time.monotonic() - checked > (2 if first else SQUEUE_POLL_S):
             if cancel_jobs_that_cannot_start(job.watcher._registered - job.watcher._finished):
                 job.watcher.update()
+                if str(job.job_id).split("_")[0] in _cancelled_pending:  # it never ran: no result file to wait 15 s for
+                    for each in [job, *job._sub_jobs]:
+                        each._results_timeout_s = 0
             checked, first = time.monotonic(), False
         time.sleep(1)
 
@@ -122,7 +125,8 @@ def _results_or_failed(original: Any) -> Any:
         except UncompletedJobError as exc:
             from hydra.core.utils import JobReturn, JobStatus
 
-            if never_ran:
+            # Cancelled during the wait above, which runs inside original(): look again.
+            if never_ran or str(job.job_id).split("_")[0] in _cancelled_pending:
                 overrides, _, num = job.submission().args[:3]
                 never_started[int(num)] = " ".join(overrides)
             if job.job_id not in _said:  # once for a job of several tasks
