@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,3 +117,40 @@ def saved_predictions(path: Path):
     path = Path(path)
     frame = pd.read_csv(path / "test_predictions.csv" if path.is_dir() else path)
     return frame["y_true"].to_numpy(), frame["y_pred"].to_numpy()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[tuple[str, Path]]:
+    """PostgreSQL on loopback (as the unprivileged postgres user when run as root): its URL and a
+    scratch folder; skips the test where PostgreSQL is not installed."""
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; .ci/run installs it where it can)")
+    bindir = Path(initdb).resolve().parent
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as an unprivileged user")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="sweeplab-pg-", dir="/tmp"))
+    data = root / "data"
+    if as_postgres:
+        shutil.chown(root, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeplab"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    start = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log")]
+    subprocess.run(
+        [*start, "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start"], check=True, capture_output=True, timeout=120
+    )
+    try:
+        yield f"postgresql://sweeplab@127.0.0.1:{port}/postgres", root
+    finally:
+        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NO_MODEL, cli, runs_of
+from conftest import NO_MODEL, cli, postgres_database, runs_of
 
 QUICK = ["trainer.max_epochs=3", "callbacks=none", "data=iris", "print_config=false", *NO_MODEL]
 SEARCH = ["-m", "hydra/sweeper=optuna", "optimized_metric=val/f1", "optimizer.lr=tag(log, interval(0.001, 0.1))"]
@@ -345,3 +345,72 @@ def test_a_trial_asked_by_a_sweeper_killed_before_handing_it_out_does_not_count(
     assert trials[0].user_attrs.get(SURPLUS) is True
     again = cli(args, cwd=tmp_path)  # the study is complete: nothing more to train
     assert "2 of 2 trials already there" in again.stdout and len(_study(db).get_trials()) == 3
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_on_postgresql_never_train_one_config_twice(tmp_path: Path) -> None:
+    """Same seed, same moment, a server database (no lock file spaces their starts): both used to count
+    0 trials and train the same first values as trials 0 and 1."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.optuna_search import _counted
+
+    store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    (tmp_path / "outputs").mkdir()
+    MlflowClient(store).create_experiment("raced")
+    with postgres_database() as (database, _):
+        args = [*SEARCH, f"hydra.sweeper.storage={database}", "hydra.sweeper.study_name=raced", "hydra.sweeper.n_trials=4"]
+        args += ["hydra.sweeper.seed=1", "experiment_name=raced", *QUICK]
+        exe = Path(sys.executable).with_name("sweeplab-train")
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        sweeps = [
+            subprocess.Popen([str(exe), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in (1, 2)
+        ]
+        outputs = [p.communicate(timeout=300)[0] for p in sweeps]
+        assert [p.returncode for p in sweeps] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        trials = _counted(optuna.load_study(study_name="raced", storage=database).get_trials())
+    values = [t.params["optimizer.lr"] for t in trials]
+    assert len(trials) == 4 and len(set(values)) == 4, values
+    runs = runs_of(store, "raced")
+    assert len(runs) == 4 and runs["tags.sweeplab.config_hash"].nunique() == 4
+
+
+def _ask_at_the_barrier(database: str, barrier, answers) -> None:
+    import optuna
+
+    from sweeplab.optuna_search import _ask, build_sampler, open_storage
+
+    space = {"optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    study = optuna.load_study(study_name="raced", storage=open_storage(database))
+    study.sampler = build_sampler("tpe", 1, space)  # both sweeps seeded alike: the same first values
+    barrier.wait()  # both count the study's trials before either has asked
+    answers.put([(t.number, t.params["optimizer.lr"]) for t in _ask(study, 4, 1, space, [])])
+
+
+@pytest.mark.slow
+def test_two_sweepers_asking_at_the_same_instant_get_different_values(tmp_path: Path) -> None:
+    """The race itself, forced: two processes count 0 trials, then ask with the same seed."""
+    import multiprocessing
+
+    import optuna
+
+    from sweeplab.optuna_search import SURPLUS, open_storage
+
+    with postgres_database() as (database, _):
+        optuna.create_study(study_name="raced", storage=open_storage(database), direction="maximize")
+        fork = multiprocessing.get_context("fork")
+        barrier, answers = fork.Barrier(2), fork.Queue()
+        askers = [fork.Process(target=_ask_at_the_barrier, args=(database, barrier, answers)) for _ in range(2)]
+        for asker in askers:
+            asker.start()
+        got = [answers.get(timeout=120) for _ in askers]
+        for asker in askers:
+            asker.join(timeout=60)
+        trials = optuna.load_study(study_name="raced", storage=database).get_trials()
+    kept = [trial for batch in got for trial in batch]
+    assert len(kept) == 2 and kept[0][1] != kept[1][1], got  # never one config twice
+    set_aside = [t for t in trials if t.user_attrs.get(SURPLUS)]
+    assert all(t.state.name == "FAIL" for t in set_aside)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import cli
+from conftest import cli, postgres_database
 
 pytestmark = pytest.mark.slow
 
@@ -85,51 +84,11 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def postgres_server():
-    """PostgreSQL on loopback (as the unprivileged postgres user), and MLflow on it."""
-    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
-    if initdb is None:
-        pytest.skip("PostgreSQL is not installed (Debian package postgresql; .ci/run installs it where it can)")
-    bindir = Path(initdb).resolve().parent
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as an unprivileged user")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="sweeplab-pg-", dir="/tmp"))
-    data = root / "data"
-    if as_postgres:
-        shutil.chown(root, "postgres")
-    port = _free_port()
-    subprocess.run(
-        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeplab"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    subprocess.run(
-        [
-            *as_postgres,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(root / "pg.log"),
-            "-o",
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {root}",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    try:
-        url, proc = _start_mlflow(f"postgresql://sweeplab@127.0.0.1:{port}/postgres", root / "artifacts")
+    """PostgreSQL on loopback, and MLflow on it."""
+    with postgres_database() as (database, root):
+        url, proc = _start_mlflow(database, root / "artifacts")
         yield url
         _stop(proc)
-    finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _get(url: str) -> dict:

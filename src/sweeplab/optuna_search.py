@@ -565,6 +565,25 @@ def _tell(study: Any, trial: Any, values: list[float] | None, state: Any) -> Non
             raise
 
 
+def _in_flight_already(study: Any, trial: Any, wait_s: float = 2.0) -> bool:
+    """Whether an earlier trial still running has these exact values: two sweeps that started at the
+    same moment with the same seed draw the same values, and neither saw the other's trial when it
+    counted (a server database has no lock file to space their starts). The later trial yields;
+    an earlier one still being sampled (no values yet) is waited for, briefly."""
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        earlier = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number < trial.number and not t.user_attrs.get(SURPLUS)
+        ]
+        if all(t.params for t in earlier) or time.monotonic() > deadline:
+            return any(t.params == trial.params for t in earlier)
+        time.sleep(0.1)
+
+
 def _ask(study: Any, n_trials: int, n_jobs: int, space: Mapping[str, Any], fixed: Sequence[str]) -> list[Any]:
     """Up to ``n_jobs`` new trials, never beyond ``n_trials`` counted over the whole study:
     a trial a concurrent sweep asked at the same moment beyond the total is set aside (tag sweeplab.surplus)."""
@@ -580,8 +599,10 @@ def _ask(study: Any, n_trials: int, n_jobs: int, space: Mapping[str, Any], fixed
     for _ in range(max(min(n_jobs, n_trials - len(counted)), 0)):
         for _attempt in range(3):
             trial = study.ask(dict(space))
-            repeated = continuous and tuple(sorted(trial.params.items())) in seen
-            if not repeated or "failed_trial" in study._storage.get_trial(trial._trial_id).system_attrs:  # a retry repeats on purpose
+            if "failed_trial" in study._storage.get_trial(trial._trial_id).system_attrs:  # a retry repeats on purpose
+                break
+            repeated = (continuous and tuple(sorted(trial.params.items())) in seen) or _in_flight_already(study, trial)
+            if not repeated:
                 break
             # The exact values of an earlier trial in a continuous space: a sweep that started with the same seed at the same time.
             trial.set_user_attr(SURPLUS, True)
