@@ -72,3 +72,26 @@ class CollectorAtTrainStart(Callback):
         import gc
 
         print(f"COLLECTOR enabled={gc.isenabled()} full_collections={gc.get_stats()[2]['collections']}", flush=True)
+
+
+class KillInEpochWrite(Callback):
+    """With SWEEPLAB_TEST_KILL_EPOCH set: SIGKILL this process when that epoch's training values
+    are handed to the logger, after the epoch's last.ckpt is on disk and before anything is
+    written. Without the variable (a resume) it does nothing; the run's identity is the same."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        import os
+        import signal
+
+        epoch = os.environ.get("SWEEPLAB_TEST_KILL_EPOCH")
+        if epoch is None or stage != "fit" or not trainer.loggers:
+            return
+        logger = trainer.loggers[0]
+        write = logger.log_metrics
+
+        def kill_first(metrics, step=None):
+            if "train/loss" in metrics and trainer.current_epoch == int(epoch):
+                os.kill(os.getpid(), signal.SIGKILL)
+            write(metrics, step)
+
+        logger.log_metrics = kill_first

@@ -781,3 +781,31 @@ def test_downloading_weights_offline_is_one_line_at_once(tmp_path: Path) -> None
     )
     assert "retry" not in result.stderr.lower() and "Warning" not in result.stderr
     assert time.time() - started < 30
+
+
+@pytest.mark.slow
+def test_sigkill_between_an_epochs_checkpoint_and_its_metric_write_loses_no_point_on_resume(tmp_path: Path) -> None:
+    """The epoch's last.ckpt is on disk when its values are written: a process killed in between used to
+    resume from that checkpoint with the epoch's train/val/lr points missing for good."""
+    args = ["trainer.max_epochs=4", "callbacks.progress_bar=null", "+callbacks.kill._target_=signal_callbacks.KillInEpochWrite", *NO_MODEL]
+    env = {**_hold_env(tmp_path, None), "SWEEPLAB_TEST_KILL_EPOCH": "2"}
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    killed = subprocess.run([str(exe), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    uri = _store(tmp_path)
+    run_id = runs_of(uri).run_id[0]
+    client = MlflowClient(uri)
+    assert len(client.get_metric_history(run_id, "val/loss")) == 2  # epochs 0 and 1 only: epoch 2's write never happened
+    resumed = subprocess.run(
+        [str(exe), *args, "resume=auto"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_hold_env(tmp_path, None)
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "values of the checkpoint's epoch were not in the run; logged them" in resumed.stdout
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and len(runs_of(uri)) == 1
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "train/loss"))
+    assert len(steps) == 4 and len(set(steps)) == 4, steps  # every epoch's point, once
+    for key in ("val/loss", "val/f1", "lr"):  # at the same steps as Lightning writes them
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == steps, key
+    epochs = {m.step: m.value for m in client.get_metric_history(run_id, "epoch")}  # the test stage adds one more
+    assert [epochs[step] for step in steps] == [0.0, 1.0, 2.0, 3.0]

@@ -167,3 +167,23 @@ def _mark_owner(folder: Path) -> None:
     if _owner["run"] is not None and folder not in _owner["marked"]:
         (folder / OWNER_FILE).write_text(f"{_owner['run']}\n")
         _owner["marked"].add(folder)
+
+
+# -- an epoch's logged values, carried by its checkpoint ----------------------------
+
+EPOCH_POINTS = "sweeplab_epoch_points"
+
+
+def save_epoch_points(checkpoint: dict[str, Any], trainer: Any) -> None:
+    """The epoch's train/val values, learning rate and epoch number, at the step Lightning logs them with."""
+    values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/")) or k == "lr"}
+    if values:
+        values["epoch"] = float(trainer.current_epoch)
+        # Lightning writes an epoch's values one step back (its counter has moved past the last batch).
+        checkpoint[EPOCH_POINTS] = {"step": int(trainer.fit_loop.epoch_loop._batches_that_stepped) - 1, "values": values}
+
+
+def epoch_points(path: Path) -> tuple[int, dict[str, float]] | None:
+    """(step, {key: value}) that a checkpoint carries; None for one written before they were kept."""
+    held = load_checkpoint(path, key="resume", training_state=True).get(EPOCH_POINTS)
+    return (int(held["step"]), dict(held["values"])) if held else None

@@ -188,6 +188,13 @@ class SweepModule(pl.LightningModule):
         self._log_epoch_metrics("train")
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, sync_dist=True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # last.ckpt of an epoch is written before that epoch's values reach the logger: a process killed
+        # between the two would lose them. They travel in the checkpoint; a resume writes what the run lacks.
+        from sweeplab.checkpoints import save_epoch_points
+
+        save_epoch_points(checkpoint, self.trainer)
+
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 

@@ -180,6 +180,27 @@ def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -
         outbox.pending["model"] = str(local)
 
 
+def log_points_the_checkpoint_holds(client: Any, run_id: str, checkpoint: Path) -> int:
+    """On resume: the last epoch's values the checkpoint carries that the run's history lacks (its
+    process ended after the checkpoint, before the write) are logged; returns how many."""
+    from mlflow.entities import Metric
+
+    held = checkpoints.epoch_points(checkpoint)
+    if held is None:
+        return 0
+    step, values = held
+    now = int(time.time() * 1000)
+    missing = [
+        Metric(key=k, value=v, timestamp=now, step=step)
+        for k, v in values.items()
+        if step not in {m.step for m in client.get_metric_history(run_id, k)}
+    ]
+    if missing:
+        client.log_batch(run_id, metrics=missing)
+        print(f"sweeplab-train: resume: {len(missing)} values of the checkpoint's epoch were not in the run; logged them")
+    return len(missing)
+
+
 def sync(run_dir: Path, store: str | None = None) -> None:
     """``sweeplab sync <run folder> [--store URI]``: send what a run kept while its server was gone, then close it."""
     from mlflow.tracking import MlflowClient

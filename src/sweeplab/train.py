@@ -29,7 +29,7 @@ from sweeplab import __version__, console, liveness, optuna_search, provenance, 
 from sweeplab.checkpoints import claim_folders, load_checkpoint, refuse_foreign
 from sweeplab.config import CONFIG_PATH, check_accelerator, check_choices, check_config, register_experiments
 from sweeplab.errors import Interrupted
-from sweeplab.publish import Outbox, publish, upload_checkpoints
+from sweeplab.publish import Outbox, log_points_the_checkpoint_holds, publish, upload_checkpoints
 from sweeplab.start_up import collector_back_on, pause_collector_for_start_up
 
 
@@ -382,6 +382,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             claim_folders(cfg, run_id)
         if resume_run_id:
             tracking.reopen_run(logger, run_id)
+            if start_from is not None:
+                log_points_the_checkpoint_holds(logger.experiment, run_id, start_from)
         if run_id:  # the run's MLflow writes; a server that stops answering does not stop the run (sweeplab sync)
             outbox = Outbox(logger.experiment, run_id, run_dir, tracking.tracking_uri(cfg))
             outbox.attach(logger, checkpoints_as_written=cfg.logger.get("log_checkpoints") == "all")
