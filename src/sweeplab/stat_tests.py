@@ -91,17 +91,11 @@ def significance(
     import numpy as np
     import pandas as pd
 
-    by = [by] if isinstance(by, str) else list(by)
     if test not in TESTS:
         raise ValueError(f"--test {test}: unknown; choose one of {', '.join(TESTS)}")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"--alpha {alpha}: must lie strictly between 0 and 1 (e.g. 0.05)")
-    if lower_better is None:
-        lower_better = lower_is_better(metric)
-    order, table = replicate_values(frame, by, over, metric)
-    scored = [g for g in order if table[g]]
-    if len(scored) < 2:
-        raise ValueError(f"--significance: needs at least 2 groups with a {metric} value; found {len(scored)} ({', '.join(scored)})")
+    lower_better, table, scored = _scored_groups(frame, by, over, metric, lower_better, 2, "--significance", "")
     means = {g: float(np.mean(list(table[g].values()))) for g in scored}
     sign = 1 if lower_better else -1
     best = min(scored, key=lambda g: (sign * means[g], g))  # equal means: the first label in order, whatever the store's order
@@ -131,6 +125,18 @@ def significance(
         else:
             result.loc[i, "verdict"] = f"not distinguishable with n={row.n}"
     return result
+
+
+def _scored_groups(
+    frame: Any, by: Sequence[str] | str, over: str, metric: str, lower_better: bool | None, least: int, flag: str, hint: str
+) -> tuple[bool, dict[str, dict[str, float]], list[str]]:
+    """(direction, {group: {replicate: value}}, the groups with a value), refused in one line with fewer than ``least``."""
+    by = [by] if isinstance(by, str) else list(by)
+    order, table = replicate_values(frame, by, over, metric)
+    groups = [g for g in order if table[g]]
+    if len(groups) < least:
+        raise ValueError(f"{flag}: needs at least {least} groups with a {metric} value; found {len(groups)} ({', '.join(groups)}){hint}")
+    return (lower_is_better(metric) if lower_better is None else lower_better), table, groups
 
 
 def _compare(
@@ -226,13 +232,9 @@ def rank_groups(frame: Any, by: Sequence[str] | str, over: str, metric: str, alp
 
     import pandas as pd
 
-    by = [by] if isinstance(by, str) else list(by)
-    if lower_better is None:
-        lower_better = lower_is_better(metric)
-    order, table = replicate_values(frame, by, over, metric)
-    groups = [g for g in order if table[g]]
-    if len(groups) < 3:
-        raise ValueError(f"--rank: needs 3 or more groups with a {metric} value; found {len(groups)} (for two, --significance tests them)")
+    lower_better, table, groups = _scored_groups(
+        frame, by, over, metric, lower_better, 3, "--rank", " (for two, --significance tests them)"
+    )
     shared = [r for r in table[groups[0]] if all(r in table[g] for g in groups)]
     if len(shared) < 5:
         raise ValueError(
