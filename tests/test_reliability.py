@@ -363,6 +363,7 @@ def _csv(tmp_path: Path) -> dict[str, Path]:
         "onemember": "x,label\n" + "".join(f"{i},{'a' if i % 2 else 'b'}\n" for i in range(30)) + "99,c\n",
         "huge": "x1,x2,label\n" + "".join(f"{i},{(i + 1) * 1e305},{i % 2}\n" for i in range(40)),
         "allnan": "x1,x2,label\n" + "".join(f"{i},,{i % 2}\n" for i in range(40)),
+        "duplicated": "a,a,b,label\n" + "".join(f"{i},{i},{i},{i % 2}\n" for i in range(40)),
     }
     out = {}
     for name, text in files.items():
@@ -407,6 +408,11 @@ def _bad_checkpoints(tmp_path: Path) -> None:
         (["ckpt_path=plain.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
         (["ckpt_path=plain.ckpt"], "torch's weights-only loader cannot read it (Unsupported operand"),
         (["experiment_name="], "experiment_name='': an MLflow experiment needs a name"),
+        (["data=csv", "data.path=duplicated.csv", "data.target=label"], "data.path=duplicated.csv: the header names 'a' more than once"),
+        (
+            ["data=csv", "data.path=allnan.csv", "data.target=label", "data.missing=mean"],
+            "data.path=allnan.csv: column(s) x2 hold no value in any row",
+        ),
         (
             ["data=diabetes", "+data.task=binary"],
             "data.task: not an option of ArrayDataModule, the data chosen here; remove +data.task=...",
@@ -456,10 +462,6 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
         (["data=csv", "data.path=text.csv", "data.target=label", "data.categorical=error"], "non-numeric feature columns colour"),
         (["data=csv", "data.path=text.csv", "data.target=label", "data.task=binary"], "data.task=binary but column 'label' has 3 classes"),
         (["data.val_fraction=0.5", "data.test_fraction=0.45"], "must leave at least 10% for training"),
-        (
-            ["data=csv", "data.path=allnan.csv", "data.target=label", "data.missing=mean"],
-            "data.path=allnan.csv: column(s) x2 hold no value in any row",
-        ),
         (["model=cnn", "data=iris"], "model=cnn needs image-shaped samples"),
         (["loss=bce"], "loss=BCEWithLogitsLoss does not fit the run's multiclass task"),
         (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt: no such file"),

@@ -27,6 +27,21 @@ def sniff_separator(path: Path) -> str:
         return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
+def _refuse_duplicate_headers(path: Path, sep: str) -> None:
+    """pandas renames a repeated column name (a, a.1): the run, and the model it logs, would then ask
+    for a column the file does not have. Refused, naming the names."""
+    import csv
+    from collections import Counter
+
+    with open(path, newline="", errors="replace") as handle:
+        header = next(csv.reader(handle, delimiter=sep), [])
+    repeated = sorted(name for name, count in Counter(h.strip() for h in header).items() if count > 1)
+    if repeated:
+        raise ValueError(
+            f"data.path={path.name}: the header names {', '.join(map(repr, repeated))} more than once; give each column its own name"
+        )
+
+
 def read_table(path: Path, sep: str | None = None):
     """A table file as a DataFrame, by its extension; one-line errors naming the problem."""
     import pandas as pd
@@ -52,6 +67,7 @@ def read_table(path: Path, sep: str | None = None):
         if first in ("{", "["):
             raise ValueError(f"data.path={path.name}: looks like JSON, not delimited text; name the file .json (or .jsonl)")
         sep = sep or sniff_separator(path)
+        _refuse_duplicate_headers(path, sep)
         return pd.read_csv(path, sep=sep)
     except pd.errors.EmptyDataError:
         raise ValueError(f"data.path={path}: the file is empty") from None
