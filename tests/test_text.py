@@ -375,7 +375,7 @@ def test_bert_fine_tunes_a_local_save_pretrained_folder_through_the_cli(tmp_path
             "hub-name",
             "model.weights=prajjwal1/bert-tiny: no such local folder; give the folder save_pretrained wrote, or add model.download_weights=true",
         ),
-        ("offline", "model.weights=prajjwal1/bert-tiny with model.download_weights=true: could not fetch it from the Hugging Face hub"),
+        ("offline", "model.weights=prajjwal1/bert-tiny with model.download_weights=true: the Hugging Face hub cannot be reached"),
         ("mlp-on-text", "model=mlp does not read text; on data=sentiment use model=embedding_bag, bert or tfidf_logistic_regression"),
     ],
 )

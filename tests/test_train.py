@@ -213,9 +213,10 @@ def test_a_new_store_is_a_copy_of_the_one_mlflow_makes(tmp_path: Path, monkeypat
     client.log_metric(run.info.run_id, "m", 1.0)
     assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
     (tmp_path / "not-a-folder").write_text("")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))  # no cache to keep: MLflow makes the store as before
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))  # no cache to keep: MLflow makes it, in a temporary file
     new_sqlite_store(tmp_path / "d" / "mlflow.db")
-    assert not (tmp_path / "d" / "mlflow.db").exists()
+    assert described(tmp_path / "d" / "mlflow.db") == described(tmp_path / "c" / "mlflow.db")
+    assert not list((tmp_path / "d").glob(".*partial"))
 
 
 def test_an_epoch_is_one_mlflow_write_with_every_point_kept(store, tmp_path: Path, monkeypatch) -> None:

@@ -156,6 +156,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     from huggingface_hub import constants
 
+    if constants.HF_HUB_OFFLINE:  # the user said so: not a byte to the network
+        return False
     endpoint = urlparse(constants.ENDPOINT)
     try:
         with socket.create_connection((endpoint.hostname or "", endpoint.port or 443), timeout=timeout):
