@@ -121,7 +121,7 @@ def lightning_floor_epochs(overrides: list[str], epochs: int, accelerator: str =
     import hydra
     import lightning.pytorch as pl
 
-    from sweeplab.module import LightningData
+    from sweeplab.families.torch.module import LightningData
 
     cfg = compose([*overrides, f"trainer.max_epochs={epochs}"])
     torch.manual_seed(cfg.seed)

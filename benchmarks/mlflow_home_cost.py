@@ -21,8 +21,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from sweeplab import provenance, publish
 from sweeplab.config import compose
+from sweeplab.record import provenance, publish
 from sweeplab.train import run
 
 SPENT: dict[str, float] = defaultdict(float)

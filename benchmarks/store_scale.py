@@ -26,8 +26,8 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from sweeplab import tracking
 from sweeplab.config import compose
+from sweeplab.record import tracking
 
 
 def fill(uri: str, total: int, in_scale: int) -> None:

@@ -61,23 +61,27 @@ def breakdown(threads: int) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from sweeplab import console, provenance, reports, tracking, train
+    from sweeplab import console, train
     from sweeplab.config import compose
+    from sweeplab.families.torch.family import TorchFamily
+    from sweeplab.record import provenance, tracking
+    from sweeplab.record.run import RunRecord
+    from sweeplab.reports import files as reports
 
     torch.set_num_threads(threads)
     _timed(train, "check_config", "config checks")
     _timed(console, "print_config", "config tree printed")
-    _timed(train.TorchFamily, "prepare", "data set-up and model")
-    _timed(train, "_build_loggers", "MLflow run created (tags, stale-run check)")
-    _timed(train.TorchFamily, "attach", "trainer set-up")
+    _timed(TorchFamily, "prepare", "data set-up and model")
+    _timed(RunRecord, "open", "MLflow run created (tags, stale-run check)")
+    _timed(TorchFamily, "attach", "trainer set-up")
     _timed(tracking, "describe_run", "MLflow params and tags")
     _timed(provenance, "record", "MLflow dataset inputs")
     _timed(provenance, "write_diff", "git state")
     _timed(pl.Trainer, "fit", "epochs (fit)")
     _timed(pl.Trainer, "test", "test")
     _timed(reports, "write_test_report", "reports (CSV, PNG)")
-    _timed(train, "publish", "MLflow artifacts, checkpoints, model, status")
-    _timed(train, "_leave", "teardown")
+    _timed(RunRecord, "finish", "MLflow artifacts, checkpoints, model, status")
+    _timed(RunRecord, "leave", "teardown")
     grid = list(itertools.product((0.001, 0.003, 0.01), (32, 64), (1, 2)))
     with tempfile.TemporaryDirectory() as tmp:
         # One run first, not counted: MLflow, its SQL store and matplotlib are imported by a

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweeplab.data.text import TextCsvDataModule, gensim_data  # noqa: E402
+from sweeplab.data.text import TextCsvDataModule  # noqa: E402
+from sweeplab.text.corpora import gensim_data  # noqa: E402
 
 from epoch_time import _macro_scores, sweeplab_epochs  # noqa: E402
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from sweeplab.callbacks import PreciseBatchNorm
 from sweeplab.data.base import Task
 from sweeplab.data.sklearn_data import MoonsDataModule
-from sweeplab.module import LightningData, SweepModule
+from sweeplab.families.torch.callbacks import PreciseBatchNorm
+from sweeplab.families.torch.module import LightningData, SweepModule
 
 
 def _fit(net: nn.Module, callbacks: list, epochs: int = 1) -> MoonsDataModule:

@@ -74,7 +74,7 @@ def test_clustering_scores_against_labels(model: str, store, tmp_path: Path) -> 
 
 def test_cluster_scores_equal_sklearn() -> None:
     from sweeplab.data.base import Task
-    from sweeplab.metrics import score
+    from sweeplab.metrics.scores import score
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 200)

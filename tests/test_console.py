@@ -44,7 +44,7 @@ def test_train_log_holds_what_the_run_printed_warnings_included_and_no_secret(tm
 def test_a_run_refused_during_set_up_gives_back_the_console_and_its_folder(store, tmp_path: Path) -> None:
     import sys
 
-    from sweeplab import liveness
+    from sweeplab.record import liveness
 
     streams = sys.stdout, sys.stderr
     with pytest.raises(Exception, match="no such file"):

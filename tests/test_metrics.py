@@ -9,8 +9,8 @@ import torch
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, precision_recall_fscore_support, r2_score
 
 from sweeplab.data.base import Task
-from sweeplab.metrics import build_metrics, score
-from sweeplab.outputs import predictions
+from sweeplab.metrics.scores import build_metrics, score
+from sweeplab.models.outputs import predictions
 
 
 def collection_scores(task: Task, y_true, y_pred, num_classes: int | None = None) -> dict[str, float]:

@@ -145,7 +145,7 @@ def test_log_checkpoints_uploads_the_checkpoints_it_names(which: str, expected: 
 
 
 def test_log_checkpoints_all_uploads_each_checkpoint_as_it_is_written(store, tmp_path: Path, monkeypatch) -> None:
-    from sweeplab import publish
+    from sweeplab.record import publish
 
     sent: list[tuple[str, int]] = []
     artifact = publish.Outbox.artifact
@@ -210,7 +210,7 @@ def test_register_makes_the_best_run_the_champion(store, tmp_path: Path) -> None
 
 
 def test_a_tie_picks_the_earliest_run_and_says_so() -> None:
-    from sweeplab.registry import best_run
+    from sweeplab.serving.registry import best_run
 
     runs = pd.DataFrame(
         {
@@ -305,7 +305,8 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(store, tmp_path: 
 
 
 def test_a_model_another_sweeplab_version_cannot_read_names_both_versions(store, tmp_path: Path, monkeypatch) -> None:
-    from sweeplab import __version__, serving
+    from sweeplab import __version__
+    from sweeplab.record import model as serving
 
     train_in_process([*store_overrides(store), *FAST, "data=iris"], tmp_path / "run")
     run = _only_run(store["uri"])
@@ -365,7 +366,7 @@ def test_an_agents_model_is_its_greedy_policy(agent: str, store, tmp_path: Path)
 
 
 def test_what_a_run_keeps_for_sync_holds_no_password(tmp_path: Path, capsys) -> None:
-    from sweeplab.publish import Outbox
+    from sweeplab.record.publish import Outbox
 
     class Gone:  # a server that refuses every call
         def __getattr__(self, name):
@@ -389,7 +390,7 @@ def test_validation_values_held_for_the_epoch_write_reach_the_store_when_the_run
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from sweeplab.publish import Outbox
+    from sweeplab.record.publish import Outbox
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -413,7 +414,7 @@ def test_validation_values_held_for_the_epoch_write_reach_the_store_when_the_run
 
 
 def test_a_model_whose_spec_lacks_keys_a_later_version_added_still_loads(store, tmp_path: Path) -> None:
-    from sweeplab import serving
+    from sweeplab.record import model as serving
 
     train_in_process([*store_overrides(store), *FAST, "data=iris"], tmp_path / "run")
     run = _only_run(store["uri"])

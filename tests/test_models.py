@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from sweeplab.data.base import Task
+from sweeplab.families.torch.module import SweepModule, resolve_loss
 from sweeplab.models.builder import build_deep_mlp
 from sweeplab.models.cnn import SmallCNN
 from sweeplab.models.embedding_bag import BinnedEmbeddingBag
 from sweeplab.models.linear import build_linear
 from sweeplab.models.mlp import build_mlp
-from sweeplab.module import SweepModule, resolve_loss
 
 
 def test_linear_is_a_single_layer() -> None:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from sweeplab.families.torch.optim import SparseAdam
+from sweeplab.families.torch.schedules import inverse_sqrt, linear_warmup
 from sweeplab.models.embedding_bag import BinnedEmbeddingBag
-from sweeplab.optim import SparseAdam
-from sweeplab.schedules import inverse_sqrt, linear_warmup
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer) -> None:

@@ -31,7 +31,7 @@ def _study(db: Path, name: str = "sweeplab"):
 def test_search_space_reads_hydras_sweep_grammar() -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from sweeplab.optuna_search import grid_of, search_space
+    from sweeplab.sweeps.optuna import grid_of, search_space
 
     params = {"optimizer": "choice(adam, sgd)", "optimizer.lr": "tag(log, interval(1e-4, 1e-1))", "data.batch_size": "range(16, 80, 16)"}
     space, fixed = search_space(
@@ -53,7 +53,7 @@ def test_search_space_reads_hydras_sweep_grammar() -> None:
 
 
 def test_bad_sweeper_options_are_one_line() -> None:
-    from sweeplab.optuna_search import build_pruner, build_sampler, directions_of
+    from sweeplab.sweeps.optuna import build_pruner, build_sampler, directions_of
 
     with pytest.raises(ValueError, match=r"hydra.sweeper.sampler=bogus: not a sampler; choose one of tpe, random, cmaes, nsga2, grid"):
         build_sampler("bogus", 1, {})
@@ -92,7 +92,7 @@ def test_trials_interrupted_and_set_aside_do_not_count(tmp_path: Path) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from sweeplab.optuna_search import SURPLUS, _counted, fail_and_retry, open_storage, outcome
+    from sweeplab.sweeps.optuna import SURPLUS, _counted, fail_and_retry, open_storage, outcome
 
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s")
     a, b, c = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), study.ask(), study.ask()
@@ -134,7 +134,7 @@ def test_two_sweeps_share_one_study_without_duplicates(tmp_path: Path) -> None:
     ]
     outputs = [p.communicate(timeout=300)[0] for p in sweeps]
     assert [p.returncode for p in sweeps] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    from sweeplab.optuna_search import _counted
+    from sweeplab.sweeps.optuna import _counted
 
     trials = _counted(_study(db, "shared").get_trials())
     assert len(trials) == 6 and {t.state.name for t in trials} == {"COMPLETE"}
@@ -288,7 +288,7 @@ def test_a_sweeper_that_stopped_beating_has_its_trial_asked_again(tmp_path: Path
     """Another machine's sweep died: its trial's heartbeat goes silent, and after the grace period the next sweep re-asks it."""
     import optuna
 
-    from sweeplab.optuna_search import Heartbeat, open_storage, recover
+    from sweeplab.sweeps.optuna import Heartbeat, open_storage, recover
 
     study = optuna.create_study(
         storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}", heartbeat_interval=1, grace_period=1), study_name="b"
@@ -305,7 +305,7 @@ def test_a_sweeper_that_stopped_beating_has_its_trial_asked_again(tmp_path: Path
 def test_a_second_sweep_with_the_same_seed_draws_new_values(tmp_path: Path) -> None:
     import optuna
 
-    from sweeplab.optuna_search import SURPLUS, _ask, open_storage
+    from sweeplab.sweeps.optuna import SURPLUS, _ask, open_storage
 
     study = optuna.create_study(
         storage=open_storage(f"sqlite:///{tmp_path / 'd.db'}"), study_name="d", sampler=optuna.samplers.RandomSampler(seed=1)
@@ -329,7 +329,7 @@ def test_a_trial_asked_by_a_sweeper_killed_before_handing_it_out_does_not_count(
 
     import optuna
 
-    from sweeplab.optuna_search import SURPLUS, open_storage
+    from sweeplab.sweeps.optuna import SURPLUS, open_storage
 
     db = tmp_path / "study.db"
     study = optuna.create_study(storage=open_storage(f"sqlite:///{db}"), study_name="sweeplab", direction="maximize")
@@ -354,7 +354,7 @@ def test_two_sweeps_started_together_on_postgresql_never_train_one_config_twice(
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from sweeplab.optuna_search import _counted
+    from sweeplab.sweeps.optuna import _counted
 
     store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
     (tmp_path / "outputs").mkdir()
@@ -381,7 +381,7 @@ def test_two_sweeps_started_together_on_postgresql_never_train_one_config_twice(
 def _ask_at_the_barrier(database: str, barrier, answers) -> None:
     import optuna
 
-    from sweeplab.optuna_search import _ask, build_sampler, open_storage
+    from sweeplab.sweeps.optuna import _ask, build_sampler, open_storage
 
     space = {"optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
     study = optuna.load_study(study_name="raced", storage=open_storage(database))
@@ -397,7 +397,7 @@ def test_two_sweepers_asking_at_the_same_instant_get_different_values(tmp_path: 
 
     import optuna
 
-    from sweeplab.optuna_search import SURPLUS, open_storage
+    from sweeplab.sweeps.optuna import SURPLUS, open_storage
 
     with postgres_database() as (database, _):
         optuna.create_study(study_name="raced", storage=open_storage(database), direction="maximize")

@@ -51,7 +51,7 @@ def test_the_data_split_fingerprint_follows_the_split(store, tmp_path: Path) -> 
 
 
 def test_a_password_in_a_uri_on_the_command_line_is_masked_in_tags() -> None:
-    from sweeplab.tracking import mask_override
+    from sweeplab.redact import mask_override
 
     assert mask_override("logger.tracking_uri=http://ana:pw@host:5000") == "logger.tracking_uri=http://ana:***@host:5000"
     assert mask_override("+api_key=abc") == "+api_key=***" and mask_override("seed=3") == "seed=3"
@@ -79,7 +79,7 @@ def _log_the_same_split(uri: str, experiment_id: str, barrier: Any, results: Any
     """What a run records of its data (provenance.record), the data module a stand-in with one split."""
     from types import SimpleNamespace
 
-    from sweeplab import provenance
+    from sweeplab.record import provenance
 
     client = MlflowClient(uri)
     run_id = client.create_run(experiment_id).info.run_id
@@ -101,7 +101,7 @@ def test_runs_starting_together_share_a_split_without_a_duplicate_key_error(tmp_
     (4 processes: 3 of 4 rounds failed before). Forked, so the race is tight."""
     import multiprocessing
 
-    from sweeplab.tracking import _use_wal, new_sqlite_store
+    from sweeplab.record.tracking import _use_wal, new_sqlite_store
 
     fork = multiprocessing.get_context("fork")
     for round_ in range(3):

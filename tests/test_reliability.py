@@ -196,7 +196,7 @@ def test_sigkill_before_the_first_checkpoint_is_closed_by_the_next_run(tmp_path:
 def test_sweeplab_runs_close_marks_runs_of_dead_processes_killed(store, tmp_path: Path) -> None:
     import socket
 
-    from sweeplab.liveness import _process_start
+    from sweeplab.record.liveness import _process_start
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -247,7 +247,7 @@ def test_resume_skips_an_unreadable_checkpoint_for_a_readable_one(store, tmp_pat
     (folder / "interrupted.ckpt").write_bytes((folder / "last.ckpt").read_bytes())
     (folder / "last.ckpt").write_bytes((folder / "last.ckpt").read_bytes()[:1000])  # cut short
     from sweeplab.config import compose
-    from sweeplab.tracking import find_resumable
+    from sweeplab.record.tracking import find_resumable
 
     found = find_resumable(compose([*overrides, "resume=auto"], run_dir=tmp_path / "other"))
     assert found == (run_id, tmp_path / "run", folder / "interrupted.ckpt")
@@ -323,7 +323,7 @@ def test_bad_checkpoint_path(content, message, store, tmp_path: Path) -> None:
 def test_state_dict_without_lightning_wrapper_is_named(tmp_path: Path) -> None:
     import torch
 
-    from sweeplab.checkpoints import load_checkpoint
+    from sweeplab.record.checkpoints import load_checkpoint
 
     path = tmp_path / "weights.pth"
     torch.save({"weight": torch.zeros(2)}, path)
@@ -646,8 +646,9 @@ def test_ctrl_c_after_the_run_is_closed_exits_130_without_a_traceback(tmp_path: 
     traceback from interpreter shutdown."""
     code = (
         "import os, signal, time, atexit\n"
-        "from sweeplab import train\n"
-        "train._on_signal(train._exit_now)\n"
+        "from sweeplab import signals\n"
+        "signals.take_over()\n"
+        "signals.exit_on_late_signal()\n"
         "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"  # Ctrl-C during shutdown
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)

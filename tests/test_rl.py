@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sweeplab.families.rl import evaluate
 from sweeplab.rl import envs, tabular
-from sweeplab.rl.family import evaluate
 
 from conftest import cli, runs_of, store_overrides, train_in_process
 

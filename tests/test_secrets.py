@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeplab import tracking
+from sweeplab import redact
+from sweeplab.record import tracking
 
 from conftest import cli, runs_of
 
@@ -46,9 +47,9 @@ def test_secret_overrides_are_masked_in_name_tags_params_config_and_console(tmp_
 
 def test_credentials_in_a_tracking_uri_are_never_printed() -> None:
     uri = "http://ana:pa55word@mlflow.example:5000"
-    assert tracking.redact_uri(uri) == "http://ana:***@mlflow.example:5000"
+    assert redact.redact_uri(uri) == "http://ana:***@mlflow.example:5000"
     assert "pa55word" not in tracking.ui_command(uri)
-    assert tracking.redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    assert redact.redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
     with pytest.raises(ValueError) as refused:
         tracking.check_server("http://ana:pa55word@127.0.0.1:9", timeout=2)
     assert "pa55word" not in str(refused.value) and "ana:***@127.0.0.1:9" in str(refused.value)
@@ -84,7 +85,7 @@ def test_a_server_behind_basic_auth_passes_the_health_probe() -> None:
 
 
 def test_a_tokenizer_is_not_a_secret_but_a_token_is() -> None:
-    from sweeplab.tracking import mask_override, mask_secrets
+    from sweeplab.redact import mask_override, mask_secrets
 
     assert mask_secrets({"data": {"tokenizer": "wordpiece", "hf_token": "abc", "auth_token": "x"}}) == {
         "data": {"tokenizer": "wordpiece", "hf_token": "***", "auth_token": "***"}

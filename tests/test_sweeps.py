@@ -109,8 +109,9 @@ def test_a_sweep_parent_ends_its_start_up_when_other_processes_run_the_jobs(laun
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from sweeplab import start_up, sweeps
+    from sweeplab import start_up
     from sweeplab.config import CONFIG_MODULE, register_experiments
+    from sweeplab.sweeps import callback as sweeps
 
     register_experiments()
     GlobalHydra.instance().clear()

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from sweeplab.data.base import Task
-from sweeplab.data.text import CorpusDataModule, SentimentDataModule, TextCsvDataModule, TextFolderDataModule, gensim_data
+from sweeplab.data.text import CorpusDataModule, SentimentDataModule, TextCsvDataModule, TextFolderDataModule
+from sweeplab.text.corpora import gensim_data
 from sweeplab.text.tokenizers import PAD_ID, SPECIALS, UNK_ID, WordTokenizer, build_tokenizer, words
 
 from conftest import FAST, cli, runs_of, saved_predictions, store_overrides, train_in_process

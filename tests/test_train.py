@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, r2_score
 
-from sweeplab.tracking import TIME_METRIC
+from sweeplab.record.tracking import TIME_METRIC
 
 from conftest import FAST, runs_of, saved_predictions, store_overrides, train_in_process
 
@@ -76,7 +76,7 @@ def test_same_seed_same_metrics(store, tmp_path: Path) -> None:
 
 
 def test_a_run_that_raises_is_failed_not_running(store, tmp_path: Path, monkeypatch) -> None:
-    from sweeplab.module import SweepModule
+    from sweeplab.families.torch.module import SweepModule
 
     def boom(self, batch, batch_idx):
         raise RuntimeError("simulated crash")
@@ -125,7 +125,7 @@ def test_bad_values_fail_before_any_run_is_created(override: str, message: str, 
 
 def test_config_hash_ignores_where_a_run_writes() -> None:
     from sweeplab.config import compose
-    from sweeplab.tracking import config_hash
+    from sweeplab.record.identity import config_hash
 
     base = ["optimizer=sgd"]
     assert config_hash(compose(base, run_dir="/a")) == config_hash(compose([*base, "paths.outputs=/elsewhere"], run_dir="/b"))
@@ -143,7 +143,7 @@ def test_finding_finished_runs_leaves_the_process_tracking_uri_alone(store, tmp_
     import os
 
     from sweeplab.config import compose
-    from sweeplab.tracking import find_finished
+    from sweeplab.record.tracking import find_finished
 
     overrides = [*FAST, *store_overrides(store)]
     train_in_process(overrides, tmp_path / "run")
@@ -154,7 +154,7 @@ def test_finding_finished_runs_leaves_the_process_tracking_uri_alone(store, tmp_
 
 def test_params_hold_each_value_once_and_no_run_paths(tmp_path) -> None:
     from sweeplab.config import compose
-    from sweeplab.tracking import run_params
+    from sweeplab.record.tracking import run_params
 
     params = run_params(compose(["model=svm"], run_dir=tmp_path / "run"))
     assert params["seed"] == "42" and params["experiment_name"] == "sweeplab"
@@ -189,7 +189,7 @@ def test_a_new_store_is_a_copy_of_the_one_mlflow_makes(tmp_path: Path, monkeypat
 
     from mlflow.tracking import MlflowClient
 
-    from sweeplab.tracking import new_sqlite_store
+    from sweeplab.record.tracking import new_sqlite_store
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
@@ -246,7 +246,7 @@ def test_gpus_are_counted_by_the_cuda_runtime_where_nvidias_library_is_missing(n
     driver; there torch's cached runtime count is used. With the library, Lightning's choice stays."""
     import ctypes
 
-    from sweeplab import train
+    from sweeplab.families import base
 
     def cdll(name, *args, **kwargs):
         if name == "libnvidia-ml.so.1" and not nvml:
@@ -255,9 +255,9 @@ def test_gpus_are_counted_by_the_cuda_runtime_where_nvidias_library_is_missing(n
 
     monkeypatch.setattr(ctypes, "CDLL", cdll)
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setenv(train.NVML_CHECK, "1")
-    train._gpu_count_from_the_runtime_without_nvml()
-    assert (os.environ.get(train.NVML_CHECK) == "1") is nvml
+    monkeypatch.setenv(base.NVML_CHECK, "1")
+    base._gpu_count_from_the_runtime_without_nvml()
+    assert (os.environ.get(base.NVML_CHECK) == "1") is nvml
 
 
 def test_the_garbage_collector_waits_out_start_up_and_is_back_on_for_training(tmp_path: Path) -> None:

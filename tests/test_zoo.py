@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sweeplab.config import compose
+from sweeplab.families.torch.module import LightningData
 from sweeplab.models.zoo import ARCHITECTURES, TorchvisionNet
-from sweeplab.module import LightningData
 
 from conftest import FAST, runs_of, saved_predictions, store_overrides, train_in_process
 
@@ -130,13 +130,14 @@ def test_weight_download_without_a_network_is_one_clear_error(tmp_path: Path, mo
 def _built(overrides: list[str], tmp_path: Path):
     import hydra
 
-    from sweeplab.train import _build_module, _build_trainer, _quiet_lightning
+    from sweeplab.families.base import quiet_lightning
+    from sweeplab.families.torch.family import build_module, build_trainer
 
-    _quiet_lightning()
+    quiet_lightning()
     cfg = compose(["data=digits", "data.batch_size=32", *SHORT, "logger=none", *overrides], run_dir=tmp_path)
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup()
-    module, trainer = _build_module(cfg, dm), _build_trainer(cfg, None, tmp_path)
+    module, trainer = build_module(cfg, dm), build_trainer(cfg, None, tmp_path)
     return module, trainer, dm
 
 

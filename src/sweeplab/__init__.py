@@ -2,9 +2,9 @@
 
 For notebooks: ``sweeplab.runs(experiment=..., sweep=..., where={...})`` returns
 the runs as a pandas DataFrame, ``sweeplab.summarize(df, by=[...], metrics=[...])``
-their mean ± sd per group (see ``sweeplab.results``), and
+their mean ± sd per group (see ``sweeplab.reports.results``), and
 ``sweeplab.significance(df, by=[...], over="seed", metric="test/f1")`` whether
-the best group is really better than each other (see ``sweeplab.stat_tests``).
+the best group is really better than each other (see ``sweeplab.reports.significance``).
 """
 
 __version__ = "0.1.0"
@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # Lazy: `import sweeplab` (every console script does) must not import MLflow and pandas.
     if name in ("runs", "summarize"):
-        from sweeplab import results
+        from sweeplab.reports import results
 
         return getattr(results, name)
     if name == "significance":
-        from importlib import import_module
+        from sweeplab.reports.significance import significance
 
-        return import_module("sweeplab.stat_tests").significance
+        return significance
     raise AttributeError(f"module 'sweeplab' has no attribute {name!r}")

@@ -11,7 +11,8 @@ def _ui(args: argparse.Namespace) -> None:
     import shutil
     import socket
 
-    from sweeplab.tracking import default_tracking_uri, redact_uri
+    from sweeplab.record.tracking import default_tracking_uri
+    from sweeplab.redact import redact_uri
 
     uri = args.store or default_tracking_uri()
     # A port already taken: MLflow's UI would fail after this line, and the URL would show another program.
@@ -33,8 +34,8 @@ def _runs(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sweeplab.liveness import list_running
-    from sweeplab.tracking import default_tracking_uri, existing_store
+    from sweeplab.record.liveness import list_running
+    from sweeplab.record.tracking import default_tracking_uri, existing_store
 
     rows = list_running(existing_store(args.store or default_tracking_uri()), args.experiment, args.close)
     if not rows:
@@ -54,8 +55,10 @@ def _runs(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
-    from sweeplab import compare, publish, registry
     from sweeplab.errors import run_cli
+    from sweeplab.record import publish
+    from sweeplab.reports import compare
+    from sweeplab.serving import registry
 
     parser = argparse.ArgumentParser(prog="sweeplab", description="Compare sweeplab runs tracked in MLflow, and keep their records true.")
     sub = parser.add_subparsers(dest="command", required=True)

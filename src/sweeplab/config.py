@@ -19,9 +19,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from sweeplab.redact import redact_uri
+
 CONFIG_MODULE = "sweeplab.conf"
 CONFIG_PATH = "pkg://sweeplab.conf"
 _registered = False
+LOG_CHECKPOINTS = ("best", "last", "all", "none")  # logger.log_checkpoints: which checkpoints become artifacts
 
 
 def _required(what: str) -> Any:
@@ -122,7 +125,6 @@ def check_config(cfg: DictConfig) -> None:
     logger = cfg.get("logger") or {}
     if logger.get("system_metrics") and "system_metrics_every" in logger:
         _positive_number("logger.system_metrics_every", logger.system_metrics_every)
-    from sweeplab.tracking import LOG_CHECKPOINTS
 
     if "log_checkpoints" in logger and str(logger.log_checkpoints) not in LOG_CHECKPOINTS:
         raise ValueError(f"logger.log_checkpoints={logger.log_checkpoints!r}: choose one of {', '.join(LOG_CHECKPOINTS)}")
@@ -156,8 +158,6 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"param_groups[{i}].params={pattern!r}: not a valid regular expression ({exc})") from None
     uri = (cfg.get("logger") or {}).get("tracking_uri")
     if uri:
-        from sweeplab.tracking import check_scheme
-
         check_scheme(str(uri), "logger.tracking_uri=")
 
 
@@ -238,4 +238,46 @@ def check_accelerator(cfg: DictConfig) -> None:
     if on_cpu and precision in ("16-mixed", "16", "16-true"):
         raise ValueError(
             f"trainer.precision={precision}: the CPU has no float16 mixed precision; use bf16-mixed, 32-true or 64-true (or a GPU)"
+        )
+
+
+# -- what the command line chose (empty outside the CLI: tests, notebooks) -------
+
+
+def overrides() -> list[str]:
+    """The command-line overrides of this job, as typed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def choices() -> dict[str, str]:
+    """The option picked in each config group (optimizer: sgd), whether on the command
+    line or by a preset."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        chosen = HydraConfig.get().runtime.choices
+    except ValueError:
+        return {}
+    return {str(g): str(o) for g, o in chosen.items() if o is not None and not str(g).startswith("hydra/")}
+
+
+def model_choice(cfg: DictConfig) -> str:
+    """The conf/model option name (e.g. knn), or the class name outside the CLI."""
+    return choices().get("model") or str(cfg.model._target_).rsplit(".", 1)[-1]
+
+
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")
+
+
+def check_scheme(uri: str, key: str) -> None:
+    """Refuse a tracking URI whose scheme MLflow has no store for, in one line naming it (``key`` + the URI)."""
+    if "://" in uri and uri.split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"{key}{redact_uri(uri)}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
+            "postgresql://... or mysql://... (an MLflow server or database)"
         )

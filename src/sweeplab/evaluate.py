@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 
 
 def _is_checkpoint(target: str) -> bool:
@@ -23,7 +23,7 @@ def _is_checkpoint(target: str) -> bool:
 
 def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
     """(run id or None, run folder, checkpoint) for a run id or a checkpoint path."""
-    from sweeplab import tracking
+    from sweeplab import redact
 
     path = Path(target)
     if _is_checkpoint(target):
@@ -46,7 +46,7 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
     try:
         run = MlflowClient(store).get_run(target)
     except Exception:
-        raise ValueError(f"{target}: neither a checkpoint file nor an MLflow run id in {tracking.redact_uri(store)}") from None
+        raise ValueError(f"{target}: neither a checkpoint file nor an MLflow run id in {redact.redact_uri(store)}") from None
     if run.data.tags.get("sweeplab.model_kind") == "classical":
         raise ValueError(f"run {target} is a fit-once run (scikit-learn, or gensim's Word2Vec): it has no checkpoint to re-test")
     if run.data.tags.get("sweeplab.model_kind") == "rl":
@@ -54,7 +54,7 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
             f"run {target} is a reinforcement-learning run: its greedy policy was scored after training (test/*); "
             "for more episodes train it again with a larger agent.eval_episodes"
         )
-    from sweeplab.checkpoints import TESTED, fetch
+    from sweeplab.record.checkpoints import TESTED, fetch
 
     run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
     for name in TESTED:
@@ -78,8 +78,8 @@ def _locate(target: str, store: str) -> tuple[str | None, Path, Path]:
 def evaluate(target: str, store: str | None = None, accelerator: str | None = None) -> dict[str, float]:
     import hydra
 
-    from sweeplab import tracking
-    from sweeplab.checkpoints import load_checkpoint
+    from sweeplab.record import tracking
+    from sweeplab.record.checkpoints import load_checkpoint
 
     explicit = store is not None
     store = store or tracking.default_tracking_uri()
@@ -95,10 +95,12 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
             )
         raise FileNotFoundError(f"{config_file}: the run's config is missing; cannot rebuild its model and data")
     # Lightning (5 s of imports) only once the target is known to be a run: a bad one is refused at once.
-    from sweeplab.train import _build_module, _build_trainer, _quiet_lightning
+    from sweeplab.families.base import quiet_lightning
+    from sweeplab.families.torch.family import build_module, build_trainer
+    from sweeplab.record.identity import upgrade_targets
 
-    _quiet_lightning()
-    cfg: DictConfig = OmegaConf.load(config_file)  # type: ignore[assignment]
+    quiet_lightning()
+    cfg = upgrade_targets(OmegaConf.load(config_file))  # a run saved by an earlier version names classes where they were
     with open_dict(cfg):
         cfg.callbacks = None
         weights = cfg.model.get("weights")
@@ -112,9 +114,9 @@ def evaluate(target: str, store: str | None = None, accelerator: str | None = No
 
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    module, trainer = _build_module(cfg, datamodule), _build_trainer(cfg, [], run_dir)
+    module, trainer = build_module(cfg, datamodule), build_trainer(cfg, [], run_dir)
     module.load_state_dict(checkpoint["state_dict"])
-    from sweeplab.module import LightningData
+    from sweeplab.families.torch.module import LightningData
     from sweeplab.start_up import collector_back_on
 
     collector_back_on()

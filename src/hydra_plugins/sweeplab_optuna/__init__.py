@@ -1,1 +1,1 @@
-"""sweeplab's Optuna sweeper for Hydra: ``hydra/sweeper=optuna`` (see sweeplab.optuna_search)."""
+"""sweeplab's Optuna sweeper for Hydra: ``hydra/sweeper=optuna`` (see sweeplab.sweeps.optuna)."""

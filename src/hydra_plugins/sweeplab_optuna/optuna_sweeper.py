@@ -1,7 +1,7 @@
 """``hydra/sweeper=optuna`` on optuna 5: shared, resumable studies, pruning, many objectives.
 
 Hydra imports every module under ``hydra_plugins`` when it starts, so this one
-imports nothing heavy: optuna and the search itself (``sweeplab.optuna_search``)
+imports nothing heavy: optuna and the search itself (``sweeplab.sweeps.optuna``)
 load only when a sweep runs.
 """
 
@@ -55,7 +55,7 @@ class OptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        from sweeplab.optuna_search import run_study
+        from sweeplab.sweeps.optuna import run_study
 
         assert self.config is not None and self.launcher is not None
         sweep_dir = Path(self.config.hydra.sweep.dir)

@@ -77,7 +77,7 @@ class ArrayDataModule:
     Subclasses implement ``load_arrays`` and set ``task``; everything else
     (split, scaling, loaders, shapes) is shared. A plain class with Lightning's
     data-module interface (``setup``, ``*_dataloader``), handed to Lightning as
-    ``sweeplab.module.LightningData``: checking the data, or fitting a
+    ``sweeplab.families.torch.module.LightningData``: checking the data, or fitting a
     scikit-learn model on it, needs neither Lightning nor torch.
     """
 

@@ -14,7 +14,7 @@ hit map.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -112,9 +112,9 @@ class SelfOrganizingMap(ClusterMixin, BaseEstimator):
         x = np.asarray(x, dtype=np.float64)
         return {"quantization_error": float(self.som_.quantization_error(x)), "topographic_error": float(self.som_.topographic_error(x))}
 
-    def write_reports(self, x: np.ndarray, labels: np.ndarray, class_names: list[str] | None, out_dir: Path) -> list[Path]:
-        from sweeplab.reports import write_som_maps
-
+    def som_maps(self, x: np.ndarray) -> dict[str, Any]:
+        """What the U-matrix picture shows for samples ``x`` (reports.files.write_som_maps draws it)."""
         xx, yy = self.som_.get_euclidean_coordinates()
-        hits = np.bincount(self.best_units(x), minlength=xx.size).reshape(xx.shape)
-        return [write_som_maps(self.som_.distance_map(), xx, yy, self.best_units(x), labels, class_names, hits, self.topology, out_dir)]
+        best = self.best_units(x)
+        hits = np.bincount(best, minlength=xx.size).reshape(xx.shape)
+        return {"distance_map": self.som_.distance_map(), "xx": xx, "yy": yy, "best_units": best, "hits": hits, "topology": self.topology}

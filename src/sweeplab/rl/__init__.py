@@ -1,3 +1,3 @@
-"""Reinforcement learning: Gymnasium environments, exact MDP solvers, tabular
-TD agents and DQN, run through the same entry point, MLflow layout and
-``sweeplab compare`` as the supervised families (:mod:`sweeplab.rl.family`)."""
+"""Reinforcement learning's own pieces: Gymnasium and grid environments, exact MDP solvers,
+tabular TD agents, DQN and the served policy; ``sweeplab.families.rl`` runs them through
+the same entry point, MLflow layout and ``sweeplab compare`` as the supervised families."""

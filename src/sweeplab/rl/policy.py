@@ -1,5 +1,5 @@
 """A tabular agent's greedy policy as a torch module, so it is logged and served
-as an MLflow Model like a DQN's Q-network (sweeplab.serving)."""
+as an MLflow Model like a DQN's Q-network (sweeplab.record.model)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def scores(words: Sequence[str], vectors: np.ndarray) -> dict[str, float]:
     """Similarity and analogy scores (without the ``test/`` prefix)."""
     import warnings
 
-    from sweeplab.data.text import gensim_data
+    from sweeplab.text.corpora import gensim_data
 
     kv = keyed_vectors(words, vectors)
     out: dict[str, float] = {}

@@ -31,11 +31,40 @@ def runs(
     a 2-tuple ``(low, high)`` an inclusive range, anything else equality.
     Values are compared as numbers when both sides are numbers, else as text.
     """
-    from sweeplab.compare import load_runs, parse_overrides
-    from sweeplab.tracking import default_tracking_uri
+    from sweeplab.record.tags import parse_overrides
+    from sweeplab.record.tracking import default_tracking_uri
 
     raw = load_runs(store or default_tracking_uri(), experiment, sweep)
     return filter_runs(flatten_runs(raw, parse_overrides(raw)), where or {})
+
+
+def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
+    """The experiment's runs as a DataFrame (mlflow.search_runs), optionally one
+    sweep's: the runs it trained and the finished runs it reused (skip_finished)."""
+    import mlflow
+    import pandas as pd
+
+    from sweeplab.record.tags import SWEEPS
+    from sweeplab.record.tracking import redact_uri
+
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        names = [e.name for e in mlflow.search_experiments()]
+        raise ValueError(
+            f"--experiment {experiment!r}: no such experiment in {redact_uri(uri)}; experiments there: {', '.join(names) or 'none'}"
+        )
+    if sweep:
+        trained = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`sweeplab.sweep_id` = '{sweep}'")
+        member = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`{SWEEPS}` LIKE '%{sweep}%'")
+        runs = pd.concat([trained, member], ignore_index=True).drop_duplicates("run_id", ignore_index=True)
+        if "tags.sweeplab.sweep_id" in runs.columns:
+            reused = runs["tags.sweeplab.sweep_id"].fillna("") != sweep
+            runs.loc[reused, "status"] = runs.loc[reused, "status"] + " (reused)"
+    else:
+        runs = mlflow.search_runs(experiment_names=[experiment])
+    if runs.empty:
+        raise ValueError(f"no runs in experiment {experiment!r}" + (f" for --sweep {sweep}" if sweep else ""))
+    return runs
 
 
 def flatten_runs(raw: Any, overrides: list[dict[str, str]]) -> Any:

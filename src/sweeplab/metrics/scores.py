@@ -36,7 +36,7 @@ def build_metrics(task: Task, num_classes: int | None = None) -> MetricCollectio
         raise ValueError(f"multiclass metrics need num_classes >= 2, got {num_classes}")
     if task.is_classification:
         # One confusion-matrix state a stage, from which the four scores are derived.
-        from sweeplab.confusion import BinaryScores, MulticlassScores
+        from sweeplab.metrics.confusion import BinaryScores, MulticlassScores
 
         return MetricCollection({"scores": BinaryScores() if task is Task.BINARY else MulticlassScores(num_classes)})
     if task in (Task.REGRESSION, Task.RECONSTRUCTION):

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from sweeplab.metrics import lower_is_better
+from sweeplab.metrics.scores import lower_is_better
 
 COLUMNS = ("group", "versus", "n", "mean_diff", "ci_low", "ci_high", "test", "p_value", "p_holm", "verdict", "n_needed")
 TESTS = {"t": "paired t", "wilcoxon": "wilcoxon"}
@@ -255,7 +255,7 @@ def draw_critical_difference(result: Any, metric: str, path: Any) -> Any:
     """autorank's critical-difference diagram of ``rank_groups``' result, as a PNG."""
     from autorank import plot_stats
 
-    from sweeplab.reports import pyplot
+    from sweeplab.reports.files import pyplot
 
     plt = pyplot()
     with warnings.catch_warnings():

@@ -5,7 +5,6 @@ mlflow is imported only inside the functions that need it (about 2 s).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -15,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-SECRET_KEY = re.compile(r"(password|passwd|token(?!i[sz]e)|secret|api[_-]?key|access[_-]?key|credential)", re.IGNORECASE)
-MASK = "***"
-# Keys that name or place a run but do not change what it computes.
-NOT_HASHED = ("run_name", "tags", "paths", "logger", "experiment_name", "skip_finished", "resume", "print_config")
+from sweeplab.config import check_scheme
+from sweeplab.record import identity
+from sweeplab.redact import mask_secrets, redact_uri
+
 # Keys not logged as params: they say how a run was started, and a resumed
 # run logs its params again (MLflow refuses a changed value).
 NOT_LOGGED = ("resume",)
@@ -29,7 +28,6 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 # Keys of conf/logger that sweeplab reads itself; the rest go to the logger's class.
 SWEEPLAB_LOGGER_KEYS = ("also", "system_metrics", "system_metrics_every", "log_model", "log_checkpoints")
-LOG_CHECKPOINTS = ("best", "last", "all", "none")
 
 
 def system_metrics(cfg: DictConfig, run_id: str | None) -> Any:
@@ -60,18 +58,6 @@ def tracking_uri(cfg: DictConfig) -> str:
 def default_tracking_uri(outputs: str = "outputs") -> str:
     """What a run launched here with no overrides would use."""
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str((Path(outputs) / "mlflow.db").resolve())
-
-
-TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")
-
-
-def check_scheme(uri: str, key: str) -> None:
-    """Refuse a tracking URI whose scheme MLflow has no store for, in one line naming it (``key`` + the URI)."""
-    if "://" in uri and uri.split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
-        raise ValueError(
-            f"{key}{redact_uri(uri)}: unknown scheme; use sqlite:///path/mlflow.db, http(s)://host:port, "
-            "postgresql://... or mysql://... (an MLflow server or database)"
-        )
 
 
 def existing_store(store: str, flag: str = "--store") -> str:
@@ -121,19 +107,6 @@ def sweep_id_of(sweep_dir: str | Path) -> str:
     return "_".join(Path(sweep_dir).parts[-2:])
 
 
-def redact_uri(uri: str) -> str:
-    """The URI with the password of its user part masked: http://ana:***@host:5000."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]+):[^@/]*@", rf"\1:{MASK}@", str(uri), flags=re.IGNORECASE)
-
-
-def mask_override(override: str) -> str:
-    """``+api_key=S`` -> ``+api_key=***``: an override whose key looks like a secret."""
-    key, sep, value = override.partition("=")
-    if sep and SECRET_KEY.search(key.rsplit(".", 1)[-1]):
-        return f"{key}={MASK}"
-    return f"{key}={redact_uri(value)}" if sep and "://" in value else override  # user:password@host -> user:***@host
-
-
 def check_server(uri: str, timeout: float = 5.0, key: str = "logger.tracking_uri=") -> None:
     """Fail within seconds, not after MLflow's minutes of retries, when no server answers.
     Credentials in the URI (http://user:password@host) are sent as basic auth, as MLflow does."""
@@ -179,7 +152,7 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
         if candidates[0].info.status == "FINISHED":
             raise ValueError(f"resume={cfg.resume}: that run already FINISHED; nothing to continue")
         tags = candidates[0].data.tags
-        if tags.get("sweeplab.config_hash") not in (None, config_hash(cfg)):
+        if tags.get("sweeplab.config_hash") not in (None, identity.config_hash(cfg)):
             # Checked before the run is touched: a wrong command must not mark it FAILED.
             raise ValueError(
                 f"resume={cfg.resume}: that run was trained with another config; repeat its overrides "
@@ -187,7 +160,7 @@ def find_resumable(cfg: DictConfig) -> tuple[str, Path, Path] | None:
             )
     else:
         candidates = _same_config_runs(client, cfg, "!= 'FINISHED'", order_by=["attributes.start_time DESC"])
-    from sweeplab.checkpoints import RESUMABLE, fetch, load_checkpoint
+    from sweeplab.record.checkpoints import RESUMABLE, fetch, load_checkpoint
 
     for run in candidates:
         run_dir = Path(run.data.tags.get("sweeplab.run_dir", ""))
@@ -240,7 +213,7 @@ def close_stale_runs(cfg: DictConfig, keep: str | None = None) -> list[Any]:
     """Close (KILLED, with the reason as ``sweeplab.error``) RUNNING runs of this config whose process is gone."""
     from mlflow.tracking import MlflowClient
 
-    from sweeplab import liveness
+    from sweeplab.record import liveness
 
     client = MlflowClient(tracking_uri(cfg))
     runs = [r for r in _same_config_runs(client, cfg, "= 'RUNNING'") if r.info.run_id != keep]
@@ -249,7 +222,7 @@ def close_stale_runs(cfg: DictConfig, keep: str | None = None) -> list[Any]:
 
 def reopen_run(logger: Any, run_id: str) -> None:
     """A resumed run: RUNNING again, in this process, its interruption's error gone."""
-    from sweeplab import liveness
+    from sweeplab.record import liveness
 
     client = logger.experiment
     client.update_run(run_id, status="RUNNING")
@@ -290,7 +263,7 @@ def _same_config_runs(client: Any, cfg: DictConfig, status: str, **search: Any) 
         return []
     return client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`sweeplab.config_hash` = '{config_hash(cfg)}' and attributes.status {status}",
+        filter_string=f"tags.`sweeplab.config_hash` = '{identity.config_hash(cfg)}' and attributes.status {status}",
         **search,
     )
 
@@ -302,7 +275,7 @@ def artifact_root(cfg: DictConfig, uri: str) -> str | None:
     return (Path(cfg.paths.outputs).resolve() / "mlartifacts").as_uri()
 
 
-MLFLOW_RUN = "sweeplab.tracking.MlflowRun"
+MLFLOW_RUN = "sweeplab.record.tracking.MlflowRun"
 
 
 class MlflowRun:
@@ -564,19 +537,6 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def mask_secrets(value: Any) -> Any:
-    """Replace the values of secret-looking keys, and the password of a URI (user:***@host), at any depth."""
-    if isinstance(value, dict):
-        return {k: MASK if SECRET_KEY.search(str(k)) else mask_secrets(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(v) for v in value]
-    return redact_uri(value) if isinstance(value, str) and "://" in value else value
-
-
-def has_password(uri: str) -> bool:
-    return redact_uri(uri) != str(uri)
-
-
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
@@ -598,19 +558,6 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
         for k, v in flatten(mask_secrets(values)).items()
         if not k.startswith("paths.") and not (isinstance(written.get(k), str) and _COPY.match(written[k]))
     }
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Identity of what a run computes: equal hashes, equal results.
-
-    Where a run writes (paths.*, and what interpolates them, such as the
-    checkpoint folder) is not part of what it computes.
-    """
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.paths = {"outputs": "<outputs>", "run_dir": "<run_dir>"}
-    container = {k: v for k, v in resolved(cfg).items() if k not in NOT_HASHED}
-    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def ui_command(uri: str) -> str:

@@ -106,7 +106,7 @@ def record(client: Any, run_id: str, family: Any, data_name: str, resumed: bool)
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.entities import DatasetInput, InputTag
 
-    from sweeplab.tracking import again_on_duplicate_key
+    from sweeplab.record.tracking import again_on_duplicate_key
 
     where = getattr(datamodule, "path", None) or getattr(datamodule, "root", None)
     with warnings.catch_warnings():  # a local path matches two registered local-file sources; either is right
@@ -128,6 +128,6 @@ def record(client: Any, run_id: str, family: Any, data_name: str, resumed: bool)
 
 
 def command_line() -> list[str]:
-    from sweeplab.tracking import mask_override
+    from sweeplab.redact import mask_override
 
     return [Path(sys.argv[0]).name, *(mask_override(a) for a in sys.argv[1:])]

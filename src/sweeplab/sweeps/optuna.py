@@ -33,14 +33,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sweeplab.record import tags
+
 TRIAL_ENV, TRIAL_ID_ENV = "SWEEPLAB_OPTUNA_TRIAL", "SWEEPLAB_OPTUNA_TRIAL_ID"
 SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "grid")
 PRUNERS = ("none", "median", "hyperband")
 DIRECTIONS = ("maximize", "minimize")
-TRIAL_TAG = "sweeplab.optuna.trial"  # the trial number(s) a run answered, space-separated when a config was asked again
 MAX_RETRY = 3  # an interrupted trial is asked again at most this often
 ORPHAN_AFTER_S = 60.0  # a running trial with no owner this old was asked by a sweeper that died before handing it out
-OWNER, OVERRIDES, PRUNED_EPOCH, SURPLUS = "sweeplab.owner", "sweeplab.overrides", "sweeplab.pruned_epoch", "sweeplab.surplus"
+OWNER, OVERRIDES, SURPLUS = "sweeplab.owner", "sweeplab.overrides", "sweeplab.surplus"  # trial user attributes
 
 
 # ---------------------------------------------------------------- search space
@@ -259,7 +260,7 @@ def recover(study: Any) -> int:
     import optuna
     from optuna.trial import TrialState
 
-    from sweeplab.liveness import process_gone
+    from sweeplab.record.liveness import process_gone
 
     count = 0
     if _heartbeat_interval(study):  # fail_stale_trials says nothing of what it did: count the running trials it ended
@@ -335,7 +336,7 @@ def outcome(study: Any, trial_id: int, returned: Any, failed: bool, n_objectives
     FAIL if it raised or returned no finite value for each objective, else COMPLETE."""
     from optuna.trial import TrialState
 
-    if study._storage.get_trial(trial_id).user_attrs.get(PRUNED_EPOCH) is not None:
+    if study._storage.get_trial(trial_id).user_attrs.get(tags.PRUNED_EPOCH) is not None:
         return TrialState.PRUNED, None
     values = list(returned) if isinstance(returned, (list, tuple)) else [returned]
     if failed or len(values) != n_objectives or any(v is None or not math.isfinite(float(v)) for v in values):
@@ -351,8 +352,8 @@ def summary(study: Any, storage: str, metrics: Sequence[str], sweep_dir: str | P
     """The study in a few lines: trials by state, the best trial (or the Pareto front) and the command that trains it again."""
     from optuna.trial import TrialState
 
-    from sweeplab.compare import reproduce_command
-    from sweeplab.tracking import redact_uri, sweep_id_of
+    from sweeplab.record.tags import reproduce_command
+    from sweeplab.record.tracking import redact_uri, sweep_id_of
 
     trials = _counted(study.get_trials(deepcopy=False))
     states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL, "running": TrialState.RUNNING}
@@ -428,7 +429,7 @@ def job_tags() -> dict[str, str]:
     found, sweeper = trial_in_job(), _sweeper_config()
     if found is None or sweeper is None:
         return {}
-    return {"sweeplab.optuna.study": str(sweeper.study_name), TRIAL_TAG: str(found[0])}
+    return {tags.STUDY: str(sweeper.study_name), tags.TRIAL: str(found[0])}
 
 
 def pruning_callback(monitor: str) -> Any:
@@ -439,7 +440,7 @@ def pruning_callback(monitor: str) -> Any:
         return None
     import optuna
 
-    from sweeplab.callbacks import OptunaPruning
+    from sweeplab.sweeps.pruning import OptunaPruning
 
     study = optuna.load_study(
         study_name=str(sweeper.study_name),
@@ -481,7 +482,7 @@ def run_study(sweeper: Any, arguments: Sequence[str], sweep_dir: Path) -> None:
             n_trials = size
     storage_url = str(options.get("storage") or default_storage(sweep_dir))
     if storage_url.split(":", 1)[0].split("+", 1)[0] not in STORAGE_SCHEMES:
-        from sweeplab.tracking import redact_uri
+        from sweeplab.record.tracking import redact_uri
 
         raise ValueError(
             f"hydra.sweeper.storage={redact_uri(storage_url)}: not a database optuna can keep a study in; "
@@ -590,7 +591,7 @@ def _ask(study: Any, n_trials: int, n_jobs: int, space: Mapping[str, Any], fixed
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
-    from sweeplab.liveness import process_tags
+    from sweeplab.record.liveness import process_tags
 
     counted = _counted(study.get_trials(deepcopy=False))
     seen = {tuple(sorted(t.params.items())) for t in counted}

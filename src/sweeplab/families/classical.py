@@ -3,7 +3,7 @@
 A ``conf/model`` entry whose ``_target_`` is an estimator class (anything
 with ``fit`` that is not a torch module) is fitted here instead of by
 Lightning: same data module and split, same metric code
-(:func:`sweeplab.metrics.score`), same MLflow run layout.
+(:func:`sweeplab.metrics.scores.score`), same MLflow run layout.
 
 ``model=knn|svm|decision_tree|random_forest`` name scikit-learn's classifier;
 on a regression data set the same option builds the regressor of that family
@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sweeplab.data.base import Task
-from sweeplab.metrics import score
+from sweeplab.metrics.scores import score
 
 SPLITS = ("train", "val", "test")
 
@@ -133,10 +133,9 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
 
     An estimator may add scores and pictures of its own (a self-organising
     map's quantization error and U-matrix): ``extra_scores(x) -> {name: value}``
-    is logged per split, ``write_reports(x, y, class_names, out_dir) -> [files]``
-    for the test split.
+    is logged per split; ``som_maps(x) -> {...}`` is drawn for the test split.
     """
-    from sweeplab.reports import write_cluster_plot, write_reconstruction_report, write_test_report
+    from sweeplab.reports.files import write_cluster_plot, write_reconstruction_report, write_som_maps, write_test_report
 
     name = type(estimator).__name__
     kind = estimator_task(estimator)
@@ -176,8 +175,9 @@ def fit_and_score(estimator: Any, datamodule: Any, out_dir: Path) -> tuple[dict[
     if hasattr(estimator, "extra_scores"):
         for s in SPLITS:
             metrics.update({f"{s}/{k}": v for k, v in estimator.extra_scores(x[s]).items()})
-    if hasattr(estimator, "write_reports"):
-        reports = [*reports, *estimator.write_reports(x["test"], y["test"], datamodule.class_names, out_dir)]
+    if hasattr(estimator, "som_maps"):
+        maps = estimator.som_maps(x["test"])
+        reports = [*reports, write_som_maps(**maps, labels=y["test"], class_names=datamodule.class_names, out_dir=out_dir)]
     return metrics, reports
 
 
@@ -196,7 +196,7 @@ class ClassicalFamily:
         from omegaconf import open_dict
 
         from sweeplab.data.text import check_text_pairing
-        from sweeplab.train import seed_everything
+        from sweeplab.families.base import seed_everything
 
         cfg = self.cfg
         seed_everything(cfg.seed, torch=False)  # estimators without a random_state draw from numpy's generator

@@ -18,8 +18,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from sweeplab.data.base import Task
-from sweeplab.metrics import build_metrics
-from sweeplab.outputs import predictions, probabilities
+from sweeplab.metrics.scores import build_metrics
+from sweeplab.models.outputs import predictions, probabilities
 
 # Which losses fit which task; the first is the task's default.
 LOSSES_BY_TASK: dict[Task, tuple[type[nn.Module], ...]] = {
@@ -48,7 +48,7 @@ def resolve_loss(loss: nn.Module | None, task: Task) -> nn.Module:
 
 
 def _sparse_capable() -> tuple[type[torch.optim.Optimizer], ...]:
-    from sweeplab.optim import SparseAdam
+    from sweeplab.families.torch.optim import SparseAdam
 
     return (SparseAdam, torch.optim.SparseAdam, torch.optim.SGD, torch.optim.Adagrad)
 
@@ -191,7 +191,7 @@ class SweepModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # last.ckpt of an epoch is written before that epoch's values reach the logger: a process killed
         # between the two would lose them. They travel in the checkpoint; a resume writes what the run lacks.
-        from sweeplab.checkpoints import save_epoch_points
+        from sweeplab.record.checkpoints import save_epoch_points
 
         save_epoch_points(checkpoint, self.trainer)
 

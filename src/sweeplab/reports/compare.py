@@ -10,74 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 from pathlib import Path
 from typing import Any
 
-from sweeplab.metrics import lower_is_better
-from sweeplab.reports import pyplot as _pyplot
-
-
-def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
-    """The experiment's runs as a DataFrame (mlflow.search_runs), optionally one
-    sweep's: the runs it trained and the finished runs it reused (skip_finished)."""
-    import mlflow
-    import pandas as pd
-
-    from sweeplab.sweeps import SWEEPS_TAG
-    from sweeplab.tracking import redact_uri
-
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        names = [e.name for e in mlflow.search_experiments()]
-        raise ValueError(
-            f"--experiment {experiment!r}: no such experiment in {redact_uri(uri)}; experiments there: {', '.join(names) or 'none'}"
-        )
-    if sweep:
-        trained = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`sweeplab.sweep_id` = '{sweep}'")
-        member = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`{SWEEPS_TAG}` LIKE '%{sweep}%'")
-        runs = pd.concat([trained, member], ignore_index=True).drop_duplicates("run_id", ignore_index=True)
-        if "tags.sweeplab.sweep_id" in runs.columns:
-            reused = runs["tags.sweeplab.sweep_id"].fillna("") != sweep
-            runs.loc[reused, "status"] = runs.loc[reused, "status"] + " (reused)"
-    else:
-        runs = mlflow.search_runs(experiment_names=[experiment])
-    if runs.empty:
-        raise ValueError(f"no runs in experiment {experiment!r}" + (f" for --sweep {sweep}" if sweep else ""))
-    return runs
-
-
-def split_overrides(tag: Any) -> list[str]:
-    """The overrides in the tag ``sweeplab.overrides`` (written with shlex.join, so an
-    override with a space, such as experiment_name='my runs', stays one)."""
-    import shlex
-
-    text = str(tag or "")
-    try:
-        return shlex.split(text)
-    except ValueError:  # an unbalanced quote in a tag written before shlex.join
-        return text.split()
-
-
-def reproduce_command(run: Any) -> str:
-    """The command line that trains this one run again: its overrides, and for a
-    job of a sweep (a multirun preset, an Optuna search) hydra.mode=RUN, so the
-    command trains this config instead of re-entering the sweep."""
-    overrides = split_overrides(run.get("tags.sweeplab.overrides"))
-    if run.get("tags.sweeplab.sweep_id"):
-        overrides.append("hydra.mode=RUN")
-    return " ".join(["sweeplab-train", *(shlex.quote(o) for o in overrides)])
-
-
-def parse_overrides(runs: Any) -> list[dict[str, str]]:
-    """Each run's command-line overrides as {key: value} (from the tag sweeplab.overrides),
-    without those that say where a run lands or how it starts."""
-    hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume", "skip_finished")
-    parsed = []
-    for text in runs.get("tags.sweeplab.overrides", [""] * len(runs)).fillna(""):
-        pairs = (item.split("=", 1) for item in split_overrides(text) if "=" in item)
-        parsed.append({k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith(hidden)})
-    return parsed
+from sweeplab.metrics.scores import lower_is_better
+from sweeplab.record.tags import parse_overrides, reproduce_command
+from sweeplab.reports.files import pyplot as _pyplot
+from sweeplab.reports.results import load_runs
 
 
 def differing_overrides(runs: Any) -> list[str]:
@@ -279,7 +218,7 @@ class Tests:
 
 
 def run_from_args(args: argparse.Namespace) -> None:
-    from sweeplab.tracking import default_tracking_uri, existing_store
+    from sweeplab.record.tracking import default_tracking_uri, existing_store
 
     tests = Tests(args.significance, args.test, args.alpha, args.rank)
     compare(
@@ -313,7 +252,7 @@ def compare_groups(
     from rich.console import Console
     from rich.table import Table
 
-    from sweeplab.results import flatten_runs, summarize
+    from sweeplab.reports.results import flatten_runs, summarize
 
     raw = rank(load_runs(uri, experiment, sweep), metric)
     frame = flatten_runs(raw, parse_overrides(raw))
@@ -383,7 +322,7 @@ def _print_significance(console: Any, frame: Any, group_by: list[str], over: str
     from rich import box
     from rich.table import Table
 
-    from sweeplab.stat_tests import significance
+    from sweeplab.reports.significance import significance
 
     result = significance(frame, group_by, over, metric, test=tests.test, alpha=tests.alpha)
     best = result["group"].iloc[0]
@@ -438,7 +377,7 @@ def _print_ranks(console: Any, frame: Any, group_by: list[str], over: str, metri
     from rich import box
     from rich.table import Table
 
-    from sweeplab.stat_tests import draw_critical_difference, rank_groups
+    from sweeplab.reports.significance import draw_critical_difference, rank_groups
 
     result = rank_groups(frame, group_by, over, metric, alpha=tests.alpha)
     ranks = result.rankdf.sort_values("meanrank")  # rank 1 = the best value on a seed, in either direction

@@ -1,7 +1,7 @@
 """A network's raw output turned into predictions and class probabilities.
 
 Torch only (no Lightning, no torchmetrics): the training module, the test
-report and a served model (``sweeplab.serving``) all read outputs here, so a
+report and a served model (``sweeplab.record.model``) all read outputs here, so a
 served model's probabilities are the test report's. ``task`` is a
 ``sweeplab.data.base.Task`` or its value (``"binary"``).
 """

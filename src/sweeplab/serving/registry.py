@@ -18,7 +18,7 @@ def best_run(runs: Any, metric: str) -> tuple[Any, list[str]]:
     """The best FINISHED run with a logged model by ``metric`` (lower is better for
     losses and errors), and the ids of the runs that tie with it; among ties the
     earliest run wins, so registering twice picks the same one."""
-    from sweeplab.compare import rank
+    from sweeplab.reports.compare import rank
 
     finished = runs[runs["status"].astype(str).str.startswith("FINISHED")]
     if finished.empty:
@@ -41,7 +41,7 @@ def register(store: str, experiment: str, metric: str, model_name: str, sweep: s
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from sweeplab.compare import load_runs
+    from sweeplab.reports.results import load_runs
 
     if not model_name.strip():
         raise ValueError("--model-name: give a name for the registered model, e.g. --model-name digits_classifier")
@@ -77,6 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> None:
-    from sweeplab.tracking import default_tracking_uri, existing_store
+    from sweeplab.record.tracking import default_tracking_uri, existing_store
 
     register(existing_store(args.store or default_tracking_uri()), args.experiment, args.metric, args.model_name, args.sweep)

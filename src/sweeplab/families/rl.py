@@ -21,8 +21,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab import tracking
 from sweeplab.data.base import Task
+from sweeplab.record import tracking
 from sweeplab.rl import envs
 
 ENV_OPTIONS = ("frozen_lake", "cliff_walking", "taxi", "cartpole")
@@ -135,13 +135,14 @@ class ReinforcementFamily:
         return uses_network(self.cfg)
 
     def prepare(self) -> None:
-        from sweeplab.train import _quiet_lightning, check_accelerator, seed_everything
+        from sweeplab.config import check_accelerator
+        from sweeplab.families.base import quiet_lightning, seed_everything
 
         cfg = self.cfg
         seed_everything(cfg.seed, torch=self.lightning)
         if self.lightning:
             check_accelerator(cfg)
-            _quiet_lightning()
+            quiet_lightning()
         self.env = hydra.utils.instantiate(cfg.env)
         self.eval_env = hydra.utils.instantiate(cfg.env)
         settings = OmegaConf.to_container(cfg.agent, resolve=True)
@@ -186,7 +187,7 @@ class ReinforcementFamily:
             )
 
     def fit(self, start_from: Path | None = None) -> tuple[dict[str, float], list[Path]]:
-        from sweeplab import reports
+        from sweeplab.reports import files as reports
 
         title = f"{self.agent_name} on {envs.env_id(self.env)}"
         seed = int(self.cfg.seed)
@@ -250,7 +251,7 @@ class ReinforcementFamily:
         return PolicyTable(table), "pytorch"
 
     def serving_spec(self, flavor: str) -> dict[str, Any]:
-        from sweeplab.serving import new_spec
+        from sweeplab.record.model import new_spec
 
         shape = [1] if envs.is_tabular(self.env) else list(self.env.observation_space.shape)
         # action values for the agents that learn them (DQN, Q-learning, SARSA); the exact solvers' table is one-hot

@@ -16,7 +16,7 @@ give the same answers as the run's test report.
 Trust: the ``pytorch`` and ``sklearn`` flavours store the model with pickle,
 and loading a pickle can run code. Load and serve only models from a store you
 trust; a registered model is trusted code. (Checkpoints, by contrast, are
-always loaded weights-only: ``sweeplab.checkpoints``.)
+always loaded weights-only: ``sweeplab.record.checkpoints``.)
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class SweeplabPredictor:
             raise bad_input(str(exc)) from None
         task, names = self.spec["task"], self.spec["class_names"]
         if self.spec["flavor"] == "pytorch":
-            from sweeplab.outputs import probabilities as class_probabilities
+            from sweeplab.models.outputs import probabilities as class_probabilities
 
             scores = self._network_outputs(x)
             if task in ("binary", "multiclass"):  # as the test report computes them

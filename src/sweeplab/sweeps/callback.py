@@ -26,10 +26,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab import tracking
+from sweeplab import redact
+from sweeplab.record import tags, tracking
 
 RECORD = "sweeplab_job.json"
-SWEEPS_TAG = "sweeplab.sweeps"  # space-separated ids of every sweep a run belongs to
 
 
 def record_job(status: str, run_id: str | None = None, error: str | None = None) -> None:
@@ -37,7 +37,7 @@ def record_job(status: str, run_id: str | None = None, error: str | None = None)
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    overrides = [tracking.mask_override(o) for o in hc.overrides.task]
+    overrides = [redact.mask_override(o) for o in hc.overrides.task]
     record = {"num": hc.job.num, "overrides": overrides, "status": status, "run_id": run_id, "error": error}
     torch = sys.modules.get("torch")
     if torch is not None and status == "trained":
@@ -54,16 +54,16 @@ def join_sweep(cfg: DictConfig, run_id: str, sweep: str) -> None:
     """Add ``sweep`` to the sweeps a (reused) run belongs to."""
     from mlflow.tracking import MlflowClient
 
-    from sweeplab.optuna_search import TRIAL_TAG, job_tags
+    from sweeplab.sweeps.optuna import job_tags
 
     client = MlflowClient(tracking.tracking_uri(cfg))
-    tags = client.get_run(run_id).data.tags
-    members = (tags.get(SWEEPS_TAG) or tags.get("sweeplab.sweep_id") or "").split()
+    have = client.get_run(run_id).data.tags
+    members = (have.get(tags.SWEEPS) or have.get(tags.SWEEP_ID) or "").split()
     if sweep not in members:
-        client.set_tag(run_id, SWEEPS_TAG, " ".join([*members, sweep]))
-    trial = job_tags().get(TRIAL_TAG)  # an optuna trial that asked for a config already trained: its number joins the run's
-    if trial and trial not in (numbers := (tags.get(TRIAL_TAG) or "").split()):
-        client.set_tag(run_id, TRIAL_TAG, " ".join([*numbers, trial]))
+        client.set_tag(run_id, tags.SWEEPS, " ".join([*members, sweep]))
+    trial = job_tags().get(tags.TRIAL)  # an optuna trial that asked for a config already trained: its number joins the run's
+    if trial and trial not in (numbers := (have.get(tags.TRIAL) or "").split()):
+        client.set_tag(run_id, tags.TRIAL, " ".join([*numbers, trial]))
 
 
 def summarize(sweep_dir: Path, never_started: dict[int, str] | None = None) -> str | None:
@@ -116,7 +116,7 @@ def close_interrupted(wait: float = 15.0) -> int:
         return 0
     from mlflow.tracking import MlflowClient
 
-    from sweeplab import liveness
+    from sweeplab.record import liveness
 
     client = MlflowClient(_started["uri"])
     experiment = client.get_experiment_by_name(_started["experiment"])
@@ -194,7 +194,7 @@ class SweepCallback(Callback):
                 experiment=str(config.experiment_name),
                 sweep=tracking.sweep_id_of(config.hydra.sweep.dir),
             )
-        from sweeplab import slurm
+        from sweeplab.sweeps import slurm
 
         slurm.prepare_parent(config.hydra.launcher)
         os.environ[PARENT_ENV] = str(os.getpid())
@@ -206,7 +206,7 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(SWEPT_ENV, None)
-        from sweeplab import slurm
+        from sweeplab.sweeps import slurm
 
         summary = summarize(Path(config.hydra.sweep.dir), slurm.never_started)
         slurm.never_started.clear()  # this sweep's

@@ -21,7 +21,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweeplab import checkpoints
+from sweeplab import redact
+from sweeplab.record import checkpoints
 
 UNSYNCED = "unsynced.json"
 LOCAL_MODEL = "mlflow_model"  # the model, saved in the run folder when it could not be uploaded
@@ -115,7 +116,7 @@ class Outbox:
         self.flush_metrics()
         if self.send("status", self.client.set_terminated, self.run_id, status):
             return
-        from sweeplab.tracking import redact_uri
+        from sweeplab.redact import redact_uri
 
         self.pending["status"] = status
         path = self.run_dir / UNSYNCED
@@ -153,9 +154,9 @@ def upload_checkpoints(cfg: DictConfig, outbox: Outbox, run_dir: Path, interrupt
 
 
 def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -> None:
-    """The trained model under ``runs:/<run id>/model`` (see sweeplab.serving), or a
+    """The trained model under ``runs:/<run id>/model`` (see sweeplab.record.model), or a
     tag ``sweeplab.model`` saying why a run of this kind has none."""
-    from sweeplab import serving
+    from sweeplab.record import model as serving
 
     served = getattr(family, "served_model", lambda: None)()
     if served and hasattr(family, "serving_spec"):  # an agent: its policy, from observations
@@ -205,7 +206,8 @@ def sync(run_dir: Path, store: str | None = None) -> None:
     """``sweeplab sync <run folder> [--store URI]``: send what a run kept while its server was gone, then close it."""
     from mlflow.tracking import MlflowClient
 
-    from sweeplab import serving, tracking
+    from sweeplab.record import model as serving
+    from sweeplab.record import tracking
 
     path = Path(run_dir) / UNSYNCED
     if not Path(run_dir).is_dir():
@@ -222,7 +224,7 @@ def sync(run_dir: Path, store: str | None = None) -> None:
             "The run's points are lost from it; its checkpoints and files are still in the run folder"
         ) from None
     uri, run_id = store or pending["tracking_uri"], pending["run_id"]
-    if tracking.MASK in uri.split("@")[0]:
+    if redact.MASK in uri.split("@")[0]:
         raise ValueError(f"{path}: the run's server is {uri}; give it with its password: sweeplab sync {run_dir} --store <uri>")
     tracking.check_server(uri, key="sweeplab sync: ")
     client = MlflowClient(uri)

@@ -5,7 +5,7 @@ compute group, but each step still pays the collection's bookkeeping for two
 groups (micro accuracy, macro others): 150-200 us an update against 40-70 us
 for one confusion-matrix metric (with its input checks and, for multi-class,
 the sample count below). These are that metric, its ``compute`` deriving the
-four scores with the definitions of ``sweeplab.metrics``; under DDP the matrix
+four scores with the definitions of ``sweeplab.metrics.scores``; under DDP the matrix
 is summed over processes like any torchmetrics state. ``tests/test_metrics.py`` holds them equal to
 scikit-learn's.
 """
