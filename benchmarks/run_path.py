@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def layers() -> dict[str, int]:
     """Top-level name (train, families, record...) -> its layer, 0 the highest."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
     contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
     return {name.strip(): i for i, layer in enumerate(contract["layers"]) for name in layer.replace(":", "|").split("|")}
 
