@@ -144,11 +144,27 @@ def test_dqn_on_cartpole_clearly_beats_a_random_policy(store, tmp_path: Path) ->
     assert metrics["test/mean_return"] > random_policy["test/mean_return"] + 50
     run = runs_of(store["uri"]).iloc[0]
     assert run["params.optimizer.lr"] == "0.0005" and run["params.model.hidden_sizes"] == "[128, 128]"
+    # The logged config says what ran: 3000 steps in epochs of 1000 (conf/trainer says 10).
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    assert run["params.trainer.max_epochs"] == "3" and OmegaConf.load(tmp_path / "run" / "config.yaml").trainer.max_epochs == 3
+    assert len(MlflowClient(store["uri"]).get_metric_history(run["run_id"], "train/loss")) == 3
     assert (tmp_path / "run" / "q_network.pt").exists() and (tmp_path / "run" / "learning_curve.png").exists()
     # Same seed, same returns: a second run of the same config repeats the first (a short one suffices).
     short = [*overrides, "agent.total_steps=600", "agent.steps_per_epoch=200", "agent.warmup_steps=100", "agent.eval_episodes=3"]
     first, again = (train_in_process(short, tmp_path / name) for name in ("first", "again"))
     assert again["test/mean_return"] == first["test/mean_return"] and again["train/return"] == first["train/return"]
+
+
+@pytest.mark.slow
+def test_a_dqn_budget_is_its_steps_and_trainer_max_epochs_is_refused(tmp_path: Path) -> None:
+    result = cli(["env=cartpole", "agent=dqn", "trainer.max_epochs=3"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sweeplab-train: error: trainer.max_epochs=3: agent=dqn trains for agent.total_steps environment steps (now 30000); "
+        "set that instead: trainer.max_epochs follows from it"
+    )
 
 
 @pytest.mark.slow

@@ -318,3 +318,27 @@ def drop_unused(cfg: DictConfig) -> None:
     with open_dict(cfg):
         for key in unused:
             cfg.pop(key, None)
+        if uses_network(cfg):
+            _epochs_from_the_budget(cfg)
+
+
+def _epochs_from_the_budget(cfg: DictConfig) -> None:
+    """A network agent trains ``agent.total_steps`` environment steps, in epochs of
+    ``agent.steps_per_epoch``: ``trainer.max_epochs`` is set to what that makes, so the
+    printed and logged config says what runs; giving it is refused, naming the budget."""
+    import inspect
+
+    from sweeplab.config import overrides
+
+    parameters = inspect.signature(hydra.utils.get_class(cfg.agent._target_)).parameters
+    if "total_steps" not in parameters:
+        return
+    given = next((o for o in overrides() if o.lstrip("+~").split("=", 1)[0] == "trainer.max_epochs"), None)
+    if given:
+        raise ValueError(
+            f"{given}: agent={choice('agent', 'dqn')} trains for agent.total_steps environment steps "
+            f"(now {cfg.agent.get('total_steps', parameters['total_steps'].default)}); set that instead: trainer.max_epochs follows from it"
+        )
+    total, per_epoch, every = (cfg.agent.get(k, parameters[k].default) for k in ("total_steps", "steps_per_epoch", "train_every"))
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (total, per_epoch, every)):  # else the agent says what is wrong
+        cfg.trainer.max_epochs = -(-total // (per_epoch * every))
