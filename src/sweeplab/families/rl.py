@@ -340,5 +340,7 @@ def _epochs_from_the_budget(cfg: DictConfig) -> None:
             f"(now {cfg.agent.get('total_steps', parameters['total_steps'].default)}); set that instead: trainer.max_epochs follows from it"
         )
     total, per_epoch, every = (cfg.agent.get(k, parameters[k].default) for k in ("total_steps", "steps_per_epoch", "train_every"))
-    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (total, per_epoch, every)):  # else the agent says what is wrong
+    if all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (total, per_epoch, every)
+    ):  # else the agent says what is wrong
         cfg.trainer.max_epochs = -(-total // (per_epoch * every))
