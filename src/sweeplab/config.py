@@ -266,9 +266,14 @@ def choices() -> dict[str, str]:
     return {str(g): str(o) for g, o in chosen.items() if o is not None and not str(g).startswith("hydra/")}
 
 
+def choice(group: str, fallback: Any) -> str:
+    """The option chosen for ``group`` (e.g. q_learning); outside the CLI, ``fallback``'s last dotted part."""
+    return choices().get(group) or str(fallback).rsplit(".", 1)[-1]
+
+
 def model_choice(cfg: DictConfig) -> str:
     """The conf/model option name (e.g. knn), or the class name outside the CLI."""
-    return choices().get("model") or str(cfg.model._target_).rsplit(".", 1)[-1]
+    return choice("model", cfg.model._target_)
 
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc")

@@ -21,6 +21,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from sweeplab.config import choice, overrides
 from sweeplab.data.base import Task
 from sweeplab.record import tracking
 from sweeplab.rl import envs
@@ -47,16 +48,6 @@ def check_selection(cfg: DictConfig) -> None:
         raise ValueError(f"env={choice('env', cfg.env.get('id'))} needs an agent: add agent= one of {', '.join(agent_options())}")
     if cfg.get("agent") and not cfg.get("env"):
         raise ValueError(f"agent={choice('agent', cfg.agent._target_)} needs an environment: add env= one of {', '.join(ENV_OPTIONS)}")
-
-
-def choice(group: str, fallback: Any) -> str:
-    """The option chosen for ``group`` on the command line (e.g. q_learning); outside the CLI, ``fallback``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return str(HydraConfig.get().runtime.choices[group])
-    except (ValueError, KeyError):
-        return str(fallback).rsplit(".", 1)[-1]
 
 
 def uses_network(cfg: DictConfig) -> bool:
@@ -327,8 +318,6 @@ def _epochs_from_the_budget(cfg: DictConfig) -> None:
     ``agent.steps_per_epoch``: ``trainer.max_epochs`` is set to what that makes, so the
     printed and logged config says what runs; giving it is refused, naming the budget."""
     import inspect
-
-    from sweeplab.config import overrides
 
     parameters = inspect.signature(hydra.utils.get_class(cfg.agent._target_)).parameters
     if "total_steps" not in parameters:

@@ -1,4 +1,4 @@
-"""MLflow store location, run identity (name, tags, config hash) and params.
+"""MLflow store location, finding a config's runs, params, tags and the run description.
 
 mlflow is imported only inside the functions that need it (about 2 s).
 """

@@ -132,10 +132,14 @@ class DQN:
 
         return isinstance(env.observation_space, Box) and len(env.observation_space.shape) == 1 and isinstance(env.action_space, Discrete)
 
+    @staticmethod
+    def epochs_of(total_steps: int, steps_per_epoch: int, train_every: int) -> int:
+        """Training steps in epochs of ``steps_per_epoch`` (the last one whole)."""
+        return -(-total_steps // (steps_per_epoch * train_every))
+
     @property
     def epochs(self) -> int:
-        """Training steps in epochs of ``steps_per_epoch`` (the last one whole)."""
-        return -(-self.total_steps // (self.steps_per_epoch * self.settings["train_every"]))
+        return self.epochs_of(self.total_steps, self.steps_per_epoch, self.settings["train_every"])
 
     def module(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], env: Any, seed: int) -> DQNModule:
         return DQNModule(net, optimizer, env, seed, **self.settings)
