@@ -10,6 +10,11 @@ for tool in slurmctld slurmd munged sbatch; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { say "$tool not installed (apt-get install slurmctld slurmd slurm-client munge)"; exit 1; }
 done
 export PATH="$PATH:/usr/sbin"
+# Each pytest worker runs this script: one at a time, or two would start two controllers.
+# The daemons it starts must not inherit fd 9 (each gets 9>&-): they would hold the lock for
+# as long as they live, and the next worker's run of this script would wait on it forever.
+exec 9>/tmp/sweeplab-slurm-start.lock
+flock -w 120 9 || { say "another start of the cluster held its lock for 120 s"; exit 1; }
 host=$(hostname -s)
 # nproc honours OMP_NUM_THREADS (the test suite sets it to 1): count the CPUs this process may use.
 cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
@@ -29,7 +34,7 @@ mkdir -p /etc/munge /var/log/munge /var/lib/munge /run/munge
   || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
 chown -R munge:munge /etc/munge /var/log/munge /var/lib/munge /run/munge
 chmod 400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || su -s /bin/sh munge -c munged || { say "munged did not start"; exit 1; }
+pgrep -x munged >/dev/null || su -s /bin/sh munge -c munged 9>&- || { say "munged did not start"; exit 1; }
 
 mkdir -p /etc/slurm "$state/ctld" "$state/d" /var/log/slurm
 cat > /etc/slurm/slurm.conf <<CONF
@@ -58,8 +63,9 @@ MpiDefault=none
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
-pgrep -x slurmctld >/dev/null || slurmctld || { say "slurmctld did not start (see /var/log/slurm/slurmctld.log)"; exit 1; }
-pgrep -x slurmd >/dev/null || slurmd || { say "slurmd did not start (see /var/log/slurm/slurmd.log)"; exit 1; }
+# -c: no job of an earlier run (its saved state outlives the machine's processes) comes back into the queue.
+pgrep -x slurmctld >/dev/null || slurmctld -c 9>&- || { say "slurmctld did not start (see /var/log/slurm/slurmctld.log)"; exit 1; }
+pgrep -x slurmd >/dev/null || slurmd 9>&- || { say "slurmd did not start (see /var/log/slurm/slurmd.log)"; exit 1; }
 for _ in $(seq 60); do
   if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then say "one node ($host, $cpus CPUs) idle in partition debug"; exit 0; fi
   scontrol update nodename="$host" state=resume >/dev/null 2>&1
