@@ -598,12 +598,14 @@ def _ask(study: Any, n_trials: int, n_jobs: int, space: Mapping[str, Any], fixed
     continuous = any(not isinstance(d, CategoricalDistribution) for d in space.values())
     batch: list[Any] = []
     for _ in range(max(min(n_jobs, n_trials - len(counted)), 0)):
-        for _attempt in range(3):
+        for attempt in range(3):
             trial = study.ask(dict(space))
             if "failed_trial" in study._storage.get_trial(trial._trial_id).system_attrs:  # a retry repeats on purpose
                 break
             repeated = (continuous and tuple(sorted(trial.params.items())) in seen) or _in_flight_already(study, trial)
-            if not repeated:
+            # The last draw is kept even when it repeats: a small categorical space (choice(adam, sgd) with
+            # n_jobs=2) can draw an in-flight value three times running, and a set-aside trial is finished.
+            if not repeated or attempt == 2:
                 break
             # The exact values of an earlier trial in a continuous space: a sweep that started with the same seed at the same time.
             trial.set_user_attr(SURPLUS, True)
