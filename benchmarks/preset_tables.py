@@ -1,4 +1,4 @@
-"""README result tables from one command: run presets over several seeds and
+"""The result tables of the docs (docs/presets.md) from one command: run presets over several seeds and
 print each configuration's mean ± sample standard deviation as Markdown, with
 its verdict against the best configuration on the first metric (a paired
 t-test over the seeds, Holm-corrected: ``sweeplab.significance``).
@@ -52,7 +52,10 @@ def table(uri: str, experiment: str, metrics: list[str]) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    from sweeplab.record.tags import is_sweep_run
+
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'")
+    runs = runs[~is_sweep_run(runs)].copy()  # a sweep's own run is its summary, not a configuration
     runs["config"] = runs["tags.mlflow.runName"].map(label)
     columns = [f"metrics.{m}" for m in metrics]
     grouped = runs.groupby("config")[columns].agg(["mean", "std", "count"]).sort_values((columns[0], "mean"), ascending=False)

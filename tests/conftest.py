@@ -103,11 +103,24 @@ def train_listing_imports(args: list[str], cwd: Path) -> tuple[subprocess.Comple
     return result, set(filter(None, line.removeprefix("IMPORTED").strip().split(",")))
 
 
-def runs_of(uri: str, experiment: str = "sweeplab"):
+def runs_of(uri: str, experiment: str = "sweeplab", sweeps: bool = False):
+    """The experiment's runs of configs; with ``sweeps``, its sweeps' own runs (the parents) instead."""
     import mlflow
 
+    from sweeplab.record.tags import is_sweep_run
+
     mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[experiment])
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    return runs[is_sweep_run(runs) == sweeps].reset_index(drop=True)
+
+
+def sweeps_of(uri: str, experiment: str = "sweeplab"):
+    """The sweeps' own runs, each checked to be the parent of every run its sweep trained."""
+    parents, jobs = runs_of(uri, experiment, sweeps=True), runs_of(uri, experiment)
+    for _, sweep in parents.iterrows():
+        trained = jobs[jobs["tags.sweeplab.sweep_id"] == sweep["tags.sweeplab.sweep_id"]]
+        assert len(trained) and (trained["tags.mlflow.parentRunId"] == sweep.run_id).all(), sweep["tags.sweeplab.sweep_id"]
+    return parents
 
 
 def saved_predictions(path: Path):

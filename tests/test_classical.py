@@ -135,9 +135,9 @@ def test_a_classical_run_does_not_import_lightning_and_is_recorded_like_a_networ
     runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").sort_values("start_time")
     knn, net = runs.iloc[0], runs.iloc[1]
     assert list(runs.status) == ["FINISHED", "FINISHED"] and knn["tags.sweeplab.model_kind"] == "classical"
-    assert knn["tags.mlflow.runName"] == "model=knn,data=iris,print_config=false"
+    assert knn["tags.mlflow.runName"] == "model=knn,data=iris"  # print_config changes nothing trained
     for tag in ("mlflow.user", "mlflow.source.name", "mlflow.source.type"):
         assert knn[f"tags.{tag}"] and knn[f"tags.{tag}"] == net[f"tags.{tag}"], tag
-    assert knn["tags.sweeplab.model"] == f"runs:/{knn.run_id}/model" and knn["params.data._target_"] == net["params.data._target_"]
+    assert knn["tags.sweeplab.model"] == f"runs:/{knn.run_id}/model" and knn["params.data"] == net["params.data"] == "iris"
     y_true, y_pred = saved_predictions(Path(knn["tags.sweeplab.run_dir"]))
     assert knn["metrics.test/accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)

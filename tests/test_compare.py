@@ -57,6 +57,9 @@ def test_compare_filters_by_sweep_and_rejects_unknown_metric(swept: Path) -> Non
     sweep = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")["tags.sweeplab.sweep_id"].iloc[0]
     ok = _compare(swept, "--sweep", sweep, "--metric", "val/loss", "--out", "cmp")
     assert ok.returncode == 0 and "lower is better" not in ok.stderr
+    # Ranked by another metric, the four test scores are still shown and written.
+    csv = pd.read_csv(swept / "cmp" / "compare_sweeplab_val_loss.csv")
+    assert {f"metrics.test/{m}" for m in ("f1", "accuracy", "precision", "recall")} <= set(csv.columns)
     bad = _compare(swept, "--metric", "test/auc")
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("sweeplab: error: --metric test/auc: not logged by these runs; available:")
@@ -74,6 +77,20 @@ def test_rerunning_a_sweep_skips_finished_configs(swept: Path) -> None:
     # The parent says what the sweep did, and the skipped jobs stay members of it.
     assert "4 jobs: 1 trained, 3 skipped, 0 failed" in result.stdout
     assert result.stdout.count("skipped, identical config already FINISHED as run") == 3
+    # The sweep's own run holds one job it trained and links the three it reused by id.
+    sweep_run = runs_of(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}", sweeps=True).sort_values("start_time").iloc[-1]
+    note = sweep_run["tags.mlflow.note.content"]
+    assert note.count("skipped, identical config already FINISHED as run") == 3 and note.count("/runs/") == 4
+    # The page it printed lists its four jobs, the three reused ones among them.
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{swept / 'outputs' / 'mlflow.db'}")
+    key = next(line for line in result.stdout.splitlines() if line.startswith("see the sweep:")).rsplit("viewStateShareKey=", 1)[1]
+    experiment = client.get_experiment_by_name("sweeplab")
+    state = json.loads(json.loads(experiment.tags[f"mlflow.sharedViewState.{key}"])["state"])
+    assert len(client.search_runs([experiment.experiment_id], state["searchFilter"])) == 4
     sweep = next(line for line in result.stdout.splitlines() if "4 jobs:" in line).split()[2].rstrip(":")
     listed = _compare(swept, "--sweep", sweep, "--metric", "test/accuracy", "--out", "cmp2")
     assert listed.returncode == 0, listed.stderr

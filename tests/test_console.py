@@ -53,3 +53,13 @@ def test_a_run_refused_during_set_up_gives_back_the_console_and_its_folder(store
         )
     assert (sys.stdout, sys.stderr) == streams  # train.log's copy has stopped
     assert str(tmp_path / "run") not in liveness._held  # the folder's lock is released
+
+
+def test_a_missing_data_file_is_said_before_any_config_tree(tmp_path: Path) -> None:
+    """Check, then print: the error is not the last of a hundred lines of config."""
+    from conftest import cli
+
+    result = cli(["data=csv", f"data.path={tmp_path / 'missing.csv'}", "data.target=y"], cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no such file" in result.stderr.strip().splitlines()[-1]
+    assert "optimizer" not in result.stdout and len(result.stdout.splitlines()) < 5, result.stdout  # no tree was printed

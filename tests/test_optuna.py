@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NO_MODEL, cli, postgres_database, runs_of
+from conftest import NO_MODEL, cli, postgres_database, runs_of, sweeps_of
 
 QUICK = ["trainer.max_epochs=3", "callbacks=none", "data=iris", "print_config=false", *NO_MODEL]
 SEARCH = ["-m", "hydra/sweeper=optuna", "optimized_metric=val/f1", "optimizer.lr=tag(log, interval(0.001, 0.1))"]
@@ -279,6 +279,12 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path) -> None:
         assert solution["values"][0] == pytest.approx(run["metrics.val/f1"])
         assert 0 < solution["values"][1] < (run.end_time - run.start_time).total_seconds() + 5
     assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1  # one batch of two trials
+    from mlflow.tracking import MlflowClient
+
+    (sweep_run,) = sweeps_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").run_id  # the study's results in the sweep's own run
+    assert "optimization_results.yaml" in {
+        a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").list_artifacts(sweep_run)
+    }
     bad = cli(["-m", *args[:2], "hydra.sweeper.n_trials=1", *QUICK], cwd=tmp_path)
     assert bad.returncode != 0
     assert "hydra.sweeper.directions=['maximize']: one direction per optimized_metric ['val/f1', 'time/fit_s']" in bad.stderr
@@ -319,6 +325,22 @@ def test_a_second_sweep_with_the_same_seed_draws_new_values(tmp_path: Path) -> N
     states = [(t.state.name, t.user_attrs.get(SURPLUS)) for t in study.get_trials()]
     assert states == [("COMPLETE", None), ("FAIL", True), ("RUNNING", None)]  # the repeat was set aside, not run
     assert study.get_trials()[2].user_attrs["sweeplab.overrides"] == ["seed=1", f"x={second.params['x']}"]
+
+
+def test_a_batch_whose_draws_all_repeat_a_trial_in_flight_keeps_the_last_draw(tmp_path: Path) -> None:
+    """optimizer=choice(adam, sgd) with n_jobs=2 under NSGA-II drew the in-flight value three times; the
+    third set-aside trial was then given its owner and failed the sweep with UpdateFinishedTrialError."""
+    import optuna
+
+    from sweeplab.sweeps.optuna import SURPLUS, _ask, open_storage
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'c.db'}"), study_name="c")
+    space = {"optimizer": optuna.distributions.CategoricalDistribution(["adam"])}  # every draw repeats the first
+    batch = _ask(study, 2, 2, space, [])
+    assert [t.params for t in batch] == [{"optimizer": "adam"}] * 2
+    states = [(t.state.name, bool(t.user_attrs.get(SURPLUS))) for t in study.get_trials()]
+    assert states == [("RUNNING", False), ("FAIL", True), ("FAIL", True), ("RUNNING", False)]
+    assert study.get_trials()[3].user_attrs["sweeplab.overrides"] == ["optimizer=adam"]
 
 
 @pytest.mark.slow

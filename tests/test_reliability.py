@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import NO_MODEL, cli, runs_of, store_overrides, train_in_process
+from conftest import NO_MODEL, cli, runs_of, store_overrides, sweeps_of, train_in_process
 
 # A short run that a test holds at a chosen epoch (signal_callbacks.HoldAtEpoch), so a
 # signal or a kill lands at a known moment however busy the machine is.
@@ -616,6 +616,7 @@ def test_ctrl_c_on_a_joblib_sweep_ends_every_run_in_flight_killed(tmp_path: Path
     runs = runs_of(_store(tmp_path))
     assert sorted(runs.status) == ["KILLED", "KILLED"], runs[["status", "tags.sweeplab.error"]]
     assert all(runs["tags.sweeplab.error"])
+    assert list(sweeps_of(_store(tmp_path)).status) == ["KILLED"]  # the sweep's own run ends with its jobs
 
 
 @pytest.mark.slow
@@ -638,6 +639,7 @@ def test_workers_of_a_sweep_whose_parent_is_killed_close_their_runs_and_exit(tmp
     runs = runs_of(_store(tmp_path))
     assert sorted(runs.status) == ["KILLED", "KILLED"]
     assert set(runs["tags.sweeplab.error"]) == {"Interrupted: interrupted by SIGTERM"}
+    assert list(sweeps_of(_store(tmp_path)).status) == ["KILLED"]  # closed by the workers that outlived it
 
 
 def test_ctrl_c_after_the_run_is_closed_exits_130_without_a_traceback(tmp_path: Path) -> None:

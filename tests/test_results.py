@@ -101,3 +101,38 @@ def test_importing_sweeplab_stays_light() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_preset_run_shows_the_values_it_ran_with_where_others_typed_them() -> None:
+    """A preset's run typed neither model nor its vector size: compare shows its option and param, not blanks."""
+    from sweeplab.reports.compare import differing_overrides
+
+    frame = pd.DataFrame(
+        {
+            "tags.sweeplab.overrides": [
+                "model=word2vec model.vector_size=50",
+                "model=word2vec model.vector_size=200",
+                "experiment=word_embeddings",
+            ],
+            "tags.sweeplab.choice.model": ["word2vec", "word2vec", "fasttext"],
+            "params.model.vector_size": ["50", "200", "100"],
+        }
+    )
+    columns = differing_overrides(frame)
+    assert columns == ["override.experiment", "override.model", "override.model.vector_size"]
+    assert list(frame["override.model"]) == ["word2vec", "word2vec", "fasttext"]
+    assert list(frame["override.model.vector_size"]) == ["50", "200", "100"]
+    assert list(frame["override.experiment"]) == ["", "", "word_embeddings"]
+
+
+def test_the_docs_notebook_filter_keeps_both_optimizers_at_their_preset_rates() -> None:
+    """docs/sweeps.md's example: optimizers_digits trains adam at lr 0.001 and sgd at 0.05; its where= keeps both."""
+    import ast
+    import re
+
+    from sweeplab.reports.results import filter_runs
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "sweeps.md").read_text()
+    where = ast.literal_eval(re.search(r"where=(\{.*?\})\n", page).group(1))  # the dict as the page prints it
+    frame = pd.DataFrame({"optimizer": ["adam", "sgd", "rmsprop"], "optimizer.lr": ["0.001", "0.05", "0.01"], "seed": ["1", "1", "1"]})
+    assert sorted(filter_runs(frame, where)["optimizer"]) == ["adam", "sgd"]

@@ -43,6 +43,11 @@ def _wait_http(url: str, timeout: float = 120) -> bool:
 def _start_mlflow(backend: str, artifacts: Path, port: int | None = None):
     port = port or _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
+    artifacts.parent.mkdir(parents=True, exist_ok=True)
+    log = open(artifacts.parent / f"server-{port}.log", "w")  # the server writes to it until it stops
+    # No job runner: its seven worker processes (GenAI scorers, unused here) slowed the start past two minutes
+    # on a loaded 2-core machine, and outlived the server's SIGTERM.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
         [
             str(mlflow),
@@ -58,20 +63,27 @@ def _start_mlflow(backend: str, artifacts: Path, port: int | None = None):
             "--workers",
             "1",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     if not _wait_http(url + "/health"):
-        os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail(f"mlflow server on {backend} did not answer /health within 120 s")
+        os.killpg(proc.pid, signal.SIGKILL)
+        tail = Path(log.name).read_text()[-2000:]
+        pytest.fail(f"mlflow server on {backend} did not answer /health within 120 s; its log ends:\n{tail}")
     return url, proc
 
 
 def _stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)  # the server is a process tree: stop the whole group
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        pytest.fail("mlflow server did not stop within 60 s of SIGTERM")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +114,8 @@ def _post(url: str, body: dict) -> dict:
         return json.load(response)
 
 
-def _sweep_and_check(url: str, experiment: str, cwd: Path) -> list[dict]:
+def _sweep_and_check(url: str, experiment: str, cwd: Path) -> tuple[list[dict], str]:
+    """A 2-run sweep over HTTP, checked run by run; its runs and the UI page it printed."""
     result = cli(
         [
             "-m",
@@ -119,22 +132,27 @@ def _sweep_and_check(url: str, experiment: str, cwd: Path) -> list[dict]:
     assert f"mlflow ui --backend-store-uri {url}" in result.stdout
     assert not (cwd / "outputs" / "mlflow.db").exists()  # nothing went to a local store
     experiment_id = _get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")["experiment"]["experiment_id"]
-    runs = _post(f"{url}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
-    assert len(runs) == 2
+    # The sweep's page on the server itself: a saved view of the runs table (this sweep's runs, best first).
+    page = next(line for line in result.stdout.splitlines() if line.startswith("see the sweep: open "))
+    assert page.startswith(f"see the sweep: open {url}/#/experiments/{experiment_id}/runs?viewStateShareKey=sweep-")
+    found = _post(f"{url}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
+    kinds = [{t["key"]: t["value"] for t in run["data"]["tags"]}.get("sweeplab.kind") for run in found]
+    runs = [run for run, kind in zip(found, kinds) if kind != "sweep"]
+    assert len(runs) == 2 and kinds.count("sweep") == 1  # the two jobs and the sweep's own run
     for run in runs:
         assert run["info"]["status"] == "FINISHED"
         assert {"test/accuracy", "test/precision", "test/recall", "test/f1", "val/loss"} <= {m["key"] for m in run["data"]["metrics"]}
         assert {t["key"]: t["value"] for t in run["data"]["tags"]}["sweeplab.sweep_id"]
     names = {f["path"] for f in _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={runs[0]['info']['run_id']}").get("files", [])}
     assert {"confusion_matrix.png", "config.yaml"} <= names
-    return runs
+    return runs, page.removeprefix("see the sweep: open ")
 
 
 def test_sweep_against_a_tracking_server_over_http_and_its_champion(server: str, tmp_path: Path) -> None:
     import mlflow
     from sklearn.datasets import load_iris
 
-    runs = _sweep_and_check(server, "team", tmp_path)
+    runs, _ = _sweep_and_check(server, "team", tmp_path)
     tags = {
         t["key"]: t["value"] for t in _get(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team")["experiment"]["tags"]
     }
@@ -159,9 +177,8 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Chromium is not installed (Debian package chromium; .ci/run installs it where it can)")
-    runs = _sweep_and_check(server, "browser", tmp_path)
+    runs, page = _sweep_and_check(server, "browser", tmp_path)
     experiment_id = runs[0]["info"]["experiment_id"]
-    page = f"{server}/#/experiments/{experiment_id}/runs"
     flags = [
         chromium,
         "--headless",
@@ -183,12 +200,25 @@ def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path
     for run in runs:
         name = next(t["value"] for t in run["data"]["tags"] if t["key"] == "mlflow.runName")
         assert name in dom, f"run {name!r} not in the rendered experiment page"
+    # The page the sweep printed shows its scores as columns, sorted by test/f1, and the swept key.
+    for column in ("test/f1", "test/accuracy", "test/precision", "test/recall", "Sort: test/f1"):
+        assert f">{column}<" in dom, f"{column} is not shown on the sweep's page"
+    assert ">adam<" in dom and ">sgd<" in dom  # the swept optimizer, by name
+    # The experiment's runs table shows the sweep as one row: its jobs are nested (collapsed) under it.
+    sweep = next(t["value"] for t in runs[0]["data"]["tags"] if t["key"] == "sweeplab.sweep_id")
+    dom = subprocess.run(
+        [*flags, "--dump-dom", f"{server}/#/experiments/{experiment_id}/runs"], capture_output=True, text=True, timeout=180
+    ).stdout
+    assert f"sweep {sweep}" in dom, "the sweep's own run is not on the experiment's page"
+    for run in runs:
+        name = next(t["value"] for t in run["data"]["tags"] if t["key"] == "mlflow.runName")
+        assert name not in dom, f"run {name!r} is not nested under its sweep"
     # The compare page of the two runs: the swept key among the parameters, no path, no interpolated copy.
     ids = urllib.parse.quote(json.dumps([r["info"]["run_id"] for r in runs]))
     compare = f"{server}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"
     dom = subprocess.run([*flags, "--dump-dom", compare], capture_output=True, text=True, timeout=180).stdout
     assert "Parameters" in dom, "the compare page did not render"
-    assert ">optimizer._target_<" in dom  # what the sweep varied (optimizer=adam,sgd)
+    assert ">optimizer<" in dom  # what the sweep varied (optimizer=adam,sgd), by the option's name
     for hidden in ("paths.run_dir", "dirpath", "data.seed"):
         assert hidden not in dom, f"{hidden} is among the compared parameters"
     assert {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}["sweeplab.swept"] == "optimizer"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NO_MODEL, cli, runs_of, saved_predictions, store_overrides, train_in_process
+from conftest import NO_MODEL, cli, runs_of, saved_predictions, store_overrides, sweeps_of, train_in_process
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -43,6 +43,13 @@ def _one_test_at_a_time(cluster: None) -> None:
     with open(Path(tempfile.gettempdir()) / "sweeplab-slurm-tests.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+        # A job a test left behind would sit in the next test's queue checks: cancel it here, and
+        # say so in this test's failure, where it came from.
+        left = subprocess.run(["squeue", "--noheader", "--format=%i %j %T %r"], capture_output=True, text=True).stdout.strip()
+        if left and not _queue_drained(timeout=30):
+            subprocess.run(["scancel", "--full", *[line.split()[0] for line in left.splitlines()]], capture_output=True)
+            _queue_drained(timeout=30)
+            pytest.fail(f"jobs left in the queue after the test (cancelled now):\n{left}")
 
 
 def _store(cwd: Path) -> str:
@@ -92,6 +99,7 @@ def test_a_sweep_runs_as_slurm_jobs_into_one_store(tmp_path: Path) -> None:
     assert submitted and "#SBATCH" in submitted[0].read_text()  # through sbatch, not a local process
     runs = runs_of(_store(tmp_path))
     assert len(runs) == 3 and runs["tags.sweeplab.sweep_id"].nunique() == 1
+    assert list(sweeps_of(_store(tmp_path)).status) == ["FINISHED"]  # SLURM jobs nest their runs under the sweep's
     assert dict(zip(runs["params.seed"].astype(int), runs.status)) == {1: "FINISHED", 2: "FINISHED", 3: "FAILED"}
     assert "planned failure" in runs.loc[runs["params.seed"] == "3", "tags.sweeplab.error"].iloc[0]
     assert _queue_drained()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import NO_MODEL, cli, runs_of, saved_predictions
+from conftest import NO_MODEL, cli, runs_of, saved_predictions, sweeps_of
 
 pytestmark = pytest.mark.slow
 QUICK = ["trainer.max_epochs=2", "callbacks=none", "data=iris", *NO_MODEL]
@@ -34,6 +36,7 @@ def test_parallel_jobs_on_a_new_store_lose_nothing(tmp_path: Path) -> None:
     runs = runs_of(_store(tmp_path))
     assert len(runs) == 8 and set(runs.status) == {"FINISHED"}
     assert runs["tags.sweeplab.sweep_id"].nunique() == 1
+    assert len(sweeps_of(_store(tmp_path))) == 1  # joblib's workers nest their runs under the sweep's
     metric_columns = [c for c in runs.columns if c.startswith("metrics.") and c != "metrics.lr"]
     assert runs[metric_columns].notna().all().all()
     from mlflow.tracking import MlflowClient
@@ -50,7 +53,8 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     result = cli(["-m", "hydra/launcher=submitit_local", "optimizer=adam,sgd", *QUICK], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = runs_of(_store(tmp_path))
-    assert sorted(runs["params.optimizer._target_"]) == ["torch.optim.Adam", "torch.optim.SGD"]
+    assert sorted(runs["params.optimizer"]) == ["adam", "sgd"]
+    assert len(sweeps_of(_store(tmp_path))) == 1  # submitit's processes too
     logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("outputs/multirun/*/*/.submitit/*/*_log.err")}
     assert set(runs.status) == {"FINISHED"}, (runs.filter(like="error").to_dict("records"), logs)
     # The jobs' own output only reaches .submitit logs: the parent says what they did.
@@ -91,6 +95,10 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("test metrics") == 1
     assert "sync_dist" not in result.stderr  # epoch values are logged with the sync setting DDP needs
+    output = result.stdout + result.stderr
+    for rank in (0, 1):  # Lightning's INFO line once, not again through Hydra's root handler
+        assert output.count(f"Initializing distributed: GLOBAL_RANK: {rank}") == 1, output[-3000:]
+    assert "callbacks used to create the checkpoint" not in output  # no ckpt_path was given: no advice about one
     runs = runs_of(_store(tmp_path))
     assert len(runs) == 1 and runs.status[0] == "FINISHED"
     assert runs["params.trainer.strategy"][0] == "ddp"
@@ -126,3 +134,54 @@ def test_a_sweep_parent_ends_its_start_up_when_other_processes_run_the_jobs(laun
         assert gc.isenabled() is collector_on
     finally:
         gc.enable()
+
+
+def test_params_say_what_defines_a_run_and_names_leave_out_bookkeeping(tmp_path: Path) -> None:
+    """What MLflow's compare page opens on: the swept keys and each group's option by name,
+    none of the bookkeeping; run names without it, floats cut to 4 significant digits."""
+    sweep = ["-m", "optimizer=adam,sgd", "seed=1,2", "optimizer.lr=0.0123456789", "print_config=false"]
+    result = cli([*sweep, "trainer.max_epochs=1", "data=iris", *NO_MODEL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 4 and set(runs.status) == {"FINISHED"}
+    params = {c.removeprefix("params.") for c in runs.columns if c.startswith("params.")}
+    assert sorted(runs["params.optimizer"]) == ["adam", "adam", "sgd", "sgd"]
+    assert {"seed", "optimizer.lr", "data", "model", "model.hidden_sizes", "trainer.max_epochs"} <= params
+    assert set(runs["params.optimizer.lr"]) == {"0.0123456789"}  # whole in params and in the overrides tag
+    assert runs["tags.sweeplab.overrides"].str.contains("optimizer.lr=0.0123456789").all()
+    bookkeeping = ("print_config", "skip_finished", "run_name", "tags", "ckpt_path", "resume", "experiment_name")
+    left = [
+        p for p in params if p in bookkeeping or p.startswith(("logger.", "paths.", "callbacks.progress_bar", "callbacks.last_checkpoint"))
+    ]
+    assert not left and not [p for p in params if p.endswith(("._target_", "._partial_"))], sorted(params)
+    names = set(runs["tags.mlflow.runName"])
+    assert names == {
+        f"optimizer={o},seed={s},optimizer.lr=0.01235,trainer.max_epochs=1,data=iris" for o in ("adam", "sgd") for s in (1, 2)
+    }, names
+
+
+def test_a_sweep_is_a_parent_run_holding_its_summary(tmp_path: Path) -> None:
+    """The sweep's own run: its jobs nested under it, the ranked table with their scores in its
+    description, the best run's reproduce command and config, the compare CSV and PNG."""
+    from mlflow.tracking import MlflowClient
+
+    result = cli(["-m", "optimizer=adam,sgd", "seed=1,2", "trainer.max_epochs=1", "data=iris", "callbacks=none", *NO_MODEL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = sweeps_of(_store(tmp_path)).itertuples()
+    runs = runs_of(_store(tmp_path))
+    assert sweep.status == "FINISHED"
+    assert len(runs) == 4 and set(runs["tags.mlflow.parentRunId"]) == {sweep.run_id}
+    note = MlflowClient(_store(tmp_path)).get_run(sweep.run_id).data.tags["mlflow.note.content"]
+    assert "4 jobs: 4 trained, 0 skipped, 0 failed" in note
+    ranked = runs.sort_values("metrics.test/f1", ascending=False)
+    rows = [line for line in note.splitlines() if line.startswith("| ") and "/runs/" in line]
+    assert len(rows) == 4
+    for row, (_, run) in zip(rows, ranked.iterrows()):  # best first, each run linked with its four scores
+        assert f"/runs/{run.run_id})" in row and f"{run['metrics.test/f1']:.4f}" in row and f"{run['metrics.test/recall']:.4f}" in row
+    assert f"best: run {ranked.run_id.iloc[0]}" in note and "hydra.mode=RUN" in note
+    files = {a.path for a in MlflowClient(_store(tmp_path)).list_artifacts(sweep.run_id)}
+    assert {"compare_sweeplab_test_f1.csv", "compare_sweeplab_test_f1.png", "best_config.yaml", "sweep_summary.txt"} <= files
+    compared = subprocess.run(
+        [str(Path(sys.executable).with_name("sweeplab")), "compare", "--metric", "test/f1"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert compared.returncode == 0 and "sweep 20" not in compared.stdout  # the sweep's own run is no config to rank

@@ -412,6 +412,7 @@ def test_word_embeddings_sweep_compares_word2vec_and_glove(tmp_path: Path) -> No
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "gensim" not in result.stdout + result.stderr  # its thousand INFO lines a fit would bury the test table
     runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", "word_embeddings")
     assert sorted(runs["status"]) == ["FINISHED", "FINISHED"]
     for key in ("wordsim353_spearman", "simlex999_spearman", "analogy_accuracy", "analogy_coverage", "wordsim353_coverage"):

@@ -157,7 +157,9 @@ def test_params_hold_each_value_once_and_no_run_paths(tmp_path) -> None:
     from sweeplab.record.tracking import run_params
 
     params = run_params(compose(["model=svm"], run_dir=tmp_path / "run"))
-    assert params["seed"] == "42" and params["experiment_name"] == "sweeplab"
+    assert params["seed"] == "42" and "experiment_name" not in params  # the experiment holds the run already
+    assert params["model._target_"] == "sklearn.svm.SVC"  # composed outside the CLI: no option name stands for it
+    assert not [k for k in params if k.startswith(("logger.", "tags", "print_config", "callbacks.progress_bar"))], params
     assert not [k for k in params if k.startswith("paths.") or k.endswith(("dirpath", "random_state", "data.seed"))], params
     assert str(tmp_path) not in "".join(params.values())
 

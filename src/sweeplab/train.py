@@ -33,7 +33,7 @@ from sweeplab.record.identity import config_hash
 from sweeplab.record.run import RunRecord
 from sweeplab.start_up import collector_back_on, pause_collector_for_start_up
 from sweeplab.sweeps import callback as sweep_job
-from sweeplab.sweeps import optuna
+from sweeplab.sweeps import optuna, parent
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -54,11 +54,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     stop_log = console.tee_to(run_dir / "train.log")  # what the run prints, warnings too, also in its folder
     record = RunRecord(cfg, run_dir, identity, resume_run_id)
     try:  # from here on, whatever happens, the finally below undoes what the lines above set up
+        # 1-3. data (or environment) and model: everything is checked before a run exists,
+        # and before the config tree is printed (a bad data.path is the last line, not above 95 others)
+        family.prepare()
         if cfg.get("print_config", True):
             console.print_config(redact.mask_secrets(tracking.resolved(cfg)))
-
-        # 1-3. data (or environment) and model: everything is checked before a run exists
-        family.prepare()
         family.attach(record.open(family.lightning, _job_tags()), run_dir)
 
         # 4-5. fit, then evaluate on held-out data, tracked
@@ -100,7 +100,7 @@ def _job_tags() -> dict[str, str]:
     """What a sweep says of this job, as tags of its run: the sweep, the keys it sweeps
     (where a comparison of the sweep starts), the Optuna study and trial."""
     return {
-        **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid} if (sid := tracking.sweep_id()) else {}),
+        **({"sweeplab.sweep_id": sid, "sweeplab.sweeps": sid, **parent.job_tags()} if (sid := tracking.sweep_id()) else {}),
         **({"sweeplab.swept": keys} if (keys := sweep_job.swept()) else {}),
         **optuna.job_tags(),
     }
@@ -171,8 +171,12 @@ def _print_summary(cfg: DictConfig, run_name: str, metrics: dict[str, float], ru
     console.print(table)
     console.print(f"run folder: {run_dir}")
     if run_id:
+        uri = tracking.tracking_uri(cfg)
         console.print(f"MLflow run {run_id} in experiment '{cfg.experiment_name}'")
-        console.print(f"compare runs: {tracking.ui_command(tracking.tracking_uri(cfg))}", soft_wrap=True)
+        if (experiment_id := tracking.experiment_id_of(uri, cfg.experiment_name)) is not None:
+            page = tracking.runs_page(uri, experiment_id, run_id=run_id)
+            console.print(f"see it: {tracking.see_in_ui(uri, page)}", soft_wrap=True)
+        console.print(f"compare runs: {tracking.ui_command(uri)}", soft_wrap=True)
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | list[float] | None:
@@ -237,7 +241,10 @@ def main() -> None:
         try:
             _hydra_entry()
         except KeyboardInterrupt:
-            sweep_job.close_interrupted()  # runs an interrupted sweep's workers left RUNNING
+            sweep_job.close_interrupted()  # runs an interrupted sweep's workers left RUNNING, and the sweep's own
+            raise
+        except BaseException:
+            sweep_job.close_sweep_run("FAILED")  # a launcher or sweeper that raised: the sweep's own run ends too
             raise
         if _failure:
             raise _failure.pop()

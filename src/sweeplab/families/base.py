@@ -47,6 +47,14 @@ def _gpu_count_from_the_runtime_without_nvml() -> None:
         del os.environ[NVML_CHECK]
 
 
+def quiet_libraries() -> None:
+    """Every family: the libraries' INFO lines would bury the run's own table."""
+    # MLflow's SQLite layer logs a full traceback for each failed write before
+    # raising it; the raised error is reported in one line (errors.one_line).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # a thousand lines a Word2Vec fit and its benchmarks
+
+
 def quiet_lightning() -> None:
     """Keep the console to the progress bar and results: Lightning's INFO lines
     (device summary, tips) and two known-harmless warnings add nothing."""
@@ -56,10 +64,12 @@ def quiet_lightning() -> None:
 
     _gpu_count_from_the_runtime_without_nvml()  # and its environment variable
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    # MLflow's SQLite layer logs a full traceback for each failed write before
-    # raising it; the raised error is reported in one line (errors.one_line).
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    logging.getLogger("gensim").setLevel(logging.WARNING)  # per-epoch and per-benchmark-section INFO lines
+    # Lightning's loggers print through a handler of their own and also reach the root's, which
+    # Hydra sets up: each DDP rank's "Initializing distributed" came twice.
+    for name in ("lightning", "lightning.fabric", "lightning.pytorch"):
+        if logging.getLogger(name).handlers:
+            logging.getLogger(name).propagate = False
+    quiet_libraries()
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

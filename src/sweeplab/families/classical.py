@@ -196,9 +196,10 @@ class ClassicalFamily:
         from omegaconf import open_dict
 
         from sweeplab.data.text import check_text_pairing
-        from sweeplab.families.base import seed_everything
+        from sweeplab.families.base import quiet_libraries, seed_everything
 
         cfg = self.cfg
+        quiet_libraries()
         seed_everything(cfg.seed, torch=False)  # estimators without a random_state draw from numpy's generator
         self.datamodule = hydra.utils.instantiate(cfg.data)
         check_text_pairing(self.datamodule, cfg.model, self.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -153,20 +154,21 @@ def refuse_foreign(cfg: Any, resume_run_id: str | None) -> None:
         )
 
 
-_owner: dict[str, Any] = {"run": None, "marked": set()}  # the run this process trains now, the folders it marked
+# The run this thread trains now and the folders it marked (a fused sweep's jobs are threads of one process).
+_owner = threading.local()
 
 
 def claim_folders(cfg: Any, run_id: str | None) -> None:
     """This run's checkpoint folders are marked as its own (``.owner``) when its first checkpoint
     lands there, so a later run in the same folder can name it; a run that writes no
     checkpoint (fast_dev_run, callbacks=none) leaves no folder behind."""
-    _owner["run"], _owner["marked"] = run_id or "untracked", set()
+    _owner.run, _owner.marked = run_id or "untracked", set()
 
 
 def _mark_owner(folder: Path) -> None:
-    if _owner["run"] is not None and folder not in _owner["marked"]:
-        (folder / OWNER_FILE).write_text(f"{_owner['run']}\n")
-        _owner["marked"].add(folder)
+    if getattr(_owner, "run", None) is not None and folder not in _owner.marked:
+        (folder / OWNER_FILE).write_text(f"{_owner.run}\n")
+        _owner.marked.add(folder)
 
 
 # -- an epoch's logged values, carried by its checkpoint ----------------------------

@@ -33,11 +33,30 @@ def overrides_tag() -> str:
     return shlex.join(redact.mask_override(o) for o in overrides())
 
 
+def _short(value: str) -> str:
+    """A float to 4 significant digits (0.08942616560255211 -> 0.08943); anything else as typed."""
+    if not any(c in value for c in ".eE") or value.lower() in ("nan", "inf", "-inf"):
+        return value
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
 def run_name(cfg: DictConfig) -> str:
-    # Where a run lands or how it starts is not what it is: the experiment already holds it.
-    hidden = ("paths.", "hydra.", "logger.tracking_uri", "resume=", "skip_finished=", "experiment_name=")
-    shown = [redact.mask_override(o) for o in overrides() if not o.lstrip("+~").startswith(hidden)]
-    return cfg.run_name or ",".join(shown) or "default"
+    """``run_name``, else the overrides that change what is trained, floats to 4 significant
+    digits (the params and the sweeplab.overrides tag keep them whole). Where a run lands, how
+    it starts or shows, and which search proposed it are not what it is."""
+    if cfg.get("run_name"):
+        return str(cfg.run_name)
+    callbacks = cfg.get("callbacks") or {}
+    shown = []
+    for override in overrides():
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.startswith("hydra.") or key in ("hparams_search", "resume") or tracking.bookkeeping(key, callbacks):
+            continue
+        shown.append(redact.mask_override(f"{override.partition('=')[0]}={_short(value)}" if value else override))
+    return ",".join(shown) or "default"
 
 
 class RunRecord:

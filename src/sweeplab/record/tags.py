@@ -16,6 +16,7 @@ SWEEPS = "sweeplab.sweeps"  # space-separated ids of every sweep a run belongs t
 TRIAL = "sweeplab.optuna.trial"  # the trial number(s) a run answered, space-separated when a config was asked again
 STUDY = "sweeplab.optuna.study"
 PRUNED = "sweeplab.pruned"
+KIND = "sweeplab.kind"  # "sweep" on a sweep's own run (sweeps.parent), the parent of its jobs' runs
 PRUNED_EPOCH = "sweeplab.pruned_epoch"  # also the optuna trial's user attribute: the epoch its pruner stopped it
 
 
@@ -48,3 +49,12 @@ def parse_overrides(runs: Any) -> list[dict[str, str]]:
         pairs = (item.split("=", 1) for item in split_overrides(text) if "=" in item)
         parsed.append({k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith(hidden)})
     return parsed
+
+
+def is_sweep_run(runs: Any) -> Any:
+    """Which rows of ``mlflow.search_runs`` are sweeps' own runs (a boolean Series): they hold
+    a sweep's summary, not a config, and no comparison counts them."""
+    import pandas as pd
+
+    column = f"tags.{KIND}"
+    return runs[column].eq("sweep") if column in runs.columns else pd.Series(False, index=runs.index)

@@ -16,13 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.config import check_scheme
+from sweeplab.config import check_scheme, choices, overrides
 from sweeplab.record import identity
 from sweeplab.redact import mask_secrets, redact_uri
 
-# Keys not logged as params: they say how a run was started, and a resumed
-# run logs its params again (MLflow refuses a changed value).
-NOT_LOGGED = ("resume",)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
@@ -546,19 +543,142 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 _COPY = re.compile(r"^\$\{(?!oc\.env|now:|hydra:)[^}]*\}")
 
 
+# What says how a run is started, shown or recorded, not what it trains: not params (the whole
+# config is the run's config.yaml artifact). A resumed run logs its params again, and MLflow
+# refuses a changed value, so ``resume`` must not be one either.
+BOOKKEEPING = (
+    "resume",
+    "ckpt_path",
+    "print_config",
+    "skip_finished",
+    "run_name",
+    "experiment_name",
+    "optimized_metric",
+    "optimized_mode",
+    "tags",
+    "paths",
+    "logger",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+)
+# Callbacks that save, show or summarise: their options change no number of the run.
+BOOKKEEPING_CALLBACKS = ("ModelCheckpoint", "OnExceptionCheckpoint", "ProgressBar", "ModelSummary", "LearningRateMonitor")
+# Groups whose option is logged by name (optimizer: sgd), standing for its _target_.
+NAMED_GROUPS = (
+    "data",
+    "model",
+    "text_model",
+    "optimizer",
+    "scheduler",
+    "loss",
+    "trainer",
+    "callbacks",
+    "env",
+    "agent",
+    "experiment",
+    "debug",
+)
+
+
+def bookkeeping(key: str, callbacks: Any) -> bool:
+    """Whether config ``key`` says how a run starts, shows or is recorded rather than what it trains
+    (``callbacks``: the config's callbacks, whose class decides for their options)."""
+    if key in BOOKKEEPING or key.startswith(tuple(f"{k}." for k in BOOKKEEPING)):
+        return True
+    if key.startswith("callbacks."):
+        name = key.split(".")[1]
+        target = str((callbacks.get(name) or {}).get("_target_", ""))
+        return target.endswith(BOOKKEEPING_CALLBACKS) or name.endswith(("progress_bar", "checkpoint", "summary"))
+    return False
+
+
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """Every resolved config value, flattened (``optimizer.lr``), secrets masked;
-    without the run's paths (the run folder is a tag, the config an artifact) and
-    without values that copy another one by interpolation (``data.seed: ${seed}``
-    is logged once, as ``seed``), so a comparison of runs shows what differs."""
-    values = {k: v for k, v in resolved(cfg).items() if k not in NOT_LOGGED}
+    """What defines the run, flattened (``optimizer.lr``), secrets masked: each config
+    group's option by name (``optimizer: sgd``) and the values that change what is
+    trained. Not logged: bookkeeping (paths, logger, progress bar, checkpoint options,
+    print_config ...), the ``_target_`` of a group whose option is named (unless typed on
+    the command line; a config composed outside the CLI names no option and keeps it), and values that copy another by interpolation (``data.seed: ${seed}``
+    is logged once, as ``seed``), so a comparison of runs opens on what differs."""
+    values = resolved(cfg)
     written = flatten(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
-    return {
-        k: json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-        for k, v in flatten(mask_secrets(values)).items()
-        if not k.startswith("paths.") and not (isinstance(written.get(k), str) and _COPY.match(written[k]))
-    }
+    typed = {o.lstrip("+~").split("=", 1)[0] for o in overrides()}
+    callbacks = values.get("callbacks") or {}
+    params = {group: option for group, option in choices().items() if group in NAMED_GROUPS}
+    for k, v in flatten(mask_secrets(values)).items():
+        named = k.split(".", 1)[0] in params  # its group's option is a param: its class is no news
+        if bookkeeping(k, callbacks) or k.endswith("._partial_") or (named and k.endswith("._target_") and k not in typed):
+            continue
+        if k in params or (isinstance(written.get(k), str) and _COPY.match(written[k])):
+            continue  # an empty group (scheduler: {}) is logged by its option's name
+        params[k] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return params
 
 
 def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {redact_uri(uri)}"
+
+
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `sweeplab ui` serves a local store
+
+
+def runs_page(uri: str, experiment_id: str, run_id: str | None = None, view: str | None = None) -> str:
+    """The MLflow UI page that shows a run, or a saved view of the runs table (``save_runs_view``).
+    ``#/experiments/<id>`` alone opens MLflow 3's GenAI overview (traces, no runs): the runs
+    table has its own route. A server's own address, else where `sweeplab ui` serves."""
+    base = redact_uri(uri).rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    page = f"{base}/#/experiments/{experiment_id}/runs"
+    if run_id:
+        return f"{page}/{run_id}"
+    return f"{page}?viewStateShareKey={view}" if view else page
+
+
+SHARED_VIEW = "mlflow.sharedViewState."  # MLflow's UI: the experiment tag of a saved view of its runs table
+
+
+def save_runs_view(
+    client: Any,
+    experiment_id: str,
+    name: str,
+    sweep: str,
+    metric: str | None,
+    scores: list[str],
+    params: list[str],
+) -> str:
+    """Save, as MLflow's UI does when a view is shared, a view of ``sweep``'s runs ordered by
+    ``metric`` (best first), with ``scores`` and ``params`` as columns; return its key. (Which
+    parent rows are expanded is not part of a shared view: MLflow drops it.)"""
+    from sweeplab.metrics.scores import lower_is_better
+
+    key = "sweep-" + re.sub(r"[^\w.-]", "_", sweep)
+    state: dict[str, Any] = {
+        # Every job of the sweep: those it trained and the FINISHED runs it reused (skip_finished adds
+        # the sweep to their sweeplab.sweeps), as `sweeplab compare --sweep` lists them.
+        "searchFilter": f"tags.`sweeplab.sweeps` LIKE '%{sweep}%'",
+        "selectedColumns": [*(f"metrics.`{m}`" for m in scores), *(f"params.`{p}`" for p in params)],
+    }
+    if metric:
+        state.update(orderByKey=f"metrics.`{metric}`", orderByAsc=lower_is_better(metric))
+    now = int(time.time() * 1000)
+    envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    client.set_experiment_tag(experiment_id, SHARED_VIEW + key, json.dumps(envelope))
+    return key
+
+
+def experiment_id_of(uri: str, name: str) -> str | None:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        experiment = MlflowClient(uri).get_experiment_by_name(name)
+    except Exception:  # noqa: BLE001 - a store gone quiet: the page is a courtesy, the run is already safe
+        return None
+    return experiment.experiment_id if experiment else None
+
+
+def see_in_ui(uri: str, page: str) -> str:
+    """What to do to look at ``page``: open it (a server), or start `sweeplab ui` first (a local store)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {page}"
+    store = "" if uri == default_tracking_uri() else f" --store {redact_uri(uri)}"
+    return f"sweeplab ui{store}, then open {page}"

@@ -21,8 +21,15 @@ from sweeplab.reports.results import load_runs
 
 def differing_overrides(runs: Any) -> list[str]:
     """Add one column per command-line override key whose value differs between
-    runs; return the column names."""
+    runs; return the column names. A run that did not type the key (a preset set
+    it) shows the value it ran with: its param, or its config group's option."""
     parsed = parse_overrides(runs)
+    for p, (_, row) in zip(parsed, runs.iterrows()):
+        for key in {k for q in parsed for k in q} - set(p):
+            for column in (f"params.{key}", f"tags.sweeplab.choice.{key}"):
+                if isinstance(row.get(column), str):
+                    p[key] = row[column]
+                    break
     keys = sorted({k for p in parsed for k in p})
     differing = [k for k in keys if len({p.get(k, "") for p in parsed}) > 1]
     for key in differing:
@@ -177,8 +184,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--also",
         nargs="*",
-        default=["test/accuracy", "test/precision", "test/recall", "test/mse", "test/r2", "val/loss"],
-        help="further metrics to show when logged",
+        default=["test/f1", "test/accuracy", "test/precision", "test/recall", "test/mse", "test/r2", "val/loss"],
+        help="further metrics to show when logged (default: the four test scores, test/mse, test/r2, val/loss)",
     )
     parser.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
     parser.add_argument("--out", default="outputs/compare", help="folder for the CSV and PNG")

@@ -5,7 +5,7 @@
 names (``test/f1``), and replicate aggregation (mean, sd, n).
 
     import sweeplab
-    df = sweeplab.runs(experiment="optimizers_digits", where={"optimizer": ["adam", "sgd"], "optimizer.lr": (1e-4, 1e-2)})
+    df = sweeplab.runs(experiment="optimizers_digits", where={"optimizer": ["adam", "sgd"], "optimizer.lr": (1e-4, 0.1)})
     sweeplab.summarize(df, by=["optimizer"], metrics=["test/f1", "test/accuracy"])
 """
 
@@ -62,6 +62,9 @@ def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Any:
             runs.loc[reused, "status"] = runs.loc[reused, "status"] + " (reused)"
     else:
         runs = mlflow.search_runs(experiment_names=[experiment])
+    from sweeplab.record.tags import is_sweep_run
+
+    runs = runs[~is_sweep_run(runs)].reset_index(drop=True)  # a sweep's own run holds its summary, not a config
     if runs.empty:
         raise ValueError(f"no runs in experiment {experiment!r}" + (f" for --sweep {sweep}" if sweep else ""))
     return runs

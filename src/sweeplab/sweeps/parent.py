@@ -1,0 +1,160 @@
+"""A sweep's own MLflow run, the parent of its jobs' runs (``mlflow.parentRunId``),
+as MLflow's hyper-parameter tuning guide nests them: the UI shows a sweep as one
+row that expands into its jobs.
+
+The process that starts the sweep opens it before any job starts and hands its id
+to the jobs through the environment (in-process, joblib and submitit workers and
+SLURM jobs inherit it). When the sweep ends, the parent holds its summary: the
+ranked table of the jobs with their main scores in its description, the best
+run's reproduce command and config, the runs it reused (skip_finished) linked by
+id, the compare CSV and PNG, an Optuna study's results. An interrupted sweep's
+parent is KILLED with its jobs. It carries no config hash and no metrics, so
+``skip_finished``, ``resume`` and ``compare`` never take it for a job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from sweeplab.record import tags
+
+PARENT_RUN_ENV = "SWEEPLAB_SWEEP_RUN"  # the sweep's run id, seen by its jobs
+PARENT_STORE_ENV = "SWEEPLAB_SWEEP_RUN_STORE"  # where it is tracked: a worker that outlives the sweep's process closes it
+MAIN_SCORES = ("test/f1", "test/accuracy", "test/precision", "test/recall", "test/r2", "test/mse", "test/adjusted_rand", "test/mean_return")
+
+
+def job_tags() -> dict[str, str]:
+    """In a job of a sweep: the tag that nests its run under the sweep's."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
+def open_run(uri: str, experiment_id: str, sweep: str, command: str, swept: list[str]) -> str:
+    """Start the sweep's run (RUNNING, with the process tags that tell a live one from a dead one)."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.record import liveness
+
+    run_tags = {
+        "mlflow.runName": f"sweep {sweep}",
+        tags.KIND: "sweep",
+        tags.SWEEP_ID: sweep,
+        "sweeplab.command": command,
+        **({"sweeplab.swept": ",".join(swept)} if swept else {}),
+        **liveness.process_tags(),
+    }
+    run = MlflowClient(uri).create_run(experiment_id, tags=run_tags)
+    os.environ[PARENT_RUN_ENV], os.environ[PARENT_STORE_ENV] = run.info.run_id, uri
+    return run.info.run_id
+
+
+def close_run(uri: str, run_id: str, status: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    os.environ.pop(PARENT_RUN_ENV, None)
+    os.environ.pop(PARENT_STORE_ENV, None)
+    MlflowClient(uri).set_terminated(run_id, status=status)
+
+
+def close_orphaned() -> None:
+    """In a worker whose sweep's process is gone (SIGKILL): the sweep's run is KILLED, not left RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    run_id, uri = os.environ.get(PARENT_RUN_ENV), os.environ.get(PARENT_STORE_ENV)
+    if run_id and uri:
+        client = MlflowClient(uri)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+
+
+def ranking(logged: set[str], optimized: Any) -> tuple[str | None, list[str]]:
+    """The metric that ranks a sweep's runs (the sweeper's, else the first main score) and the
+    scores shown beside it (the main test scores logged, else up to six test/ ones)."""
+    scores = [m for m in MAIN_SCORES if m in logged] or sorted(m for m in logged if m.startswith("test/"))[:6]
+    metric = optimized if isinstance(optimized, str) and optimized in logged else next(iter(scores), None)
+    return metric, scores
+
+
+def summarize_run(
+    uri: str, experiment: str, experiment_id: str, run_id: str, sweep: str, sweep_dir: Path, summary: str, optimized: Any
+) -> tuple[str | None, list[str]]:
+    """The sweep's summary into its run: description (ranked table, best, reused runs) and files.
+    Returns the ranking metric and the scores shown (``ranking``)."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.reports.results import load_runs
+
+    client = MlflowClient(uri)
+    lines = [f"**{summary.splitlines()[0].removeprefix('sweeplab-train: ')}**", ""]
+    lines += [f"    {line.strip()}" for line in summary.splitlines()[1:]]
+    try:
+        runs = load_runs(uri, experiment, sweep)
+    except ValueError:  # no job left a run
+        runs = None
+    files: list[Path] = []
+    metric, scores = None, []
+    if runs is not None:
+        metric, scores = ranking({c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}, optimized)
+        lines += ["", *_ranked_table(runs, metric, scores, experiment_id)]
+        if metric is not None:
+            files += _compare_files(uri, experiment, metric, sweep, sweep_dir, scores)
+            files += _best_config(runs, metric, sweep_dir)
+    files += [p for p in (sweep_dir / "optimization_results.yaml",) if p.is_file()]  # an Optuna study's results
+    summary_file = sweep_dir / "sweep_summary.txt"
+    summary_file.write_text(summary + "\n")
+    for path in [summary_file, *files]:
+        client.log_artifact(run_id, str(path))
+    client.set_tag(run_id, "mlflow.note.content", "\n".join(lines))
+    return metric, scores
+
+
+def _ranked_table(runs: Any, metric: str | None, scores: list[str], experiment_id: str) -> list[str]:
+    """The jobs best first, as a Markdown table: each run linked, what differs, the main scores."""
+    from sweeplab.metrics.scores import lower_is_better
+    from sweeplab.reports.compare import differing_overrides
+
+    if metric is not None:
+        runs = runs.sort_values(f"metrics.{metric}", ascending=lower_is_better(metric), na_position="last")
+    runs = runs.reset_index(drop=True)
+    keys = differing_overrides(runs)
+    header = ["#", "run", "status", *(k.removeprefix("override.") for k in keys), *scores]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, row in runs.iterrows():
+        name = str(row.get("tags.mlflow.runName") or row.run_id[:8]).replace("|", "\\|")
+        values = [str(row[k]).replace("|", "\\|") for k in keys]
+        numbers = ["-" if row.get(f"metrics.{m}") != row.get(f"metrics.{m}") else f"{row[f'metrics.{m}']:.4f}" for m in scores]
+        link = f"[{name}](#/experiments/{experiment_id}/runs/{row.run_id})"
+        rows.append("| " + " | ".join([str(i + 1), link, str(row.status), *values, *numbers]) + " |")
+    if metric is not None and runs[f"metrics.{metric}"].notna().any():
+        best = runs.iloc[0]
+        rows += ["", f"best: run {best.run_id}, {metric} = {best[f'metrics.{metric}']:.4f}", "", "reproduce:", ""]
+        rows.append(f"    {tags.reproduce_command(best)}")
+    return rows
+
+
+def _compare_files(uri: str, experiment: str, metric: str, sweep: str, sweep_dir: Path, scores: list[str]) -> list[Path]:
+    """``sweeplab compare --sweep``'s CSV and PNG, written quietly into the sweep's folder."""
+    from sweeplab.reports.compare import compare
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        written = compare(uri, experiment, metric, sweep, sweep_dir / "compare", [m for m in scores if m != metric])
+    return [written["csv"], written["png"]]
+
+
+def _best_config(runs: Any, metric: str, sweep_dir: Path) -> list[Path]:
+    """The best run's config.yaml, from its run folder where this machine has it."""
+    from sweeplab.metrics.scores import lower_is_better
+
+    ranked = runs[runs[f"metrics.{metric}"].notna()].sort_values(f"metrics.{metric}", ascending=lower_is_better(metric))
+    if ranked.empty or "tags.sweeplab.run_dir" not in ranked.columns:
+        return []
+    config = Path(str(ranked.iloc[0]["tags.sweeplab.run_dir"])) / "config.yaml"
+    if not config.is_file():
+        return []
+    best = sweep_dir / "best_config.yaml"
+    best.write_text(config.read_text())
+    return [best]
