@@ -12,7 +12,11 @@ Hydra's joblib launcher with 2 workers (target: faster than the plain script).
 Then the same 12 runs in this process with a timer around each step of
 ``sweeplab.train.run``, for the breakdown per run.
 
-    python benchmarks/sweep_vs_plain.py [--joblib] [--threads 2]
+Fused sweeps (``--fused``): the same grid on ``hydra/launcher=fused`` (target <= 1.3x,
+goal 1.0x), then the grid over seeds 1-8, 48 runs, fused and basic against the plain
+script (target <= 0.9x, goal 0.6x).
+
+    python benchmarks/sweep_vs_plain.py [--joblib] [--fused] [--threads 2]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _wall(command: list[str], cwd: Path, threads: int) -> float:
+    cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     env.pop("MLFLOW_TRACKING_URI", None)
     start = time.perf_counter()
@@ -105,9 +110,24 @@ def breakdown(threads: int) -> None:
     print(f"  {'other (between the steps above)':48s} {(wall - sum(SPENT.values())) / len(grid) * 1000:7.0f} ms a run")
 
 
+def _fused_48(python: str, sweeplab_train: str, threads: int) -> None:
+    """The grid over seeds 1-8: 48 runs, fused and basic launchers against the plain script."""
+    grid = [*GRID[:2], "seed=range(1,9)"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        plain = _wall([python, str(HERE / "plain_sweep.py"), str(folder / "plain"), str(threads), "8"], folder, threads)
+        fused = _wall([sweeplab_train, "-m", "hydra/launcher=fused", *grid], folder / "fused", threads)
+        basic = _wall([sweeplab_train, "-m", *grid], folder / "basic", threads)
+    print(
+        f"48-run grid (seeds 1-8): plain script {plain:.1f} s; fused launcher {fused:.1f} s: {fused / plain:.2f}x (target <= 0.9x, goal 0.6x);"
+    )
+    print(f"  basic launcher {basic:.1f} s: {basic / plain:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--joblib", action="store_true", help="also the sweep on the joblib launcher, 2 workers")
+    parser.add_argument("--fused", action="store_true", help="also hydra/launcher=fused, on this grid and on seeds 1-8 (48 runs)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     python = sys.executable
@@ -121,6 +141,11 @@ def main() -> None:
         if args.joblib:
             parallel = _wall([sweeplab_train, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *GRID], Path(c), 1)
             print(f"  joblib, 2 workers: {parallel:.1f} s: {parallel / plain:.2f}x the plain script (target < 1)")
+        if args.fused:
+            fused = _wall([sweeplab_train, "-m", "hydra/launcher=fused", *GRID], Path(c) / "f12", args.threads)
+            print(f"  fused launcher: {fused:.1f} s: {fused / plain:.2f}x the plain script (target <= 1.3x, goal 1.0x)")
+    if args.fused:
+        _fused_48(python, sweeplab_train, args.threads)
     breakdown(args.threads)
 
 

@@ -40,13 +40,15 @@ if not OmegaConf.has_resolver("required"):
 
 def register_experiments() -> list[str]:
     """Put every experiments/*.yaml in Hydra's ``experiment`` group (global package),
-    and sweeplab's ``hydra/sweeper=optuna``: Hydra's plugin scan finds it in an
-    installed wheel, but cannot list modules through an editable install's finder."""
+    and sweeplab's ``hydra/sweeper=optuna`` and ``hydra/launcher=fused``: Hydra's plugin scan
+    finds them in an installed wheel, but cannot list modules through an editable install's finder."""
     from hydra.core.plugins import Plugins
 
+    from hydra_plugins.sweeplab_fused.fused_launcher import FusedLauncher  # its module stores hydra/launcher/fused
     from hydra_plugins.sweeplab_optuna.optuna_sweeper import OptunaSweeper  # its module stores hydra/sweeper/optuna
 
     Plugins.instance().register(OptunaSweeper)
+    Plugins.instance().register(FusedLauncher)
     global _registered
     names = []
     store = ConfigStore.instance()

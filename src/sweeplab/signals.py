@@ -68,7 +68,9 @@ def restore(previous: dict[int, Any]) -> None:
 
 def exit_on_late_signal() -> None:
     """The run's record is complete: a late signal only ends the process."""
-    if _owned:
+    import threading
+
+    if _owned and threading.current_thread() is threading.main_thread():  # a fused sweep's job runs in a thread
         _on_signal(_exit_now)
 
 

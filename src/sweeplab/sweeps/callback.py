@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -28,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeplab import redact
 from sweeplab.record import tags, tracking
+from sweeplab.sweeps import fused
+from sweeplab.sweeps import parent as sweep_run
 
 RECORD = "sweeplab_job.json"
 
@@ -38,7 +41,7 @@ def record_job(status: str, run_id: str | None = None, error: str | None = None)
 
     hc = HydraConfig.get()
     overrides = [redact.mask_override(o) for o in hc.overrides.task]
-    record = {"num": hc.job.num, "overrides": overrides, "status": status, "run_id": run_id, "error": error}
+    record = {"num": hc.job.num, "overrides": overrides, "status": status, "run_id": run_id, "error": error, **fused.job_record()}
     torch = sys.modules.get("torch")
     if torch is not None and status == "trained":
         # How many threads this job's torch used: a parallel launcher's workers share the cores
@@ -92,6 +95,15 @@ def summarize(sweep_dir: Path, never_started: dict[int, str] | None = None) -> s
         (count, workers), cores = threads.pop(), os.cpu_count()
         parallel = f" ({cores} cores, {workers} joblib workers; OMP_NUM_THREADS sets it)" if workers != 1 else ""
         lines[0] += f"; {count} torch thread{'s' if count != 1 else ''} a job{parallel}"
+    groups: dict[str, list[int]] = {}
+    for r in records:
+        if r.get("fused_group"):
+            groups.setdefault(r["fused_group"], []).append(r["num"])
+    for group, nums in groups.items():  # hydra/launcher=fused: which jobs trained together
+        lines.append(f"  fused group {group.rsplit('/', 1)[-1]}: jobs {', '.join(map(str, sorted(nums)))} trained together")
+    for r in records:
+        if r.get("alone"):
+            lines.append(f"  job {r['num']} trained alone: {r['alone']}")
     for r in by_status["skipped"]:
         lines.append(f"  job {r['num']} skipped, identical config already FINISHED as run {r['run_id']}: {' '.join(r['overrides'])}")
     for r in by_status["failed"]:
@@ -105,8 +117,30 @@ def summarize(sweep_dir: Path, never_started: dict[int, str] | None = None) -> s
     return "\n".join(lines)
 
 
+def sweep_page(metric: str | None, scores: list[str], swept: list[str]) -> str | None:
+    """A view of this sweep in the MLflow UI, and how to get there: its runs, best first by
+    ``metric``, with the ``scores`` and the ``swept`` keys as columns. MLflow keeps no column
+    choice in a URL, but it opens a saved view (an experiment tag) by its key."""
+    if not _started:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    uri, sweep, experiment_id = _started["uri"], _started["sweep"], _started["experiment_id"]
+    try:
+        key = tracking.save_runs_view(MlflowClient(uri), experiment_id, f"sweep {sweep}", sweep, metric, scores, swept)
+    except Exception:  # noqa: BLE001 - the page is a courtesy: the summary above is what counts
+        return None
+    return f"see the sweep: {tracking.see_in_ui(uri, tracking.runs_page(uri, experiment_id, view=key))}"
+
+
 PARENT_ENV = "SWEEPLAB_SWEEP_PARENT"  # pid of the process that started the sweep, seen by its workers
 _started: dict[str, str] = {}  # in the sweep's parent: where its runs are tracked
+
+
+def close_sweep_run(status: str) -> None:
+    """End the sweep's own run, if one is open (a sweep that did not reach its end)."""
+    if _started and (run_id := _started.pop("parent", None)):
+        sweep_run.close_run(_started["uri"], run_id, status)
 
 
 def close_interrupted(wait: float = 15.0) -> int:
@@ -115,6 +149,8 @@ def close_interrupted(wait: float = 15.0) -> int:
     if not _started:
         return 0
     from mlflow.tracking import MlflowClient
+
+    close_sweep_run("KILLED")  # the sweep's own run, with its jobs
 
     from sweeplab.record import liveness
 
@@ -154,6 +190,10 @@ def watch_sweep_parent() -> None:
     def watch() -> None:
         while os.getppid() == int(parent):
             time.sleep(1.0)
+        try:
+            sweep_run.close_orphaned()
+        except Exception:  # noqa: BLE001 - this worker's own run comes first
+            pass
         os.kill(os.getpid(), signal.SIGTERM)
         _run_closed.wait(timeout=60.0)  # the run closes itself as KILLED; then leave, even if it could not
         os._exit(128 + signal.SIGTERM)
@@ -188,12 +228,15 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Parallel jobs opening a new SQLite store at once race in MLflow's schema set-up.
         if tracking.uses_mlflow(config):
-            tracking.ensure_experiment(config)
+            experiment_id = tracking.ensure_experiment(config)
             _started.update(
                 uri=tracking.tracking_uri(config),
                 experiment=str(config.experiment_name),
+                experiment_id=experiment_id,
                 sweep=tracking.sweep_id_of(config.hydra.sweep.dir),
             )
+            command = shlex.join(["sweeplab-train", *(redact.mask_override(o) for o in config.hydra.overrides.task)])
+            _started["parent"] = sweep_run.open_run(_started["uri"], experiment_id, _started["sweep"], command, swept_keys(config))
         from sweeplab.sweeps import slurm
 
         slurm.prepare_parent(config.hydra.launcher)
@@ -208,7 +251,29 @@ class SweepCallback(Callback):
         os.environ.pop(SWEPT_ENV, None)
         from sweeplab.sweeps import slurm
 
-        summary = summarize(Path(config.hydra.sweep.dir), slurm.never_started)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = summarize(sweep_dir, slurm.never_started)
         slurm.never_started.clear()  # this sweep's
+        run_id = _started.pop("parent", None)
+        ranked: tuple[str | None, list[str]] = (None, [])
+        if run_id:
+            try:
+                ranked = sweep_run.summarize_run(
+                    _started["uri"],
+                    _started["experiment"],
+                    _started["experiment_id"],
+                    run_id,
+                    _started["sweep"],
+                    sweep_dir,
+                    summary or f"sweeplab-train: sweep {_started['sweep']}: no job ran",
+                    config.get("optimized_metric"),
+                )
+            except Exception as exc:  # noqa: BLE001 - the jobs' runs are complete; the summary is printed below
+                from sweeplab.errors import one_line
+
+                print(f"sweeplab-train: the sweep's summary did not reach its MLflow run {run_id}: {one_line(exc)}", file=sys.stderr)
+            finally:
+                sweep_run.close_run(_started["uri"], run_id, "FINISHED")
         if summary:
-            print(summary, flush=True)
+            page = sweep_page(*ranked, swept_keys(config))
+            print(summary + (f"\n{page}" if page else ""), flush=True)

@@ -4,6 +4,7 @@ Trainer with the same builders."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.config import check_accelerator, model_choice
 from sweeplab.families.base import quiet_lightning, seed_everything
-from sweeplab.sweeps import optuna
+from sweeplab.sweeps import fused, optuna
 
 
 class TorchFamily:
@@ -49,13 +50,31 @@ class TorchFamily:
         return self.module.net.cpu(), "pytorch"
 
     def fit(self, start_from: Path | None) -> tuple[dict[str, float], list[Path]] | None:
-        fitted = fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
+        fitted = self._fit_in_group() if fused.member() is not None and start_from is None else None
+        if fitted is None:
+            fitted = fit_torch(self.module, self.trainer, self.datamodule, self.run_dir, start_from)
         if self.pruning is not None and self.pruning.pruned_epoch is not None:  # stopped early; tested as any run
             self.run_tags = {"sweeplab.pruned": "true", "sweeplab.pruned_epoch": str(self.pruning.pruned_epoch)}
         profiles = sorted(self.run_dir.glob("*-profile.txt"))  # debug=profiler: its reports join the artifacts
         for profile in profiles:
             print(f"sweeplab-train: profiler report {profile}")
         return None if fitted is None else (fitted[0], [*fitted[1], *profiles])
+
+    def _fit_in_group(self) -> tuple[dict[str, float], list[Path]] | None:
+        """A job of a fused sweep: its group trains it with the others; then it is tested on its
+        best checkpoint as a solo run is. None: the group let it train alone."""
+        import torch
+
+        self.rng_at_fit = torch.get_rng_state()  # its shuffling continues from here, as a solo fit's would
+        outcome = fused.train_with_others(self)
+        if outcome is None:
+            torch.set_rng_state(self.rng_at_fit)
+            return None
+        metrics, best, epochs, steps = outcome
+        # Its test is logged at the step and epoch a solo fit ends on.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = steps
+        self.trainer.fit_loop.epoch_progress.current.completed = epochs
+        return test_and_report(self.module, self.trainer, self.datamodule, self.run_dir, str(best or ""), dict(metrics))
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> Any:
@@ -116,14 +135,9 @@ def fit_torch(
     module: Any, trainer: Any, datamodule: Any, run_dir: Path, ckpt_path: Path | None = None
 ) -> tuple[dict[str, float], list[Path]] | None:
     """Step 4-5 for a torch network: fit, test the best checkpoint, write reports."""
-    import torch
-
-    from sweeplab.data.base import Task
     from sweeplab.families.torch.module import LightningData
-    from sweeplab.reports.files import write_reconstruction_report, write_test_report
 
-    lightning_data = LightningData(datamodule)
-    trainer.fit(module, datamodule=lightning_data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=str(ckpt_path) if ckpt_path else None)
     if trainer.interrupted:
         raise KeyboardInterrupt
     stages = ("train/", "val/", "test/")
@@ -144,7 +158,25 @@ def fit_torch(
         # trains no epoch of its own, it names the other run's file. This run tests the weights it ends with.
         print(f"sweeplab-train: the best checkpoint on record ({best}) is another run's; testing the weights this run ends with")
         best = ""
-    trainer.test(module, datamodule=lightning_data, ckpt_path=best or None, verbose=False)
+    return test_and_report(module, trainer, datamodule, run_dir, best, metrics)
+
+
+def test_and_report(
+    module: Any, trainer: Any, datamodule: Any, run_dir: Path, best: str, metrics: dict[str, float]
+) -> tuple[dict[str, float], list[Path]]:
+    """Test ``best`` (a checkpoint path; "": the weights the module holds), then write the reports."""
+    import torch
+
+    from sweeplab.data.base import Task
+    from sweeplab.families.torch.module import LightningData
+    from sweeplab.reports.files import write_reconstruction_report, write_test_report
+
+    stages = ("train/", "val/", "test/")
+    with warnings.catch_warnings():
+        # Testing the run's own best.ckpt needs its weights only; Lightning's advice to pass the
+        # callbacks that wrote it (said under DDP) is for fitting on from a checkpoint.
+        warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
+        trainer.test(module, datamodule=LightningData(datamodule), ckpt_path=best or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)})
     y_pred = torch.cat(module.test_predictions)
     y_pred = (y_pred.float() if y_pred.is_floating_point() else y_pred).numpy()  # numpy has no bfloat16

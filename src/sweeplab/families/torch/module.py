@@ -136,9 +136,13 @@ class SweepModule(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch
+        return self.score(self.net(x), x, y, stage)
+
+    def score(self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss of ``output`` (the network's, on ``x``), its predictions and targets; the stage's
+        metrics updated. A fused sweep calls it with each trial's slice of one vectorised forward."""
         # An autoencoder is its own target: the labels are not used.
         target = x if self.task is Task.RECONSTRUCTION else y
-        output = self.net(x)
         loss = self.net.objective(output, x, target) if self.own_objective else self.compute_loss(output, target)
         preds = predictions(self.task, output.detach())
         if self.target_scale is not None:
@@ -154,15 +158,20 @@ class SweepModule(pl.LightningModule):
         # Epoch values only, computed once per epoch (compute() syncs across
         # processes under DDP). Per-step self.log costs ~0.8 ms a call in
         # Lightning's result bookkeeping, and per-step MLflow writes ~9 ms.
-        loss = self.losses[f"{stage}_loss"]
-        if loss.update_called:
-            values = {f"{stage}/loss": loss.compute(), **self.metrics[f"{stage}_metrics"].compute()}
+        values = self.epoch_values(stage)
+        if values:
             # sync_dist: under DDP the values are already global (compute() synced
             # them), so the mean over ranks is the same number; it is what keeps
             # Lightning from warning on every epoch key. A no-op on one device.
             self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
+
+    def epoch_values(self, stage: str) -> dict[str, torch.Tensor]:
+        """The stage's loss and metrics over the epoch (empty if it saw no batch); reset for the next."""
+        loss = self.losses[f"{stage}_loss"]
+        values = {f"{stage}/loss": loss.compute(), **self.metrics[f"{stage}_metrics"].compute()} if loss.update_called else {}
         loss.reset()
         self.metrics[f"{stage}_metrics"].reset()
+        return values
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._step(batch, "train")

@@ -1,0 +1,1 @@
+"""sweeplab's fused launcher for Hydra: ``hydra/launcher=fused`` (see sweeplab.sweeps.fused)."""

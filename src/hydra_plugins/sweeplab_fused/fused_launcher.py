@@ -1,0 +1,209 @@
+"""``hydra/launcher=fused``: the jobs of a sweep that share an architecture train as one.
+
+The launcher composes every job, groups those whose model, data, trainer and text
+set-up are equal (they may differ in optimizer, scheduler, seed, loss, regularisation,
+callbacks), and runs each group in this process: every job is the ordinary
+``sweeplab-train`` run in a thread of its own, up to its fit and after it; the fit of
+the whole group is one vectorised computation (``sweeplab.families.torch.fused``).
+Jobs that cannot train together (another architecture, a scikit-learn estimator, an
+agent, BatchNorm, a precision other than 32-bit...) run as the basic launcher runs
+them, and the plan printed first says which and why.
+
+Hydra imports every module under ``hydra_plugins`` when it starts: this one imports
+nothing heavy until a sweep launches.
+"""
+
+# No `from __future__ import annotations`: Hydra's scan runs this module before it is in
+# sys.modules, where dataclasses would look its string annotations up.
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_GROUP = 32
+# What trials of one group must share; everything else (optimizer, scheduler, seed, loss,
+# param_groups, callbacks, logger) may differ from trial to trial.
+SHARED = ("model", "data", "trainer", "text_model", "env", "agent")
+
+
+@dataclass
+class FusedLauncherConf:
+    _target_: str = "hydra_plugins.sweeplab_fused.fused_launcher.FusedLauncher"
+    max_group: Any = None  # trials in one group at most; null: 32
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="sweeplab")
+
+
+def _why_not_by_config(cfg: DictConfig) -> str | None:
+    """Why a job cannot fuse, as far as its config alone tells."""
+    if cfg.get("env") or cfg.get("agent"):
+        return "an agent in an environment"
+    from sweeplab.families import classical
+
+    if classical.is_estimator_config(cfg.model):
+        return "a scikit-learn estimator"
+    if cfg.get("resume"):
+        return "resume= continues a run alone"
+    if cfg.get("ckpt_path"):
+        return "ckpt_path= starts a run alone"
+    return None
+
+
+def plan(configs: list[DictConfig], max_group: int) -> tuple[list[list[int]], dict[int, str]]:
+    """([job indexes of each group], {job index: why it runs alone}) for composed ``configs``."""
+    alone: dict[int, str] = {}
+    by_key: dict[str, list[int]] = {}
+    for index, cfg in enumerate(configs):
+        why = _why_not_by_config(cfg)
+        if why:
+            alone[index] = why
+            continue
+        shared = {k: OmegaConf.to_container(cfg[k], resolve=False) if isinstance(cfg.get(k), DictConfig) else cfg.get(k) for k in SHARED}
+        by_key.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(index)
+    groups: list[list[int]] = []
+    for members in by_key.values():
+        if len(members) == 1:
+            alone[members[0]] = "no other job of the sweep shares its model, data and trainer"
+            continue
+        groups += [members[i : i + max_group] for i in range(0, len(members), max_group)]
+    for group in [g for g in groups if len(g) == 1]:  # the tail of a split group
+        alone[group[0]] = "the last of a group split at max_group"
+        groups.remove(group)
+    return groups, alone
+
+
+class FusedLauncher(Launcher):
+    def __init__(self, max_group: Any = None) -> None:
+        super().__init__()
+        if max_group is not None and (not isinstance(max_group, int) or isinstance(max_group, bool) or max_group < 2):
+            raise ValueError(
+                f"hydra.launcher.max_group={max_group!r}: give a whole number of trials, 2 or more (or null: {DEFAULT_MAX_GROUP})"
+            )
+        self.max_group = max_group or DEFAULT_MAX_GROUP
+        self.groups_launched = 0
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def _run(self, cfg: DictConfig) -> JobReturn:
+        assert self.hydra_context is not None and self.task_function is not None
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=cfg,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for index, overrides in enumerate(job_overrides):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + index
+            configs.append(cfg)
+        from sweeplab.sweeps.fused import running_alone
+
+        groups, alone = plan(configs, self.max_group)
+        names = [f"g{self.groups_launched + n}" for n in range(1, len(groups) + 1)]  # an Optuna sweep launches batch after batch
+        self.groups_launched += len(groups)
+        label = {i: name for name, group in zip(names, groups) for i in group}
+        print(_describe(dict(zip(names, groups)), alone, initial_job_idx), flush=True)
+        returns: dict[int, JobReturn] = {}
+        pending: BaseException | None = None
+        for name, group in zip(names, groups):
+            if pending is None:
+                pending = self._run_group(name, [(i, configs[i]) for i in group], initial_job_idx, returns)
+        for index in sorted(alone):
+            if pending is None and index not in label:
+                running_alone(alone[index])
+                try:
+                    returns[index] = self._run(configs[index])
+                finally:
+                    running_alone(None)
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if pending is not None:
+            raise pending
+        return [returns[i] for i in range(len(configs)) if i in returns]
+
+    def _run_group(self, name: str, jobs: list[tuple[int, DictConfig]], first: int, returns: dict[int, JobReturn]) -> BaseException | None:
+        """Run one group's jobs; return the interrupt that ended it, if one did."""
+        from sweeplab.families.torch import fused as fused_torch
+        from sweeplab.record import tracking
+        from sweeplab.sweeps.fused import Member
+
+        assert self.config is not None
+        label = f"{tracking.sweep_id_of(self.config.hydra.sweep.dir)}/{name}"
+        members = [Member(num=first + i, group=label, console=(sys.stdout, sys.stderr)) for i, _ in jobs]
+        stop: BaseException | None = None  # Ctrl-C or SIGTERM (they reach this thread): every open run ends KILLED
+        for member, (_, cfg) in zip(members, jobs):
+            try:
+                member.run(lambda cfg=cfg: self._run(cfg))  # up to its fit (or its end: skipped, a bad config)
+            except KeyboardInterrupt as exc:
+                stop = exc
+                member.wait_paused()
+                break
+        waiting = [m for m in members if m.waiting]
+        together, shape = [], None
+        for member in waiting if stop is None else []:
+            why = fused_torch.why_alone(member.family)
+            if why is None:
+                shape = shape or fused_torch.shape_of(member.family)
+                if fused_torch.shape_of(member.family) != shape:
+                    why = "its parameter shapes, batch size or data size differ from its group's"
+            if why is None:
+                together.append(member)
+            else:
+                member.alone = why
+        if len(together) == 1:
+            together[0].alone, together = "the only job of its group that reached training", []
+        outcomes: dict[int, Any] = {}
+        if together:
+            print(f"sweeplab fused: {name}: jobs {', '.join(str(m.num) for m in together)} train together", flush=True)
+            results = fused_torch.train_together(
+                [m.family for m in together], label, say=lambda line: print(f"sweeplab fused: {name}: {line}", flush=True)
+            )
+            outcomes = {m.num: r for m, r in zip(together, results)}
+            stop = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, Exception)), None)
+        for member in waiting:  # each finishes in turn: tested, reported, FINISHED (or KILLED, FAILED)
+            if member.alone and stop is None:
+                print(f"sweeplab fused: job {member.num} trains alone: {member.alone}", flush=True)
+            try:
+                member.go_on(stop if stop is not None else outcomes.get(member.num))
+            except KeyboardInterrupt as exc:  # this job still closes its run; the ones after it end KILLED
+                stop = exc
+                member.wait_done()
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        for member, (index, _) in zip(members, jobs):
+            if member.error is not None and stop is None:
+                stop = member.error  # run_job returns a job's own failure; what escapes it is an interrupt
+            if member.result is not None:
+                returns[index] = member.result
+        return stop
+
+
+def _describe(groups: dict[str, list[int]], alone: dict[int, str], first: int) -> str:
+    lines = [f"sweeplab fused: {sum(map(len, groups.values())) + len(alone)} jobs, {len(groups)} group(s)"]
+    for name, group in groups.items():
+        lines.append(f"  {name}: jobs {', '.join(str(first + i) for i in group)}")
+    for index, why in sorted(alone.items()):
+        lines.append(f"  job {first + index} runs alone: {why}")
+    return "\n".join(lines)

@@ -1,0 +1,371 @@
+"""Trials of one architecture trained as one vectorised computation (``hydra/launcher=fused``).
+
+Each trial is a prepared ``TorchFamily``: its own network (initialised from its own
+seed), optimizer and scheduler from its config, data split and shuffling order, loss
+and metrics. One step runs every trial's forward as one ``torch.func.vmap`` over
+their stacked parameters and one backward for all; each trial's optimizer then steps
+its own parameters. The epoch ends as a solo Lightning run ends it: validation, the
+same keys logged at the same steps, ``best.ckpt`` and ``last.ckpt`` in the trial's own
+folder (Lightning checkpoints: a solo Trainer tests and resumes from them), early
+stopping and an Optuna pruner per trial. A trial whose loss turns NaN, that stops
+early or is pruned leaves the group; the others go on.
+
+Random streams: a trial's shuffling draws from its own copy of the global generator,
+in the order a solo run draws, so without dropout a trial sees the batches its solo
+run sees and its losses match it to float rounding. Dropout masks are drawn per trial
+by ``vmap(randomness="different")`` from the shared generator, so with dropout a
+trial's numbers differ from its solo run's the way another seed's would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sweeplab.data.base import Task
+
+FUSABLE_TASKS = (Task.BINARY, Task.MULTICLASS, Task.REGRESSION)
+# The callbacks a group does the work of; any other makes a trial train alone.
+DONE_HERE = {"ModelCheckpoint", "OnExceptionCheckpoint", "EarlyStopping", "PreciseBatchNorm", "RichProgressBar", "TQDMProgressBar"}
+TRAINER_DEFAULTS = {  # what a trial's Trainer must keep for the group's loop to be its loop
+    "fast_dev_run": False,
+    "overfit_batches": 0.0,
+    "limit_train_batches": 1.0,
+    "limit_val_batches": 1.0,
+    "accumulate_grad_batches": 1,
+    "check_val_every_n_epoch": 1,
+    "val_check_interval": 1.0,
+    "max_steps": -1,
+    "detect_anomaly": False,
+    "profiler": None,
+    "devices": 1,
+}
+
+
+def why_alone(family: Any) -> str | None:
+    """Why this trial cannot train in a group (None: it can)."""
+    cfg, module = family.cfg, family.module
+    for key, default in TRAINER_DEFAULTS.items():
+        value = cfg.trainer.get(key, default)
+        if value != default and not (key == "devices" and value in ("1", [0], "auto")):
+            return f"trainer.{key}={value}"
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision not in ("32-true", "32"):
+        return f"trainer.precision={precision} (groups train in 32-bit)"
+    if cfg.trainer.get("gradient_clip_algorithm") not in (None, "norm"):
+        return f"trainer.gradient_clip_algorithm={cfg.trainer.gradient_clip_algorithm}"
+    if module.task not in FUSABLE_TASKS:
+        return f"a {module.task.value} task"
+    if module.own_objective:
+        return f"{type(module.net).__name__} trains on its own objective"
+    for layer in module.net.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            return f"{type(layer).__name__} (its running statistics do not vectorise)"
+        if getattr(layer, "sparse", False):
+            return "a sparse embedding"
+    others = sorted({type(c).__name__ for c in family.trainer.callbacks} - DONE_HERE - {"OptunaPruning", "ModelSummary"})
+    if others:
+        return f"callback {', '.join(others)}"
+    if len(family.trainer.optimizers or []) > 1:
+        return "several optimizers"
+    return None
+
+
+def shape_of(family: Any) -> tuple[Any, ...]:
+    """What must be equal across a group: parameter names and shapes, buffers, batches, device."""
+    net, data = family.module.net, family.datamodule
+    return (
+        tuple((n, tuple(p.shape), p.dtype) for n, p in net.named_parameters()),
+        tuple((n, tuple(b.shape)) for n, b in net.named_buffers()),
+        data.batch_size,
+        len(data.train_dataloader().dataset),
+        len(data.val_dataloader().dataset),
+        str(family.trainer.strategy.root_device),
+    )
+
+
+class _Trial:
+    """One member's state in the group's loop."""
+
+    def __init__(self, family: Any, device: torch.device) -> None:
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+
+        self.family, self.module, self.cfg = family, family.module, family.cfg
+        self.module.to(device)
+        self.rng = family.rng_at_fit  # the global generator as its solo fit would find it
+        self.params = {n: p for n, p in self.module.net.named_parameters() if p.requires_grad}
+        self.frozen = {n: p for n, p in self.module.net.named_parameters() if not p.requires_grad}
+        self.buffers = dict(self.module.net.named_buffers())
+        configured = self.module.configure_optimizers()
+        self.optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+        schedule = configured.get("lr_scheduler") if isinstance(configured, dict) else None
+        self.scheduler = schedule["scheduler"] if schedule else None
+        self.interval, self.frequency = (schedule["interval"], schedule["frequency"]) if schedule else ("epoch", 1)
+        self.plateau_monitor = schedule.get("monitor") if schedule else None
+        callbacks = family.trainer.callbacks
+        checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint) and not isinstance(c, OnExceptionCheckpoint)]
+        self.best = next((c for c in checkpoints if c.monitor), None)
+        self.last = next((c for c in checkpoints if not c.monitor), None)
+        self.best_score: float | None = None
+        self.best_path: Path | None = None
+        self.stopper = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
+        self.wait, self.stop_best = 0, None
+        self.clip = family.cfg.trainer.get("gradient_clip_val")
+        self.loggers = list(family.trainer.loggers)
+        self.outcome: Any = None  # set once it leaves: its result, or the exception that ended it
+        self.epochs = 0
+        self.per_epoch = len(family.datamodule.train_dataloader())
+        self.val_batches = len(family.datamodule.val_dataloader())
+        self.last_values: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def own_random_stream(self) -> Iterator[None]:
+        """Draw from this trial's copy of the global generator (its shuffling), as its solo run would."""
+        shared = torch.get_rng_state()
+        torch.set_rng_state(self.rng)
+        try:
+            yield
+        finally:
+            self.rng = torch.get_rng_state()
+            torch.set_rng_state(shared)
+
+    def batches(self, loader: Any) -> Iterator[Any]:
+        """A loader's batches, its random draws (at iter() and the first batch) from this trial's stream."""
+        with self.own_random_stream():
+            iterator = iter(loader)
+            first = next(iterator, None)
+        if first is not None:
+            yield first
+            yield from iterator
+
+
+def _progress(current: int, total: int, keys: str = "ready completed started processed") -> dict[str, Any]:
+    return {"total": dict.fromkeys(keys.split(), total), "current": dict.fromkeys(keys.split(), current)}
+
+
+def _loops(epoch: int, step: int, per_epoch: int, val_batches: int) -> dict[str, Any]:
+    """Lightning's loop counters as its own checkpoint at the end of epoch ``epoch`` holds them
+    (processed, not yet completed): a solo fit resumed from it starts the next epoch."""
+    epochs = _progress(epoch + 1, epoch + 1)
+    for part in ("total", "current"):
+        epochs[part]["completed"] = epoch
+    idle = {"state_dict": {}, "batch_progress": {**_progress(0, 0), "is_last_batch": False}}
+    return {
+        "fit_loop": {
+            "state_dict": {},
+            "epoch_loop.state_dict": {"_batches_that_stepped": step},
+            "epoch_loop.batch_progress": {**_progress(per_epoch, step), "is_last_batch": True},
+            "epoch_loop.scheduler_progress": _progress(0, 0, "ready completed"),
+            "epoch_loop.automatic_optimization.state_dict": {},
+            "epoch_loop.automatic_optimization.optim_progress": {
+                "optimizer": {
+                    "step": _progress(per_epoch, step, "ready completed"),
+                    "zero_grad": _progress(per_epoch, step, "ready completed started"),
+                }
+            },
+            "epoch_loop.manual_optimization.state_dict": {},
+            "epoch_loop.manual_optimization.optim_step_progress": _progress(0, 0, "ready completed"),
+            "epoch_loop.val_loop.state_dict": {},
+            "epoch_loop.val_loop.batch_progress": {**_progress(val_batches, val_batches), "is_last_batch": True},
+            "epoch_progress": epochs,
+        },
+        "validate_loop": idle,
+        "test_loop": idle,
+        "predict_loop": {"state_dict": {}, "batch_progress": _progress(0, 0)},
+    }
+
+
+def _checkpoint(trial: _Trial, epoch: int, step: int, values: dict[str, float]) -> dict[str, Any]:
+    """A Lightning checkpoint of one trial at the end of epoch ``epoch``, as its solo Trainer writes
+    it: a solo Trainer tests it, and ``resume=auto`` continues from it (alone)."""
+    import lightning
+
+    from sweeplab.record.checkpoints import EPOCH_POINTS
+
+    callbacks = [c for c in (trial.best, trial.last, trial.stopper) if c is not None]
+    return {
+        "epoch": epoch,
+        "global_step": step,
+        "pytorch-lightning_version": lightning.__version__,
+        "state_dict": trial.module.state_dict(),
+        "loops": _loops(epoch, step, trial.per_epoch, trial.val_batches),
+        "callbacks": {c.state_key: c.state_dict() for c in callbacks},
+        "optimizer_states": [trial.optimizer.state_dict()],
+        "lr_schedulers": [trial.scheduler.state_dict()] if trial.scheduler is not None else [],
+        EPOCH_POINTS: {"step": step - 1, "values": {**values, "epoch": float(epoch)}},
+    }
+
+
+def _save(trial: _Trial, callback: Any, checkpoint: dict[str, Any]) -> Path:
+    from sweeplab.record.checkpoints import OWNER_FILE, atomic_checkpoint_io
+
+    path = Path(callback.dirpath) / f"{callback.filename}.ckpt"
+    atomic_checkpoint_io().save_checkpoint(checkpoint, path)
+    run_id = getattr(trial.loggers[0], "run_id", None) if trial.loggers else None
+    (path.parent / OWNER_FILE).write_text(f"{run_id or 'untracked'}\n")
+    return path
+
+
+def _improved(value: float, best: float | None, mode: str, delta: float = 0.0) -> bool:
+    if best is None:
+        return not math.isnan(value)
+    return value < best - delta if mode == "min" else value > best + delta
+
+
+def train_together(families: list[Any], label: str, say: Any = print) -> list[Any]:
+    """Train the prepared trials ``families`` as one group; return, per trial, its outcome:
+    ``(metrics, best checkpoint or None, epochs, steps)``, or the exception that ended it.
+    An interrupt (Ctrl-C, SIGTERM) ends every trial still training with it, each with its last.ckpt."""
+    from torch.func import functional_call, vmap
+
+    from sweeplab.sweeps.fused import GROUP_TAG
+
+    device = families[0].trainer.strategy.root_device
+    trials = [_Trial(f, device) for f in families]
+    for trial in trials:  # the one thing that tells a fused trial's run from its solo run
+        main = trial.loggers[0] if trial.loggers else None
+        if getattr(main, "run_id", None) and hasattr(main.experiment, "set_tag"):
+            main.experiment.set_tag(main.run_id, GROUP_TAG, label)
+    template = trials[0].module.net
+    max_epochs = int(families[0].cfg.trainer.get("max_epochs") or 1)
+
+    def forward(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, (params, buffers), (x,))
+
+    fused_forward = vmap(forward, randomness="different")
+
+    def stacked(active: list[_Trial], which: str) -> dict[str, torch.Tensor]:
+        names = getattr(active[0], which)
+        return {n: torch.stack([getattr(t, which)[n] for t in active]) for n in names}
+
+    def run_batches(active: list[_Trial], stage: str, step: int, epoch: int) -> int:
+        loaders = [t.family.datamodule.train_dataloader() if stage == "train" else t.family.datamodule.val_dataloader() for t in active]
+        for batch in zip(*(t.batches(loader) for t, loader in zip(active, loaders, strict=True))):
+            x = torch.stack([b[0] for b in batch]).to(device)
+            y = torch.stack([b[1] for b in batch]).to(device)
+            params = {**stacked(active, "params"), **stacked(active, "frozen")}
+            if stage == "train":
+                out = fused_forward(params, stacked(active, "buffers"), x)
+                losses = []
+                for i, trial in enumerate(active):
+                    if trial.outcome is not None:  # its loss turned NaN earlier this epoch
+                        continue
+                    loss, _, _ = trial.module.score(out[i], x[i], y[i], "train")
+                    if not torch.isfinite(loss):
+                        trial.outcome = FloatingPointError(
+                            f"loss became {loss.item()} at epoch {epoch}, step {step}: "
+                            "lower optimizer.lr, add a scheduler, or check the data for NaN/inf"
+                        )
+                        continue
+                    losses.append(loss)
+                for trial in active:
+                    trial.optimizer.zero_grad()
+                if losses:
+                    torch.stack(losses).sum().backward()
+                for trial in active:
+                    if trial.outcome is not None:
+                        continue
+                    if trial.clip:
+                        nn.utils.clip_grad_norm_(list(trial.params.values()), float(trial.clip))
+                    trial.optimizer.step()
+                    if trial.scheduler is not None and trial.interval == "step" and (step + 1) % trial.frequency == 0:
+                        trial.scheduler.step()
+                step += 1
+            else:
+                with torch.no_grad():
+                    out = fused_forward(params, stacked(active, "buffers"), x)
+                for i, trial in enumerate(active):
+                    trial.module.score(out[i], x[i], y[i], "val")
+        return step
+
+    step, started = 0, time.perf_counter()
+    active = list(trials)
+    try:
+        for epoch in range(max_epochs):
+            template.train()
+            step = run_batches(active, "train", step, epoch)
+            template.eval()
+            with torch.no_grad():
+                run_batches([t for t in active if t.outcome is None], "val", step, epoch)
+            for trial in active:
+                _end_epoch(trial, epoch, step)
+            active = [t for t in active if t.outcome is None]
+            say(f"epoch {epoch + 1}/{max_epochs}, {len(active)} of {len(trials)} trials training ({time.perf_counter() - started:.1f} s)")
+            if not active:
+                break
+    except BaseException as exc:  # noqa: BLE001 - an interrupt (or a fault) ends every trial still training, each with its last.ckpt
+        for trial in active:
+            if trial.outcome is None:
+                trial.outcome = exc
+    for trial in trials:
+        if trial.outcome is None:
+            trial.outcome = (trial.last_values, trial.best_path, trial.epochs, step)
+    return [t.outcome for t in trials]
+
+
+def _end_epoch(trial: _Trial, epoch: int, step: int) -> None:
+    """A trial's epoch end, in a solo Lightning run's order: validation logged and checkpointed,
+    the pruner asked, then the train values; schedulers step; early stopping decides."""
+    module = trial.module
+    val = {k: float(v) for k, v in module.epoch_values("val").items()}
+    train = {k: float(v) for k, v in module.epoch_values("train").items()}
+    if isinstance(trial.outcome, BaseException):  # its loss turned NaN this epoch: nothing of the epoch is kept
+        return
+    lr = float(trial.optimizer.param_groups[0]["lr"])
+    values = {**train, **val, "lr": lr}
+    trial.epochs, trial.last_values = epoch + 1, values
+    for logger in trial.loggers:
+        logger.log_metrics({**val, "epoch": float(epoch)}, step=step - 1)
+        logger.log_metrics({**train, "lr": lr, "epoch": float(epoch)}, step=step - 1)
+    improved = False
+    if trial.best is not None:  # its state as its solo ModelCheckpoint would hold it, saved in the checkpoint
+        monitored = values.get(trial.best.monitor)
+        improved = monitored is not None and _improved(monitored, trial.best_score, trial.best.mode)
+        if improved:
+            path = Path(trial.best.dirpath) / f"{trial.best.filename}.ckpt"
+            trial.best_score, trial.best_path = monitored, path
+            score = torch.tensor(monitored)
+            trial.best.best_model_score, trial.best.best_model_path, trial.best.kth_value = score, str(path), score
+            trial.best.best_k_models, trial.best.kth_best_model_path = {str(path): score}, str(path)
+        trial.best.current_score = torch.tensor(monitored) if monitored is not None else None
+    if trial.last is not None:
+        trial.last.best_model_path = trial.last.last_model_path = str(Path(trial.last.dirpath) / f"{trial.last.filename}.ckpt")
+    if trial.stopper is not None and trial.stopper.monitor in values:
+        value = values[trial.stopper.monitor]
+        if _improved(value, trial.stop_best, trial.stopper.mode, abs(trial.stopper.min_delta)):
+            trial.stop_best, trial.wait = value, 0
+        else:
+            trial.wait += 1
+        trial.stopper.wait_count, trial.stopper.best_score = (
+            trial.wait,
+            torch.tensor(math.inf if trial.stop_best is None else trial.stop_best),
+        )
+    checkpoint = _checkpoint(trial, epoch, step, values)
+    if improved:
+        _save(trial, trial.best, checkpoint)
+    if trial.last is not None:
+        _save(trial, trial.last, checkpoint)
+    pruning = getattr(trial.family, "pruning", None)
+    if pruning is not None:
+        trial_of_study = pruning.trial
+        trial_of_study.report(float(values[pruning.monitor]), step=epoch)
+        if trial_of_study.should_prune():
+            from sweeplab.record.tags import PRUNED_EPOCH
+
+            pruning.pruned_epoch = epoch
+            trial_of_study.set_user_attr(PRUNED_EPOCH, epoch)
+            trial.outcome = (values, trial.best_path, trial.epochs, step)
+    if trial.scheduler is not None and trial.interval == "epoch" and (epoch + 1) % trial.frequency == 0:
+        if isinstance(trial.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            trial.scheduler.step(values[trial.plateau_monitor or "val/loss"])
+        else:
+            trial.scheduler.step()
+    if trial.stopper is not None and trial.outcome is None and trial.wait >= trial.stopper.patience:
+        trial.outcome = (values, trial.best_path, trial.epochs, step)

@@ -1,0 +1,202 @@
+"""hydra/launcher=fused: trials that share an architecture train as one vectorised
+computation, and each is still the run its solo launch would have made."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NO_MODEL, cli, runs_of, sweeps_of
+
+pytestmark = pytest.mark.slow
+FUSED = ["-m", "hydra/launcher=fused", "print_config=false"]
+
+
+def _store(cwd: Path) -> str:
+    return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
+
+
+def _histories(uri: str) -> dict[str, tuple[dict, dict[str, list[tuple[int, float]]], list[str]]]:
+    """run name -> (run, {metric: [(step, value)]}, artifact paths)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    out = {}
+    for run in client.search_runs(experiments):
+        if run.data.tags.get("sweeplab.kind") == "sweep":  # the sweep's own run: a summary, not a trial
+            continue
+        history = {
+            key: [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))]
+            for key in run.data.metrics
+        }
+        artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
+        out[run.info.run_name] = (run, history, artifacts)
+    return out
+
+
+def test_fused_trials_are_their_solo_runs(tmp_path: Path) -> None:
+    """Without dropout a fused trial's every logged value equals its solo run's (same steps, keys,
+    params, config hash, files, model); only the group tag tells them apart. sweeplab-eval re-tests it."""
+    grid = ["trainer.max_epochs=3", "model.dropout=0", "seed=1,2", "optimizer=adam,sgd"]
+    solo, fused = tmp_path / "solo", tmp_path / "fused"
+    solo.mkdir(), fused.mkdir()
+    result = cli(["-m", "print_config=false", *grid], cwd=solo)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = cli([*FUSED, *grid], cwd=fused)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "g1: jobs 0, 1, 2, 3 train together" in result.stdout
+    assert "4 trained, 0 skipped, 0 failed" in result.stdout and "fused group g1: jobs 0, 1, 2, 3 trained together" in result.stdout
+    alone, together = _histories(_store(solo)), _histories(_store(fused))
+    assert sorted(alone) == sorted(together) and len(together) == 4
+    assert len(sweeps_of(_store(fused))) == 1  # fused trials nest under the sweep's run like solo jobs
+    worst = 0.0
+    for name, (run, history, artifacts) in together.items():
+        solo_run, solo_history, solo_artifacts = alone[name]
+        assert run.info.status == "FINISHED"
+        assert run.data.params == solo_run.data.params
+        assert run.data.tags["sweeplab.config_hash"] == solo_run.data.tags["sweeplab.config_hash"]
+        assert set(run.data.tags) - set(solo_run.data.tags) == {"sweeplab.fused_group"}
+        assert run.data.tags["sweeplab.fused_group"].endswith("/g1")
+        assert artifacts == solo_artifacts and "checkpoints" in artifacts
+        assert set(history) == set(solo_history)
+        for key, points in history.items():
+            assert [s for s, _ in points] == [s for s, _ in solo_history[key]], key
+            for (_, value), (_, solo_value) in zip(points, solo_history[key], strict=True):
+                worst = max(worst, abs(value - solo_value) / max(abs(solo_value), 1e-8))
+        folder = Path(run.data.tags["sweeplab.run_dir"])
+        assert (folder / "checkpoints" / "best.ckpt").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
+        assert (folder / "checkpoints" / ".owner").read_text().strip() == run.info.run_id
+        log = (folder / "train.log").read_text()
+        assert f"run: {name}" in log and log.count("run: ") == 1  # its own lines only
+    assert worst < 1e-4, worst
+    from mlflow.tracking import MlflowClient
+
+    experiment = next(iter(together.values()))[0].info.experiment_id
+    models = MlflowClient(_store(fused)).search_logged_models(experiment_ids=[experiment])
+    assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r, _, _ in together.values())
+    # A fused trial's best checkpoint and config re-test as any run's do.
+    run_id = next(iter(together.values()))[0].info.run_id
+    logged = next(iter(together.values()))[0].data.metrics["test/accuracy"]
+    exe = Path(sys.executable).with_name("sweeplab-eval")
+    tested = subprocess.run([str(exe), run_id, "--store", _store(fused)], cwd=fused, capture_output=True, text=True, timeout=300)
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert f"{logged:.6f}" in tested.stdout
+
+
+def test_a_nan_trial_fails_alone(tmp_path: Path) -> None:
+    result = cli([*FUSED, "trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=1e30,0.01", *NO_MODEL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 trained, 0 skipped, 1 failed" in result.stdout
+    runs = runs_of(_store(tmp_path)).set_index("params.optimizer.lr")
+    assert runs.loc["1e+30", "status"] == "FAILED" and "loss became nan" in runs.loc["1e+30", "tags.sweeplab.error"]
+    assert runs.loc["0.01", "status"] == "FINISHED" and runs.loc["0.01", "metrics.test/accuracy"] > 0.5
+
+
+def test_jobs_that_cannot_fuse_run_alone_and_are_named(tmp_path: Path) -> None:
+    """BatchNorm (known once built) and a scikit-learn estimator (known from the config) train as solo runs."""
+    result = cli([*FUSED, "model=deep_mlp,knn", "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 trained, 0 skipped, 0 failed" in result.stdout
+    assert result.stdout.count("trained alone: BatchNorm1d (its running statistics do not vectorise)") == 2
+    assert result.stdout.count("trained alone: a scikit-learn estimator") == 2
+    runs = runs_of(_store(tmp_path))
+    assert set(runs.status) == {"FINISHED"} and "tags.sweeplab.fused_group" not in runs.columns
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/sweeplab_job.json")]
+    assert sorted(r["alone"] for r in records)[0].startswith("BatchNorm1d")
+
+
+def test_ctrl_c_kills_the_group_and_resume_finishes_it(tmp_path: Path) -> None:
+    args = [*FUSED, "trainer.max_epochs=40", "seed=1,2", *NO_MODEL]
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "epoch 3/40" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    runs = runs_of(_store(tmp_path))
+    assert list(runs.status) == ["KILLED", "KILLED"]
+    for folder in runs["tags.sweeplab.run_dir"]:
+        assert (Path(folder) / "checkpoints" / "last.ckpt").is_file()
+    start = time.perf_counter()
+    resumed = cli([*args, "resume=auto"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming MLflow run") == 2, resumed.stdout[-2000:]
+    assert time.perf_counter() - start < 280
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(_store(tmp_path))
+    runs = runs_of(_store(tmp_path))
+    assert list(runs.status) == ["FINISHED", "FINISHED"]
+    for run_id in runs.run_id:
+        steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
+        assert sorted(steps) == [20 * (e + 1) - 1 for e in range(40)]  # every epoch once, fused ones and resumed ones
+
+
+def test_optuna_trials_fuse_per_batch(tmp_path: Path) -> None:
+    """hydra.sweeper.n_jobs trials are asked together and train as one group; each value (or its
+    pruning) reaches the study, and a pruned trial leaves its group at once."""
+    result = cli(
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra/launcher=fused",
+            "optimized_metric=val/f1",
+            "hydra.sweeper.seed=1",
+            "hydra.sweeper.n_jobs=3",
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.pruner=median",
+            "hydra.sweeper.params={optimizer:'choice(adam,sgd,rmsprop)',optimizer.lr:'tag(log, interval(0.001, 0.1))'}",
+            "trainer.max_epochs=3",
+            "print_config=false",
+            *NO_MODEL,
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "g1: jobs 0, 1, 2 train together" in result.stdout and "g2: jobs 3, 4, 5 train together" in result.stdout
+    assert "6 trials: " in result.stdout and ", 0 failed" in result.stdout
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 6 and set(runs.status) == {"FINISHED"} and runs["tags.sweeplab.fused_group"].nunique() == 2
+    import optuna
+
+    storage = f"sqlite:///{next(tmp_path.glob('outputs/multirun/*/*/optuna.db'))}"
+    trials = optuna.load_study(study_name="sweeplab", storage=storage).trials
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) + sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 6
+    finished = {round(v, 6) for v in runs["metrics.val/f1"]}
+    assert all(round(t.value, 6) in finished for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+    tagged = runs.get("tags.sweeplab.pruned", None)
+    assert (0 if tagged is None else int((tagged == "true").sum())) == len(pruned)
+
+
+def test_plan_groups_by_model_data_and_trainer() -> None:
+    from hydra_plugins.sweeplab_fused.fused_launcher import plan
+    from sweeplab.config import compose
+
+    configs = [
+        compose(["seed=1", "optimizer=sgd"]),
+        compose(["seed=2", "scheduler=cosine", "loss=cross_entropy"]),
+        compose(["model.hidden_sizes=[32]"]),
+        compose(["model=knn"]),
+        compose(["seed=3"]),
+        compose(["seed=4", "data.batch_size=32"]),
+        compose(["seed=5", "data.batch_size=32"]),
+    ]
+    groups, alone = plan(configs, max_group=2)
+    assert groups == [[0, 1], [5, 6]]
+    assert alone == {
+        2: "no other job of the sweep shares its model, data and trainer",
+        3: "a scikit-learn estimator",
+        4: "the last of a group split at max_group",
+    }
+    assert plan(configs, max_group=32)[0] == [[0, 1, 4], [5, 6]]
