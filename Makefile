@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sweeplab-installed
 
-.PHONY: train test test-fast lint format ui bench clean
+.PHONY: train test test-fast lint format ui bench docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -25,16 +25,20 @@ test: $(STAMP) lint
 
 ## ruff: lint and formatting check (make format rewrites)
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks conf experiments
-	$(BIN)/ruff format --check src tests benchmarks conf experiments
+	$(BIN)/ruff check src tests benchmarks conf experiments docs
+	$(BIN)/ruff format --check src tests benchmarks conf experiments docs
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests benchmarks conf experiments
-	$(BIN)/ruff format src tests benchmarks conf experiments
+	$(BIN)/ruff check --fix src tests benchmarks conf experiments docs
+	$(BIN)/ruff format src tests benchmarks conf experiments docs
 
 ## The inner loop: everything but the end-to-end tests marked slow
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
+
+## The documentation site (docs/, mkdocs-material) into outputs/site, offline; --strict as in CI
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 ## MLflow UI for the local store on 127.0.0.1
 ui: $(STAMP)

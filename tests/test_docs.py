@@ -1,0 +1,120 @@
+"""The documentation site builds, strictly and offline: every page in the nav, every
+link and picture found (what `make docs` runs and CI runs through this test)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_docs_build_strict_with_every_picture(tmp_path: Path) -> None:
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    built = subprocess.run(
+        [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    index = (tmp_path / "site" / "index.html").read_text()
+    for picture in ("confusion_matrix.png", "compare_plot.png", "policy_map.png", "som_maps.png", "mlflow_ui.png"):
+        assert f"images/{picture}" in index and (tmp_path / "site" / "images" / picture).stat().st_size > 5000, picture
+    pages = {p.stem for p in (ROOT / "docs").glob("*.md")}
+    assert {
+        "getting-started",
+        "configs",
+        "families",
+        "sweeps",
+        "fused-sweeps",
+        "cluster",
+        "models",
+        "reliability",
+        "benchmarks",
+        "architecture",
+    } <= pages
+    for page in pages - {"index"}:
+        assert (tmp_path / "site" / page / "index.html").is_file(), page
+    assert "fonts.googleapis" not in index  # nothing fetched when the page is read offline
+
+
+def test_the_readme_links_every_page_and_stays_short() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 120
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.stem != "index":
+            assert f"(docs/{page.name})" in readme, page.name
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``sweeplab-train`` command in the docs' shell blocks (README and docs/), as (page, arguments)."""
+    import re
+
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        fence, pending = None, ""
+        for line in page.read_text().splitlines():
+            if line.startswith("```"):
+                fence = None if fence is not None else line[3:].strip()
+                continue
+            if fence not in ("bash", "sh"):
+                continue
+            text = pending + re.split(r"\s+#", line, maxsplit=1)[0].strip()
+            if text.endswith("\\"):
+                pending = text[:-1] + " "
+                continue
+            pending = ""
+            if text.startswith("sweeplab-train") and "..." not in text:
+                found.append((page.name, _as_the_shell_splits(text.removeprefix("sweeplab-train"))))
+    return found
+
+
+def _as_the_shell_splits(arguments: str) -> list[str]:
+    """The arguments bash would pass, $(...) and $PWD expanded (python: this interpreter), run from the checkout."""
+    script = "printf '%s\\0' " + arguments.replace("$(python ", f"$({shlex.quote(sys.executable)} ")
+    words = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "PWD": str(ROOT)}
+    )
+    return [w for w in words.stdout.split("\0") if w]
+
+
+def test_every_documented_training_command_composes_and_passes_the_config_checks(tmp_path: Path) -> None:
+    """What a reader types composes (groups, options, keys, Hydra's grammar) and passes the checks a
+    run makes before it starts; a sweep is checked at its first point. Files the reader brings
+    (their own CSV, vectors, weights) are not looked for here."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sweeplab.config import check_config, compose
+
+    parser = OverridesParser.create()
+    commands = _documented_commands()
+    assert len(commands) > 40
+    failures = []
+    for page, args in commands:
+        overrides = [a for a in args if a != "-m" and not a.startswith(("hydra.", "hydra/"))]
+        first = []
+        for override in parser.parse_overrides(overrides):
+            if override.is_sweep_override():
+                value = next(iter(override.sweep_string_iterator()))
+                first.append(f"{override.get_key_element()}={value}")
+            else:
+                first.append(override.input_line)
+        try:
+            check_config(compose(first, run_dir=tmp_path / "run"))
+        except Exception as exc:  # noqa: BLE001 - every failing command is listed at once
+            failures.append(f"{page}: sweeplab-train {' '.join(args)}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_example_inputs_the_docs_name_are_there_and_their_commands_run(tmp_path: Path) -> None:
+    """The docs' own table (docs/examples/reviews.csv) and vectors (gensim's GloVe sample) train as written."""
+    commands = [
+        args for _, args in _documented_commands() if "docs/examples/reviews.csv" in " ".join(args) or "test_glove.txt" in " ".join(args)
+    ]
+    assert len(commands) == 2, commands
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for args in commands:
+        ran = subprocess.run([str(exe), *args, f"paths.outputs={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert ran.returncode == 0 and "test/f1" in ran.stdout, ran.stderr[-2000:]
