@@ -288,23 +288,17 @@ def test_models_that_cannot_read_the_data_are_refused(overrides: list[str], mess
 
 # -- BERT ---------------------------------------------------------------------------
 def tiny_bert(folder: Path, with_tokenizer: bool = True) -> Path:
-    """A 1-layer BERT and a WordPiece tokenizer over the sentiment words, as save_pretrained writes them."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    """A 1-layer BERT and a WordPiece tokenizer over the sentiment words, as save_pretrained writes
+    them: the docs' own maker (docs/examples/make_tiny_bert.py), so what the docs tell a reader to
+    run is what these tests train on."""
+    import importlib.util
 
-    folder.mkdir(parents=True, exist_ok=True)
-    texts, _ = SentimentDataModule.load_texts(SentimentDataModule.__new__(SentimentDataModule))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for t in texts for w in words(t)})]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    if with_tokenizer:
-        BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
-    else:
-        (folder / "vocab.txt").unlink()
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=80
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_bert", Path(__file__).parent.parent / "docs" / "examples" / "make_tiny_bert.py"
     )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(folder))
-    return folder
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    return maker.make_tiny_bert(folder, with_tokenizer)
 
 
 def test_bert_from_scratch_builds_on_the_datas_vocabulary(store, tmp_path: Path) -> None:
