@@ -200,3 +200,33 @@ def test_plan_groups_by_model_data_and_trainer() -> None:
         4: "the last of a group split at max_group",
     }
     assert plan(configs, max_group=32)[0] == [[0, 1, 4], [5, 6]]
+
+
+def test_each_job_is_composed_once_when_the_sweeper_checked_the_batch() -> None:
+    """The sweeper composes every job to check its batch; the launcher takes those configs instead
+    of composing each job a second time."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.sweeplab_fused.fused_launcher import FusedLauncher
+
+    calls: list[tuple[str, ...]] = []
+
+    class Loader:
+        def load_sweep_config(self, master_config, sweep_overrides):
+            calls.append(tuple(sweep_overrides))
+            return OmegaConf.create({"job": list(sweep_overrides), "hydra": {"job": {}}})
+
+    class Context:
+        config_loader = Loader()
+
+    master, other = OmegaConf.create({"name": "sweep"}), OmegaConf.create({"name": "another"})
+    launcher = FusedLauncher()
+    launcher.setup(hydra_context=Context(), task_function=lambda cfg: None, config=master)
+    batch = [["seed=1"], ["seed=2"]]
+    checked = [Context.config_loader.load_sweep_config(master_config=master, sweep_overrides=job) for job in batch]  # the sweeper's check
+    taken = [launcher._compose(job) for job in batch]
+    assert calls == [("seed=1",), ("seed=2",)] and [c.job for c in taken] == [["seed=1"], ["seed=2"]]
+    assert taken[0] is checked[0] and not launcher.composed  # handed over, nothing kept
+    launcher._compose(["seed=3"])  # a job the sweeper did not check is composed now
+    Context.config_loader.load_sweep_config(other, ["seed=1"])  # another master config is not kept
+    assert calls[2:] == [("seed=3",), ("seed=1",)] and not launcher.composed
