@@ -160,3 +160,61 @@ def test_every_documented_command_that_uses_an_example_input_runs_as_written(tmp
         elif text.startswith("sweeplab-train") and "test/" not in ran.stdout:
             failures.append(f"{page}: {text}: no test scores printed")
     assert not failures, "\n".join(failures)
+
+
+# Where the docs' other commands are run: a server that stays up is started by its own tests.
+RUN_ELSEWHERE = {
+    "sweeplab ui": "test_reliability.py starts it (loopback, a port in use); test_server.py opens a sweep's page in Chromium",
+    "mlflow ui": "what sweeplab ui runs on the local store",
+    "mlflow models serve": "test_mlflow_models.py serves a logged model and posts rows to it",
+    "curl": "test_mlflow_models.py posts rows to a served model",
+    "make": "CI runs make test; make train is sweeplab-train with the default experiment",
+    "source": "a shell built-in for the reader's terminal",
+}
+
+
+@pytest.mark.slow
+def test_every_documented_sweeplab_command_runs_on_the_store_its_page_makes(tmp_path: Path) -> None:
+    """The pages' `sweeplab` and `sweeplab-eval` lines, with their placeholders (<sweep id>,
+    <mlflow run id>, <run folder>) filled from a store made by the pages' own sweeps: each exits 0."""
+    import mlflow
+
+    from conftest import runs_of
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PWD=str(tmp_path))
+    caps = [*QUICK_CAPS[:3], "print_config=false"]
+    for sweep in (
+        ["-m", "optimizer=adam,sgd", "seed=1,2"],
+        ["experiment=optimizers_digits", "optimizer=adam,sgd", "seed=1,2", "logger.log_model=false"],
+    ):
+        made = subprocess.run(["sweeplab-train", *sweep, *caps], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+        assert made.returncode == 0, made.stderr[-2000:]
+    store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    runs = runs_of(store, "sweeplab")
+    mlflow.set_tracking_uri(store)
+    filled = {
+        "<sweep id>": runs["tags.sweeplab.sweep_id"].iloc[0],
+        "<mlflow run id>": runs.run_id.iloc[0],
+        "<run folder>": runs["tags.sweeplab.run_dir"].iloc[0],
+        "[--close]": "--close",
+    }
+    lines = [
+        (page, text)
+        for page, text in _documented_lines()
+        if text.startswith(("sweeplab ", "sweeplab-eval")) and not any(name in text for name in NAMES_A_MADE_INPUT)
+    ]
+    elsewhere = [text for _, text in _documented_lines() if text.startswith(tuple(RUN_ELSEWHERE))]
+    assert len(lines) >= 10 and elsewhere, (lines, elsewhere)
+    failures = []
+    for page, text in lines:
+        if text.startswith(tuple(RUN_ELSEWHERE)):
+            continue
+        for placeholder, value in filled.items():
+            text = text.replace(placeholder, str(value))
+        assert "<" not in text, f"{page}: a placeholder this test does not fill: {text}"
+        ran = subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        if ran.returncode != 0:
+            failures.append(f"{page}: {text}: exit {ran.returncode}: {(ran.stderr.strip().splitlines() or [''])[-1]}")
+    assert not failures, "\n".join(failures)

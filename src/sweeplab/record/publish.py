@@ -212,8 +212,9 @@ def sync(run_dir: Path, store: str | None = None) -> None:
     path = Path(run_dir) / UNSYNCED
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder (give the folder the training command printed)")
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: nothing to sync (no {UNSYNCED}: the run's record is complete)")
+    if not path.is_file():  # a second sync, or a run whose server never went away: done, as rsync says
+        print(f"sweeplab sync: {run_dir}: nothing to sync (no {UNSYNCED}: the run's record is complete)")
+        return
     try:
         pending = json.loads(path.read_text())
         if not isinstance(pending, dict) or not {"run_id", "tracking_uri", "metrics"} <= pending.keys():
