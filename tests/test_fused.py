@@ -230,3 +230,38 @@ def test_each_job_is_composed_once_when_the_sweeper_checked_the_batch() -> None:
     launcher._compose(["seed=3"])  # a job the sweeper did not check is composed now
     Context.config_loader.load_sweep_config(other, ["seed=1"])  # another master config is not kept
     assert calls[2:] == [("seed=3",), ("seed=1",)] and not launcher.composed
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_a_groups_tally_gives_each_trial_its_own_metrics_values(classes: int) -> None:
+    """One bincount a batch for the whole group: each trial's epoch values are the ones its own
+    metric collection and weighted mean loss give on the same batches, under the same keys."""
+    import torch
+    from torchmetrics import MeanMetric
+
+    from sweeplab.data.base import Task
+    from sweeplab.families.torch.fused import _Tally
+    from sweeplab.metrics.scores import build_metrics
+
+    task = Task.BINARY if classes == 2 else Task.MULTICLASS
+    generator = torch.Generator().manual_seed(0)
+    tally = _Tally(3, classes, task is Task.BINARY, torch.device("cpu"))
+    own = [(build_metrics(task, classes).clone(prefix="val/"), MeanMetric()) for _ in range(3)]
+    for rows, members in ((8, [0, 1, 2]), (5, [0, 2]), (8, [0, 1, 2])):  # trial 1 left before the second batch
+        predicted = torch.randint(0, classes, (len(members), rows), generator=generator)
+        targets = torch.randint(0, classes, (len(members), rows), generator=generator)
+        losses = torch.rand(len(members), generator=generator)
+        tally.add(members, predicted, targets, losses)
+        for k, member in enumerate(members):
+            own[member][0].update(predicted[k], targets[k])
+            own[member][1].update(losses[k], weight=rows)
+    for member, (metrics, loss) in enumerate(own):
+        expected = {"val/loss": loss.compute(), **metrics.compute()}
+        got = tally.values(member, "val")
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert float(got[key]) == pytest.approx(float(expected[key]), rel=1e-6), key
+        assert tally.values(member, "val") == {}  # counted again from zero
+    tally.add([0], torch.tensor([[0, 1]]), torch.tensor([[classes, 1]]), torch.tensor([0.5]))
+    with pytest.raises(ValueError, match=f"1 target labels are outside the {classes} classes"):
+        tally.values(0, "val")

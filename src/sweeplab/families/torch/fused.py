@@ -219,16 +219,114 @@ def _improved(value: float, best: float | None, mode: str, delta: float = 0.0) -
     return value < best - delta if mode == "min" else value > best + delta
 
 
+class _Tally:
+    """A stage's counts for a group of classifiers: a confusion matrix and a loss sum a trial,
+    added with one ``bincount`` a batch for the whole group (a torchmetrics update a trial a
+    step cost more than the step's backward). Its epoch values are those the trial's own
+    metrics give (``scores_from_confusion``, the loss weighted by rows), under the same keys."""
+
+    def __init__(self, trials: int, classes: int, binary: bool, device: torch.device) -> None:
+        self.classes, self.binary = classes, binary
+        self.confusion = torch.zeros(trials, classes, classes, dtype=torch.long, device=device)
+        self.samples = torch.zeros(trials, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros(trials, dtype=torch.float64, device=device)
+        self.batches = [0] * trials
+
+    def add(self, members: list[int], predicted: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor) -> None:
+        """One batch of trials ``members`` (positions in the group): predictions and targets [k, rows], losses [k]."""
+        c, rows = self.classes, targets.shape[1]
+        where = torch.tensor(members, device=targets.device)
+        targets = targets.long()
+        inside = (targets >= 0) & (targets < c)  # a label out of range is counted at the epoch's end, as a solo run does
+        cells = (where[:, None] * c + targets.clamp(0, c - 1)) * c + predicted.long()
+        self.confusion += torch.bincount(cells[inside], minlength=self.confusion.numel()).view_as(self.confusion)
+        self.samples.index_add_(0, where, torch.full_like(where, rows))
+        self.loss_sum.index_add_(0, where, losses.detach().double() * rows)
+        for member in members:
+            self.batches[member] += 1
+
+    def values(self, member: int, stage: str) -> dict[str, torch.Tensor]:
+        """The trial's epoch values (empty if the stage saw no batch of it); its counts start again."""
+        from sweeplab.metrics.confusion import scores_from_confusion
+
+        if not self.batches[member]:
+            return {}
+        confusion, samples = self.confusion[member].clone(), int(self.samples[member])
+        missing = samples - int(confusion.sum())
+        loss = (self.loss_sum[member] / samples).to(torch.get_default_dtype())
+        self.confusion[member], self.samples[member], self.loss_sum[member], self.batches[member] = 0, 0, 0, 0
+        if missing:
+            raise ValueError(f"{missing} target labels are outside the {self.classes} classes 0..{self.classes - 1}")
+        return {f"{stage}/loss": loss, **{f"{stage}/{k}": v for k, v in scores_from_confusion(confusion, self.binary).items()}}
+
+
+def _tallies(trials: list[Any], device: torch.device) -> dict[str, _Tally] | None:
+    """A train and a val tally when every trial is a classifier scored on its loss and one
+    confusion matrix (sweeplab's own metric); else None: each trial updates its own metrics."""
+    from sweeplab.metrics.confusion import BinaryScores, MulticlassScores
+
+    kinds = set()
+    for trial in trials:
+        module = trial.module
+        scores = dict(module.metrics["train_metrics"].items(keep_base=True)).get("scores")
+        if module.own_objective or module.target_scale is not None or not isinstance(scores, (BinaryScores, MulticlassScores)):
+            return None
+        kinds.add((module.task, 2 if isinstance(scores, BinaryScores) else scores.num_classes))
+    if len(kinds) != 1:
+        return None
+    task, classes = kinds.pop()
+    return {stage: _Tally(len(trials), classes, task is Task.BINARY, device) for stage in ("train", "val")}
+
+
+def _group_loss(loss_fns: list[Any]) -> Any:
+    """One loss call for a group whose trials' loss functions are the same (cross-entropy or
+    BCE-with-logits, mean over the batch, no class weights): ``(out [k, rows, ...], y [k, rows])
+    -> [k]``, each trial's mean as its own loss function gives it. None otherwise."""
+    import torch.nn.functional as F
+
+    first = loss_fns[0]
+    if type(first) is nn.CrossEntropyLoss:
+        same = all(
+            type(f) is nn.CrossEntropyLoss
+            and f.weight is None
+            and f.reduction == "mean"
+            and f.ignore_index == first.ignore_index
+            and f.label_smoothing == first.label_smoothing
+            for f in loss_fns
+        )
+
+        def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            # No label is ignore_index (-100): the data sets' labels are 0..classes-1, so the mean is over every row.
+            flat = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=first.label_smoothing)
+            return flat.view(out.shape[0], -1).mean(1)
+
+        return cross_entropy if same else None
+    if type(first) is nn.BCEWithLogitsLoss:
+        same = all(
+            type(f) is nn.BCEWithLogitsLoss and f.weight is None and f.pos_weight is None and f.reduction == "mean" for f in loss_fns
+        )
+
+        def binary_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = out.reshape(out.shape[0], -1)
+            return F.binary_cross_entropy_with_logits(logits, y.reshape(out.shape[0], -1).to(logits.dtype), reduction="none").mean(1)
+
+        return binary_cross_entropy if same else None
+    return None
+
+
 def train_together(families: list[Any], label: str, say: Any = print) -> list[Any]:
     """Train the prepared trials ``families`` as one group; return, per trial, its outcome:
     ``(metrics, best checkpoint or None, epochs, steps)``, or the exception that ended it.
     An interrupt (Ctrl-C, SIGTERM) ends every trial still training with it, each with its last.ckpt."""
     from torch.func import functional_call, vmap
 
+    from sweeplab.models.outputs import predictions
     from sweeplab.sweeps.fused import GROUP_TAG
 
     device = families[0].trainer.strategy.root_device
     trials = [_Trial(f, device) for f in families]
+    position = {id(t): n for n, t in enumerate(trials)}
+    tally = _tallies(trials, device)
     for trial in trials:  # the one thing that tells a fused trial's run from its solo run
         main = trial.loggers[0] if trial.loggers else None
         if getattr(main, "run_id", None) and hasattr(main.experiment, "set_tag"):
@@ -245,6 +343,16 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
         names = getattr(active[0], which)
         return {n: torch.stack([getattr(t, which)[n] for t in active]) for n in names}
 
+    group_loss = _group_loss([t.module.loss_fn for t in trials]) if tally is not None else None
+
+    def trial_losses(active: list[_Trial], members: list[int], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The losses [k] of the trials at ``members`` of ``active`` in this batch: one call for the group where
+        their loss functions are the same function, else each trial's own."""
+        if group_loss is not None:
+            rows = torch.tensor(members, device=out.device)
+            return group_loss(out[rows], y[rows])
+        return torch.stack([active[i].module.compute_loss(out[i], y[i]) for i in members])
+
     def run_batches(active: list[_Trial], stage: str, step: int, epoch: int) -> int:
         loaders = [t.family.datamodule.train_dataloader() if stage == "train" else t.family.datamodule.val_dataloader() for t in active]
         for batch in zip(*(t.batches(loader) for t, loader in zip(active, loaders, strict=True))):
@@ -253,22 +361,32 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             params = {**stacked(active, "params"), **stacked(active, "frozen")}
             if stage == "train":
                 out = fused_forward(params, stacked(active, "buffers"), x)
-                losses = []
-                for i, trial in enumerate(active):
-                    if trial.outcome is not None:  # its loss turned NaN earlier this epoch
-                        continue
-                    loss, _, _ = trial.module.score(out[i], x[i], y[i], "train")
-                    if not torch.isfinite(loss):
-                        trial.outcome = FloatingPointError(
-                            f"loss became {loss.item()} at epoch {epoch}, step {step}: "
+                live = [i for i, trial in enumerate(active) if trial.outcome is None]  # not those whose loss turned NaN
+                if tally is None:
+                    losses = torch.stack([active[i].module.score(out[i], x[i], y[i], "train")[0] for i in live])
+                else:
+                    losses = trial_losses(active, live, out, y)
+                finite = torch.isfinite(losses)
+                if not bool(finite.all()):  # those trials fail alone; the others step
+                    for j in (~finite).nonzero().flatten().tolist():
+                        active[live[j]].outcome = FloatingPointError(
+                            f"loss became {losses[j].item()} at epoch {epoch}, step {step}: "
                             "lower optimizer.lr, add a scheduler, or check the data for NaN/inf"
                         )
-                        continue
-                    losses.append(loss)
+                    keep = finite.nonzero().flatten()
+                    losses, live = losses[keep], [live[j] for j in keep.tolist()]
+                if tally is not None and live:
+                    rows = torch.tensor(live, device=out.device)
+                    tally["train"].add(
+                        [position[id(active[i])] for i in live],
+                        predictions(active[0].module.task.value, out.detach()[rows]).reshape(len(live), -1),
+                        y[rows].reshape(len(live), -1),
+                        losses,
+                    )
                 for trial in active:
                     trial.optimizer.zero_grad()
-                if losses:
-                    torch.stack(losses).sum().backward()
+                if live:
+                    losses.sum().backward()
                 for trial in active:
                     if trial.outcome is not None:
                         continue
@@ -281,8 +399,16 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             else:
                 with torch.no_grad():
                     out = fused_forward(params, stacked(active, "buffers"), x)
-                for i, trial in enumerate(active):
-                    trial.module.score(out[i], x[i], y[i], "val")
+                    if tally is None:
+                        for i, trial in enumerate(active):
+                            trial.module.score(out[i], x[i], y[i], "val")
+                    else:
+                        tally["val"].add(
+                            [position[id(t)] for t in active],
+                            predictions(active[0].module.task.value, out).reshape(len(active), -1),
+                            y.reshape(len(active), -1),
+                            trial_losses(active, list(range(len(active))), out, y),
+                        )
         return step
 
     step, started = 0, time.perf_counter()
@@ -295,7 +421,11 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             with torch.no_grad():
                 run_batches([t for t in active if t.outcome is None], "val", step, epoch)
             for trial in active:
-                _end_epoch(trial, epoch, step)
+                if tally is None:
+                    _end_epoch(trial, epoch, step, trial.module.epoch_values("val"), trial.module.epoch_values("train"))
+                else:
+                    n = position[id(trial)]
+                    _end_epoch(trial, epoch, step, tally["val"].values(n, "val"), tally["train"].values(n, "train"))
             active = [t for t in active if t.outcome is None]
             say(f"epoch {epoch + 1}/{max_epochs}, {len(active)} of {len(trials)} trials training ({time.perf_counter() - started:.1f} s)")
             if not active:
@@ -310,12 +440,11 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
     return [t.outcome for t in trials]
 
 
-def _end_epoch(trial: _Trial, epoch: int, step: int) -> None:
+def _end_epoch(trial: _Trial, epoch: int, step: int, val_values: dict[str, Any], train_values: dict[str, Any]) -> None:
     """A trial's epoch end, in a solo Lightning run's order: validation logged and checkpointed,
     the pruner asked, then the train values; schedulers step; early stopping decides."""
-    module = trial.module
-    val = {k: float(v) for k, v in module.epoch_values("val").items()}
-    train = {k: float(v) for k, v in module.epoch_values("train").items()}
+    val = {k: float(v) for k, v in val_values.items()}
+    train = {k: float(v) for k, v in train_values.items()}
     if isinstance(trial.outcome, BaseException):  # its loss turned NaN this epoch: nothing of the epoch is kept
         return
     lr = float(trial.optimizer.param_groups[0]["lr"])
