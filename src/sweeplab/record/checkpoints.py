@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -154,21 +153,23 @@ def refuse_foreign(cfg: Any, resume_run_id: str | None) -> None:
         )
 
 
-# The run this thread trains now and the folders it marked (a fused sweep's jobs are threads of one process).
-_owner = threading.local()
+# Each claimed folder and the run it belongs to, until that run's first checkpoint lands there:
+# by folder, not by process, because a fused sweep's trials are saved from one thread.
+_claimed: dict[Path, str] = {}
 
 
 def claim_folders(cfg: Any, run_id: str | None) -> None:
     """This run's checkpoint folders are marked as its own (``.owner``) when its first checkpoint
     lands there, so a later run in the same folder can name it; a run that writes no
     checkpoint (fast_dev_run, callbacks=none) leaves no folder behind."""
-    _owner.run, _owner.marked = run_id or "untracked", set()
+    for folder in checkpoint_folders(cfg):
+        _claimed[folder.resolve()] = run_id or "untracked"  # Lightning's callbacks hold the real path
 
 
 def _mark_owner(folder: Path) -> None:
-    if getattr(_owner, "run", None) is not None and folder not in _owner.marked:
-        (folder / OWNER_FILE).write_text(f"{_owner.run}\n")
-        _owner.marked.add(folder)
+    owner = _claimed.pop(folder.resolve(), None)
+    if owner is not None:
+        (folder / OWNER_FILE).write_text(f"{owner}\n")
 
 
 # -- an epoch's logged values, carried by its checkpoint ----------------------------

@@ -97,6 +97,8 @@ class _Trial:
     def __init__(self, family: Any, device: torch.device) -> None:
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
 
+        from sweeplab.record.checkpoints import atomic_checkpoint_io
+
         self.family, self.module, self.cfg = family, family.module, family.cfg
         self.module.to(device)
         self.rng = family.rng_at_fit  # the global generator as its solo fit would find it
@@ -119,6 +121,7 @@ class _Trial:
         self.wait, self.stop_best = 0, None
         self.clip = family.cfg.trainer.get("gradient_clip_val")
         self.loggers = list(family.trainer.loggers)
+        self.checkpoint_io = atomic_checkpoint_io()
         self.outcome: Any = None  # set once it leaves: its result, or the exception that ended it
         self.epochs = 0
         self.per_epoch = len(family.datamodule.train_dataloader())
@@ -204,12 +207,8 @@ def _checkpoint(trial: _Trial, epoch: int, step: int, values: dict[str, float]) 
 
 
 def _save(trial: _Trial, callback: Any, checkpoint: dict[str, Any]) -> Path:
-    from sweeplab.record.checkpoints import OWNER_FILE, atomic_checkpoint_io
-
     path = Path(callback.dirpath) / f"{callback.filename}.ckpt"
-    atomic_checkpoint_io().save_checkpoint(checkpoint, path)
-    run_id = getattr(trial.loggers[0], "run_id", None) if trial.loggers else None
-    (path.parent / OWNER_FILE).write_text(f"{run_id or 'untracked'}\n")
+    trial.checkpoint_io.save_checkpoint(checkpoint, path)  # marks the folder as the trial's run's, as a solo save does
     return path
 
 
