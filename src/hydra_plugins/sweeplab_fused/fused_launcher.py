@@ -15,7 +15,6 @@ nothing heavy until a sweep launches.
 
 # No `from __future__ import annotations`: Hydra's scan runs this module before it is in
 # sys.modules, where dataclasses would look its string annotations up.
-import copy
 import json
 import logging
 import sys
@@ -99,16 +98,12 @@ class FusedLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-        self.composed = _keep_compositions(hydra_context.config_loader, config)
+        self.composed, self.compose_now = _keep_compositions(hydra_context.config_loader, config)
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         """A job's config: the one the sweeper composed to check the batch, else composed now."""
-        assert self.hydra_context is not None and self.config is not None
         kept = self.composed.pop(tuple(overrides), None)
-        if kept is None:
-            kept = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-            self.composed.pop(tuple(overrides), None)  # kept on the way through: it is the launcher's now
-        return kept
+        return kept if kept is not None else self.compose_now(self.config, overrides)
 
     def _run(self, cfg: DictConfig) -> JobReturn:
         assert self.hydra_context is not None and self.task_function is not None
@@ -211,25 +206,22 @@ class FusedLauncher(Launcher):
         return stop
 
 
-def _keep_compositions(loader: Any, master: DictConfig) -> dict[tuple[str, ...], DictConfig]:
-    """Keep what ``loader`` composes for ``master``'s jobs until the launcher takes it: a sweeper
-    composes every job of a batch to check it (``validate_batch_is_legal``) just before it hands
-    the batch over, and the launcher would compose each again (0.1 s a job, a sweep's largest
-    cost after its imports). The sweeper throws its copy away, so the launcher can own it."""
+def _keep_compositions(loader: Any, master: DictConfig) -> tuple[dict[tuple[str, ...], DictConfig], Any]:
+    """Keep what ``loader`` composes for ``master``'s jobs until the launcher takes it, and return
+    the loader's own composition: a sweeper composes every job of a batch to check it
+    (``validate_batch_is_legal``) just before it hands the batch over, then throws its copy
+    away, and the launcher would compose each job again (0.1 s a job)."""
     kept: dict[tuple[str, ...], DictConfig] = {}
     compose = loader.load_sweep_config
 
     def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        if master_config is not master:
-            return compose(master_config, sweep_overrides)
-        key = tuple(sweep_overrides)
-        if key in kept:  # asked twice before launching (a sweeper's retry): each caller gets its own
-            return copy.deepcopy(kept[key])
-        kept[key] = cfg = compose(master_config, sweep_overrides)
+        cfg = compose(master_config, sweep_overrides)
+        if master_config is master:
+            kept[tuple(sweep_overrides)] = cfg
         return cfg
 
     loader.load_sweep_config = load_sweep_config
-    return kept
+    return kept, compose
 
 
 def _describe(groups: dict[str, list[int]], alone: dict[int, str], first: int) -> str:
