@@ -99,6 +99,18 @@ def test_a_nan_trial_fails_alone(tmp_path: Path) -> None:
     assert runs.loc["0.01", "status"] == "FINISHED" and runs.loc["0.01", "metrics.test/accuracy"] > 0.5
 
 
+def test_a_group_whose_every_loss_turns_nan_fails_each_trial(tmp_path: Path) -> None:
+    """Regression trials (each its own loss call, no group tally) that all diverge in their first
+    epoch: each fails with its own line, and the group ends without an error of its own."""
+    lrs = "optimizer.lr=1e30,1e31"
+    result = cli([*FUSED, "data=diabetes", "trainer.max_epochs=2", "optimizer=sgd", lrs, *NO_MODEL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "0 trained, 0 skipped, 2 failed" in result.stdout and "train together" in result.stdout
+    runs = runs_of(_store(tmp_path))
+    assert list(runs.status) == ["FAILED", "FAILED"]
+    assert all("loss became" in error for error in runs["tags.sweeplab.error"])
+
+
 def test_jobs_that_cannot_fuse_run_alone_and_are_named(tmp_path: Path) -> None:
     """BatchNorm (known once built) and a scikit-learn estimator (known from the config) train as solo runs."""
     result = cli([*FUSED, "model=deep_mlp,knn", "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path)

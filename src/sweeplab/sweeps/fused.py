@@ -28,7 +28,7 @@ class Member:
     """One job of a group, run by ``run`` in its own thread."""
 
     num: int  # the Hydra job number
-    group: str  # the group's name, e.g. "g1"
+    group: str  # the group's label, "<sweep id>/g1"
     console: tuple[Any, Any] = (None, None)  # the launcher's stdout and stderr, while the job waits
     family: Any = None  # what reached the fit: the job's family, set when it waits
     outcome: Any = None  # what the launcher hands back: the training's result or an exception

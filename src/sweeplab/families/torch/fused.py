@@ -94,12 +94,13 @@ def shape_of(family: Any) -> tuple[Any, ...]:
 class _Trial:
     """One member's state in the group's loop."""
 
-    def __init__(self, family: Any, device: torch.device) -> None:
+    def __init__(self, family: Any, device: torch.device, position: int) -> None:
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
 
         from sweeplab.record.checkpoints import atomic_checkpoint_io
 
         self.family, self.module, self.cfg = family, family.module, family.cfg
+        self.position = position  # its row in the group's tallies
         self.module.to(device)
         self.rng = family.rng_at_fit  # the global generator as its solo fit would find it
         self.params = {n: p for n, p in self.module.net.named_parameters() if p.requires_grad}
@@ -289,13 +290,12 @@ def _group_loss(loss_fns: list[Any]) -> Any:
             type(f) is nn.CrossEntropyLoss
             and f.weight is None
             and f.reduction == "mean"
-            and f.ignore_index == first.ignore_index
+            and f.ignore_index == -100  # the default, which no label is: the mean is over every row
             and f.label_smoothing == first.label_smoothing
             for f in loss_fns
         )
 
         def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            # No label is ignore_index (-100): the data sets' labels are 0..classes-1, so the mean is over every row.
             flat = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=first.label_smoothing)
             return flat.view(out.shape[0], -1).mean(1)
 
@@ -323,8 +323,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
     from sweeplab.sweeps.fused import GROUP_TAG
 
     device = families[0].trainer.strategy.root_device
-    trials = [_Trial(f, device) for f in families]
-    position = {id(t): n for n, t in enumerate(trials)}
+    trials = [_Trial(f, device, n) for n, f in enumerate(families)]
     tally = _tallies(trials, device)
     for trial in trials:  # the one thing that tells a fused trial's run from its solo run
         main = trial.loggers[0] if trial.loggers else None
@@ -352,6 +351,9 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             return group_loss(out[rows], y[rows])
         return torch.stack([active[i].module.compute_loss(out[i], y[i]) for i in members])
 
+    def epoch_values(trial: _Trial, stage: str) -> dict[str, torch.Tensor]:
+        return trial.module.epoch_values(stage) if tally is None else tally[stage].values(trial.position, stage)
+
     def run_batches(active: list[_Trial], stage: str, step: int, epoch: int) -> int:
         loaders = [t.family.datamodule.train_dataloader() if stage == "train" else t.family.datamodule.val_dataloader() for t in active]
         for batch in zip(*(t.batches(loader) for t, loader in zip(active, loaders, strict=True))):
@@ -359,8 +361,10 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             y = torch.stack([b[1] for b in batch]).to(device)
             params = {**stacked(active, "params"), **stacked(active, "frozen")}
             if stage == "train":
-                out = fused_forward(params, stacked(active, "buffers"), x)
                 live = [i for i, trial in enumerate(active) if trial.outcome is None]  # not those whose loss turned NaN
+                if not live:  # every trial's loss turned NaN this epoch: nothing left to step
+                    break
+                out = fused_forward(params, stacked(active, "buffers"), x)
                 if tally is None:
                     losses = torch.stack([active[i].module.score(out[i], x[i], y[i], "train")[0] for i in live])
                 else:
@@ -377,7 +381,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
                 if tally is not None and live:
                     rows = torch.tensor(live, device=out.device)
                     tally["train"].add(
-                        [position[id(active[i])] for i in live],
+                        [active[i].position for i in live],
                         predictions(active[0].module.task.value, out.detach()[rows]).reshape(len(live), -1),
                         y[rows].reshape(len(live), -1),
                         losses,
@@ -403,7 +407,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
                             trial.module.score(out[i], x[i], y[i], "val")
                     else:
                         tally["val"].add(
-                            [position[id(t)] for t in active],
+                            [t.position for t in active],
                             predictions(active[0].module.task.value, out).reshape(len(active), -1),
                             y.reshape(len(active), -1),
                             trial_losses(active, list(range(len(active))), out, y),
@@ -420,11 +424,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             with torch.no_grad():
                 run_batches([t for t in active if t.outcome is None], "val", step, epoch)
             for trial in active:
-                if tally is None:
-                    _end_epoch(trial, epoch, step, trial.module.epoch_values("val"), trial.module.epoch_values("train"))
-                else:
-                    n = position[id(trial)]
-                    _end_epoch(trial, epoch, step, tally["val"].values(n, "val"), tally["train"].values(n, "train"))
+                _end_epoch(trial, epoch, step, epoch_values(trial, "val"), epoch_values(trial, "train"))
             active = [t for t in active if t.outcome is None]
             say(f"epoch {epoch + 1}/{max_epochs}, {len(active)} of {len(trials)} trials training ({time.perf_counter() - started:.1f} s)")
             if not active:
