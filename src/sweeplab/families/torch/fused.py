@@ -191,6 +191,7 @@ def _checkpoint(trial: _Trial, epoch: int, step: int, values: dict[str, float]) 
     it: a solo Trainer tests it, and ``resume=auto`` continues from it (alone)."""
     import lightning
 
+    from sweeplab.families.torch.stacked import own_state_dict
     from sweeplab.record.checkpoints import EPOCH_POINTS
 
     callbacks = [c for c in (trial.best, trial.last, trial.stopper) if c is not None]
@@ -198,7 +199,7 @@ def _checkpoint(trial: _Trial, epoch: int, step: int, values: dict[str, float]) 
         "epoch": epoch,
         "global_step": step,
         "pytorch-lightning_version": lightning.__version__,
-        "state_dict": trial.module.state_dict(),
+        "state_dict": own_state_dict(trial.module),
         "loops": _loops(epoch, step, trial.per_epoch, trial.val_batches),
         "callbacks": {c.state_key: c.state_dict() for c in callbacks},
         "optimizer_states": [trial.optimizer.state_dict()],
@@ -319,6 +320,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
     An interrupt (Ctrl-C, SIGTERM) ends every trial still training with it, each with its last.ckpt."""
     from torch.func import functional_call, vmap
 
+    from sweeplab.families.torch.stacked import Stack
     from sweeplab.models.outputs import predictions
     from sweeplab.sweeps.fused import GROUP_TAG
 
@@ -337,10 +339,6 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
 
     fused_forward = vmap(forward, randomness="different")
 
-    def stacked(active: list[_Trial], which: str) -> dict[str, torch.Tensor]:
-        names = getattr(active[0], which)
-        return {n: torch.stack([getattr(t, which)[n] for t in active]) for n in names}
-
     group_loss = _group_loss([t.module.loss_fn for t in trials]) if tally is not None else None
 
     def trial_losses(active: list[_Trial], members: list[int], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -354,17 +352,19 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
     def epoch_values(trial: _Trial, stage: str) -> dict[str, torch.Tensor]:
         return trial.module.epoch_values(stage) if tally is None else tally[stage].values(trial.position, stage)
 
-    def run_batches(active: list[_Trial], stage: str, step: int, epoch: int) -> int:
+    def run_batches(stack: Stack, stage: str, step: int, epoch: int) -> int:
+        """One stage's batches for the stack's trials, row by row (a trial whose loss turned NaN is carried, not scored)."""
+        active = stack.trials
         loaders = [t.family.datamodule.train_dataloader() if stage == "train" else t.family.datamodule.val_dataloader() for t in active]
         for batch in zip(*(t.batches(loader) for t, loader in zip(active, loaders, strict=True))):
             x = torch.stack([b[0] for b in batch]).to(device)
             y = torch.stack([b[1] for b in batch]).to(device)
-            params = {**stacked(active, "params"), **stacked(active, "frozen")}
+            params = {**stack.params, **stack.frozen}
+            live = [i for i, trial in enumerate(active) if trial.outcome is None]  # not those whose loss turned NaN
+            if not live:  # every trial's loss turned NaN this epoch: nothing left to step
+                break
             if stage == "train":
-                live = [i for i, trial in enumerate(active) if trial.outcome is None]  # not those whose loss turned NaN
-                if not live:  # every trial's loss turned NaN this epoch: nothing left to step
-                    break
-                out = fused_forward(params, stacked(active, "buffers"), x)
+                out = fused_forward(params, stack.buffers, x)
                 if tally is None:
                     losses = torch.stack([active[i].module.score(out[i], x[i], y[i], "train")[0] for i in live])
                 else:
@@ -386,53 +386,56 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
                         y[rows].reshape(len(live), -1),
                         losses,
                     )
-                for trial in active:
-                    trial.optimizer.zero_grad()
+                stack.zero_grad()
                 if live:
                     losses.sum().backward()
-                for trial in active:
-                    if trial.outcome is not None:
-                        continue
-                    if trial.clip:
-                        nn.utils.clip_grad_norm_(list(trial.params.values()), float(trial.clip))
-                    trial.optimizer.step()
+                    stack.step()  # a row whose loss turned NaN steps on a zero gradient: it is not kept
+                for i in live:
+                    trial = active[i]
                     if trial.scheduler is not None and trial.interval == "step" and (step + 1) % trial.frequency == 0:
                         trial.scheduler.step()
                 step += 1
             else:
                 with torch.no_grad():
-                    out = fused_forward(params, stacked(active, "buffers"), x)
+                    out = fused_forward(params, stack.buffers, x)
                     if tally is None:
-                        for i, trial in enumerate(active):
-                            trial.module.score(out[i], x[i], y[i], "val")
+                        for i in live:
+                            active[i].module.score(out[i], x[i], y[i], "val")
                     else:
+                        rows = torch.tensor(live, device=out.device)
                         tally["val"].add(
-                            [t.position for t in active],
-                            predictions(active[0].module.task.value, out).reshape(len(active), -1),
-                            y.reshape(len(active), -1),
-                            trial_losses(active, list(range(len(active))), out, y),
+                            [active[i].position for i in live],
+                            predictions(active[0].module.task.value, out[rows]).reshape(len(live), -1),
+                            y[rows].reshape(len(live), -1),
+                            trial_losses(active, live, out, y),
                         )
         return step
 
     step, started = 0, time.perf_counter()
-    active = list(trials)
+    stack = Stack(trials)
     try:
         for epoch in range(max_epochs):
             template.train()
-            step = run_batches(active, "train", step, epoch)
+            step = run_batches(stack, "train", step, epoch)
             template.eval()
             with torch.no_grad():
-                run_batches([t for t in active if t.outcome is None], "val", step, epoch)
-            for trial in active:
+                run_batches(stack, "val", step, epoch)
+            for trial in stack.trials:
+                stack.hand_back(trial)  # its optimizer's state, for its checkpoints
                 _end_epoch(trial, epoch, step, epoch_values(trial, "val"), epoch_values(trial, "train"))
-            active = [t for t in active if t.outcome is None]
+            active = [t for t in stack.trials if t.outcome is None]
             say(f"epoch {epoch + 1}/{max_epochs}, {len(active)} of {len(trials)} trials training ({time.perf_counter() - started:.1f} s)")
             if not active:
                 break
+            if len(active) < len(stack.trials):  # those that left no longer cost a row
+                stack.release()
+                stack = Stack(active)
     except BaseException as exc:  # noqa: BLE001 - an interrupt (or a fault) ends every trial still training, each with its last.ckpt
-        for trial in active:
+        for trial in stack.trials:
             if trial.outcome is None:
                 trial.outcome = exc
+    finally:
+        stack.release()
     for trial in trials:
         if trial.outcome is None:
             trial.outcome = (trial.last_values, trial.best_path, trial.epochs, step)

@@ -1,0 +1,132 @@
+"""A fused group's stacked parameters and its one optimizer step: each row moves as its trial's
+own torch optimizer moves it (SGD, Adam, AdamW stacked; others on their own), with gradient
+clipping and a scheduler, and each trial's state is its optimizer's again when the stack lets go."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from sweeplab.families.torch.stacked import Stack, own_state_dict, stack_key
+
+OPTIMIZERS = [  # (optimizer, gradient clip): every kind of row, some twice with other values
+    (lambda p: torch.optim.Adam(p, lr=0.01), None),
+    (lambda p: torch.optim.Adam(p, lr=0.003, betas=(0.8, 0.99), weight_decay=0.1), 0.5),
+    (lambda p: torch.optim.AdamW(p, lr=0.02, weight_decay=0.05), None),
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), 1.0),
+    (lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.5, dampening=0.1, weight_decay=0.01), None),
+    (lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9, nesterov=True), None),
+    (lambda p: torch.optim.SGD(p, lr=0.3), None),
+    (lambda p: torch.optim.Adagrad(p, lr=0.05), 0.7),  # steps on its own
+    (lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True), None),  # on its own too
+]
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _trial(seed: int, make, clip) -> SimpleNamespace:
+    net = _net(seed)
+    optimizer = make(list(net.parameters()))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    params = dict(net.named_parameters())
+    return SimpleNamespace(net=net, optimizer=optimizer, scheduler=scheduler, clip=clip, params=params, frozen={}, buffers={})
+
+
+def _solo_steps(trial: SimpleNamespace, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for x, y in batches:
+        trial.optimizer.zero_grad()
+        nn.functional.cross_entropy(trial.net(x), y).backward()
+        if trial.clip:
+            nn.utils.clip_grad_norm_(trial.net.parameters(), trial.clip)
+        trial.optimizer.step()
+        trial.scheduler.step()
+
+
+def _stacked_steps(stack: Stack, batches: dict[int, list], start: int, stop: int) -> None:
+    template = stack.trials[0].net
+
+    def forward(params, x):
+        return functional_call(template, params, (x,))
+
+    for b in range(start, stop):
+        x = torch.stack([batches[id(t)][b][0] for t in stack.trials])
+        y = torch.stack([batches[id(t)][b][1] for t in stack.trials])
+        out = vmap(forward)(stack.params, x)
+        losses = nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(len(stack.trials), -1).mean(1)
+        stack.zero_grad()
+        losses.sum().backward()
+        stack.step()
+        for trial in stack.trials:
+            trial.scheduler.step()
+
+
+@pytest.mark.filterwarnings("error")  # a scheduler warns if it saw no optimizer step before its own
+def test_each_row_steps_as_its_own_optimizer_would() -> None:
+    generator = torch.Generator().manual_seed(0)
+    solo = [_trial(n, make, clip) for n, (make, clip) in enumerate(OPTIMIZERS)]
+    fused = [_trial(n, make, clip) for n, (make, clip) in enumerate(OPTIMIZERS)]
+    batches = {}
+    for s, f in zip(solo, fused):
+        data = [(torch.randn(8, 6, generator=generator), torch.randint(0, 3, (8,), generator=generator)) for _ in range(7)]
+        batches[id(s)] = batches[id(f)] = data
+    keys = [stack_key(t.optimizer, list(t.params.values())) for t in fused]
+    assert keys[-2:] == [None, None] and len(set(keys[:-2])) == 5  # Adagrad and amsgrad step alone
+
+    stack = Stack(fused)
+    assert {id(t) for t in stack.trials} == {id(t) for t in fused} and len(stack.alone) == 2
+    _stacked_steps(stack, batches, 0, 4)
+    # Two trials leave; the others go on in a new stack built from their handed-back state.
+    stack.release()
+    for trial in fused:
+        for tensor in trial.params.values():  # each owns its storage again
+            assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    staying = [fused[i] for i in (0, 1, 3, 5, 7)]
+    stack = Stack(staying)
+    _stacked_steps(stack, batches, 4, 7)
+    stack.release()
+
+    for n, (s, f) in enumerate(zip(solo, fused)):
+        _solo_steps(s, batches[id(s)][: 7 if f in staying else 4])
+        for name, param in s.params.items():
+            torch.testing.assert_close(f.params[name], param, rtol=1e-5, atol=1e-6, msg=f"{n}: {name}")
+        mine, theirs = f.optimizer.state_dict(), s.optimizer.state_dict()
+        assert mine["param_groups"] == theirs["param_groups"], n
+        assert mine["state"].keys() == theirs["state"].keys(), n
+        for index, state in theirs["state"].items():
+            assert state.keys() == mine["state"][index].keys(), n
+            for key, value in state.items():
+                torch.testing.assert_close(mine["state"][index][key], value, rtol=1e-5, atol=1e-6, msg=f"{n}: {key}")
+                assert mine["state"][index][key].dtype == value.dtype
+
+
+def test_a_saved_row_holds_its_trial_only() -> None:
+    trials = [_trial(n, OPTIMIZERS[0][0], None) for n in range(4)]
+    stack = Stack(trials)
+    state = own_state_dict(trials[2].net)
+    assert all(v.untyped_storage().nbytes() == v.numel() * v.element_size() for v in state.values())
+    with torch.no_grad():
+        stack.params["0.weight"][2] += 1.0  # a row is its trial's parameters
+    assert torch.equal(trials[2].params["0.weight"], stack.params["0.weight"][2])
+    assert not torch.equal(state["0.weight"], trials[2].params["0.weight"])
+    stack.release()
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda p: torch.optim.Adam(p, maximize=True), "maximize"),
+        (lambda p: torch.optim.Adam([{"params": p[:2]}, {"params": p[2:], "lr": 0.1}]), "two parameter groups"),
+        (lambda p: torch.optim.Adam(p[:2]), "a parameter it does not step"),
+        (lambda p: torch.optim.RMSprop(p), "another kind"),
+    ],
+)
+def test_optimizers_the_stack_cannot_step_step_alone(make, why: str) -> None:
+    net = _net(0)
+    assert stack_key(make(list(net.parameters())), list(net.parameters())) is None, why
