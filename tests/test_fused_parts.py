@@ -184,3 +184,26 @@ def test_a_groups_metric_points_reach_the_store_as_each_runs_logger_writes_them(
     assert len(calls) == (6 if transaction_fails else 0)
     for a, t in zip(alone, together):
         assert _history(uri, t.run_id) == _history(uri, a.run_id)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_loaders_batch_order_is_its_batches_drawn_as_iterating_draws(split: str) -> None:
+    """A group reads each trial's in-memory loader as one gather a step: the same batches, in the
+    same order, the global generator left as iterating the loader leaves it."""
+    from sweeplab.data.base import batch_order
+    from sweeplab.data.sklearn_data import DigitsDataModule
+
+    data = DigitsDataModule(batch_size=100, seed=3)
+    data.setup("fit")
+    loader = data.train_dataloader() if split == "train" else data.val_dataloader()
+    torch.manual_seed(7)
+    iterated = list(loader)
+    after = torch.get_rng_state()
+    torch.manual_seed(7)
+    x, y, batches = batch_order(loader)
+    assert torch.equal(torch.get_rng_state(), after)
+    assert [len(b) for b in batches] == [len(b[1]) for b in iterated] and len(batches) > 1
+    for positions, (bx, by) in zip(batches, iterated):
+        assert torch.equal(x[positions], bx) and torch.equal(y[positions], by)
+    torch.manual_seed(8)
+    assert batch_order(loader)[2] != batches or split == "val"  # another stream, another shuffle

@@ -10,7 +10,7 @@ source table, its file, its time step) from loading to ``test_predictions.csv``.
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,6 +64,20 @@ class _BatchIndexed:
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The collate of a batch ``__getitems__`` already built (module level: workers pickle it)."""
     return batch
+
+
+def batch_order(loader: Any) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]] | None:
+    """``(x, y, positions a batch)`` of an epoch of a loader of this module's (its tensors in
+    memory, no workers), drawn as iterating it draws (its random draws from the global
+    generator, in the same order); None for any other loader, which must be iterated."""
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(dataset, _BatchIndexed) or loader.num_workers or loader.collate_fn is not _as_batch:
+        return None
+    iterator = iter(loader)  # its draws: the iterator's base seed, then the sampler's seed at its first batch
+    batches = getattr(iterator, "_sampler_iter", None)
+    if batches is None:
+        return None
+    return dataset.x, dataset.y, [list(b) for b in batches]
 
 
 def check_fraction(name: str, value: float) -> None:

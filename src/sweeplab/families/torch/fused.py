@@ -149,6 +149,33 @@ class _Trial:
             yield first
             yield from iterator
 
+    def batch_order(self, loader: Any) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]] | None:
+        """``data.base.batch_order`` of the loader, drawn from this trial's stream."""
+        from sweeplab.data.base import batch_order
+
+        with self.own_random_stream():
+            return batch_order(loader)
+
+
+def _stage_batches(active: list[_Trial], loaders: list[Any], device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Each step's ``(x, y)`` for the trials ``active``, stacked [trials, rows, ...], each trial's
+    batch in its own order. Loaders of in-memory tensors (sweeplab's own) are read as one gather a
+    step for all trials; any other is iterated, trial by trial."""
+    orders = [trial.batch_order(loader) for trial, loader in zip(active, loaders)]
+    if any(order is None for order in orders):
+        for batch in zip(*(t.batches(loader) for t, loader in zip(active, loaders, strict=True))):
+            yield torch.stack([b[0] for b in batch]).to(device), torch.stack([b[1] for b in batch]).to(device)
+        return
+    xs = torch.stack([order[0] for order in orders]).to(device)
+    ys = torch.stack([order[1] for order in orders]).to(device)
+    positions = torch.tensor([[i for b in order[2] for i in b] for order in orders], device=device)
+    trials = torch.arange(len(active), device=device)[:, None]
+    start = 0
+    for batch in orders[0][2]:  # equal lengths and batch sizes: the batches end at the same positions
+        rows = positions[:, start : start + len(batch)]
+        start += len(batch)
+        yield xs[trials, rows], ys[trials, rows]
+
 
 def _progress(current: int, total: int, keys: str = "ready completed started processed") -> dict[str, Any]:
     return {"total": dict.fromkeys(keys.split(), total), "current": dict.fromkeys(keys.split(), current)}
@@ -357,9 +384,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
         """One stage's batches for the stack's trials, row by row (a trial whose loss turned NaN is carried, not scored)."""
         active = stack.trials
         loaders = [t.family.datamodule.train_dataloader() if stage == "train" else t.family.datamodule.val_dataloader() for t in active]
-        for batch in zip(*(t.batches(loader) for t, loader in zip(active, loaders, strict=True))):
-            x = torch.stack([b[0] for b in batch]).to(device)
-            y = torch.stack([b[1] for b in batch]).to(device)
+        for x, y in _stage_batches(active, loaders, device):
             params = {**stack.params, **stack.frozen}
             live = [i for i, trial in enumerate(active) if trial.outcome is None]  # not those whose loss turned NaN
             if not live:  # every trial's loss turned NaN this epoch: nothing left to step
