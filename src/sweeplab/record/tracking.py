@@ -378,22 +378,33 @@ def sql_store(logger: Any) -> Any:
 
 
 def write_points_together(store: Any, runs: list[tuple[str, list[Any]]]) -> None:
-    """Metric points of several runs on one SQL store in one transaction: what ``log_batch``
-    writes (the points, each run's latest values), without its two transactions and run
-    lookups a call (a fused group's epoch end: 16 runs 137 ms instead of 698 ms on SQLite).
-    The runs must be active. Raises on any failure, having written nothing."""
-    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    """Metric points of several runs on one SQL store in one transaction: the rows ``log_batch``
+    writes (the points, and each run's latest value a key, kept as MLflow keeps it: the greatest
+    ``(step, timestamp, value)``), without its two transactions, run lookups and latest-value
+    query a call (a fused group's epoch end: 16 runs 137 ms instead of 698 ms on SQLite). The
+    runs must be active and written by nobody else meanwhile. Raises on any failure, having
+    written nothing."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
 
     with store.ManagedSessionMaker(read_only=False) as session:
+        ids = sorted({run_id for run_id, _ in runs})
+        latest = {}
+        for start in range(0, len(ids), 500):  # bound the bound parameters, as MLflow does
+            found = session.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid.in_(ids[start : start + 500])).all()
+            latest.update({(m.run_uuid, m.key): m for m in found})
+        rows = []
         for run_id, points in runs:
-            rows = []
             for point in points:
                 is_nan, value = store.sanitize_metric_value(point.value)
-                rows.append(
-                    SqlMetric(run_uuid=run_id, key=point.key, value=value, timestamp=point.timestamp, step=point.step, is_nan=is_nan)
-                )
-            session.add_all(rows)
-            store._update_latest_metrics_if_necessary(rows, session)
+                fields = {"key": point.key, "value": value, "timestamp": point.timestamp, "step": point.step, "is_nan": is_nan}
+                rows.append(SqlMetric(run_uuid=run_id, **fields))
+                held = latest.get((run_id, point.key))
+                if held is None:
+                    latest[(run_id, point.key)] = held = SqlLatestMetric(run_uuid=run_id, **fields)
+                    session.add(held)
+                elif (point.step, point.timestamp, value) > (held.step, held.timestamp, held.value):
+                    held.value, held.step, held.timestamp, held.is_nan = value, point.step, point.timestamp, is_nan
+        session.add_all(rows)
 
 
 def is_mlflow_logger(logger: Any) -> bool:
