@@ -3,8 +3,10 @@ needs arbitrary unpickling is refused."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,28 +17,41 @@ def atomic_checkpoint_io() -> Any:
     temporary file beside it, then is renamed, so a full disk or a kill
     mid-write leaves the previous checkpoint whole, never a truncated one under
     the real name. (Built here, not at import: Lightning is slow to import.)"""
+    import torch
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-            try:
-                super().save_checkpoint(checkpoint, partial, storage_options)
-                os.replace(partial, path)
-                _mark_owner(path.parent)
-            except BaseException as exc:
-                partial.unlink(missing_ok=True)
-                if isinstance(exc, OSError):
-                    raise OSError(
-                        exc.errno,
-                        f"checkpoint {path} could not be written ({exc.strerror or exc}: a full disk?); "
-                        "an earlier checkpoint of that name is left whole",
-                    ) from None
-                raise
+            if storage_options is not None:
+                raise TypeError(f"storage_options={storage_options!r}: checkpoints are written to local files, which take none")
+            # Serialised in memory, then one plain write (Lightning's own writer goes through fsspec: a third of a small
+            # save); torch.save to a file would report a full disk as a RuntimeError of its zip writer, not an OSError.
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            _write_atomically(Path(path), lambda partial: partial.write_bytes(buffer.getbuffer()))
+
+        def copy_checkpoint(self, source: Path, path: Path) -> None:
+            """``path`` becomes a copy of the checkpoint ``source`` (best and last after an improving epoch are one checkpoint)."""
+            _write_atomically(Path(path), lambda partial: shutil.copyfile(source, partial))
 
     return AtomicCheckpointIO()
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+        _mark_owner(path.parent)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(
+                exc.errno,
+                f"checkpoint {path} could not be written ({exc.strerror or exc}: a full disk?); an earlier checkpoint of that name is left whole",
+            ) from None
+        raise
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path", training_state: bool = False) -> dict[str, Any]:

@@ -506,10 +506,12 @@ def _end_epoch(trial: _Trial, epoch: int, step: int, val_values: dict[str, Any],
             torch.tensor(math.inf if trial.stop_best is None else trial.stop_best),
         )
     checkpoint = _checkpoint(trial, epoch, step, values)
-    if improved:
-        _save(trial, trial.best, checkpoint)
+    best = _save(trial, trial.best, checkpoint) if improved else None
     if trial.last is not None:
-        _save(trial, trial.last, checkpoint)
+        if best is not None:  # the same checkpoint: its file copied (a save a trial an epoch is the group's largest cost after its steps)
+            trial.checkpoint_io.copy_checkpoint(best, Path(trial.last.dirpath) / f"{trial.last.filename}.ckpt")
+        else:
+            _save(trial, trial.last, checkpoint)
     pruning = getattr(trial.family, "pruning", None)
     if pruning is not None:
         trial_of_study = pruning.trial
