@@ -126,3 +126,34 @@ def test_a_label_outside_the_classes_is_named(deterministic: bool) -> None:
             metrics.compute()
     finally:
         torch.use_deterministic_algorithms(was)
+
+
+def test_the_test_report_writes_the_confusion_matrix_scikit_learn_counts(tmp_path, monkeypatch) -> None:
+    """confusion_matrix.png: a cell a (true, predicted) pair, its count written where it is not 0;
+    classification_report.txt is scikit-learn's."""
+    from types import SimpleNamespace
+
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    from sweeplab.reports import files
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 4, 200)
+    y_pred = np.where(rng.random(200) < 0.8, y_true, rng.integers(0, 4, 200))
+    names = ["cat", "dog", "a much longer class name", "bird"]
+    drawn = []
+    plot = files._confusion_plot
+    monkeypatch.setattr(files, "_confusion_plot", lambda matrix, labels: drawn.append(plot(matrix, labels)) or drawn[-1])
+    data = SimpleNamespace(class_names=names, ids={}, id_name="row", time_ordered=False)
+    written = files.write_test_report(Task.MULTICLASS, y_true, y_pred, tmp_path, data)
+    assert {p.name for p in written} == {"test_predictions.csv", "classification_report.txt", "confusion_matrix.png"}
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 5000
+    expected = confusion_matrix(y_true, y_pred)
+    ax = drawn[0].axes[0]
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
+    assert cells == {(i, j): int(expected[i, j]) for i, j in zip(*np.nonzero(expected))}
+    assert np.array_equal(ax.images[0].get_array(), expected)
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert (tmp_path / "classification_report.txt").read_text() == classification_report(
+        y_true, y_pred, labels=[0, 1, 2, 3], target_names=names, digits=4, zero_division=0
+    )
