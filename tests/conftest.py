@@ -28,6 +28,23 @@ NO_MODEL = ["logger.log_model=false"]
 CHECKOUT_OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"
 
 
+# The longest tests (about 2 minutes each on 2 cores: every documented command run as written).
+LONGEST = ("test_docs.py::test_every_documented_",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first, then the end-to-end tests, then the units: pytest-xdist hands tests out in
+    this order, so the suite's last minutes are short tests spread over every worker rather than
+    one long test keeping one worker busy while the others wait."""
+
+    def rank(item: pytest.Item) -> int:
+        if any(name in item.nodeid for name in LONGEST):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: within a rank, the files' order
+
+
 def _outputs_state() -> dict[str, tuple[int, int]]:
     """What a stray write into the checkout's outputs/ changes: the store's files
     and the folders new run folders appear in (a few stats, not a walk)."""
