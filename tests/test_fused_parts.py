@@ -109,6 +109,49 @@ def test_each_row_steps_as_its_own_optimizer_would() -> None:
                 assert mine["state"][index][key].dtype == value.dtype
 
 
+class _WithAnUnusedLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.unused = nn.Linear(6, 3), nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+def test_a_layer_the_loss_does_not_reach_is_skipped_as_torch_skips_it() -> None:
+    """Its gradient is None: torch's Adam leaves it (no state, no step); every row then steps on its
+    own optimizer, from the state the stack hands back."""
+    solo, fused = [], []
+    for trials in (solo, fused):
+        for n, lr in enumerate((0.01, 0.05)):
+            torch.manual_seed(n)
+            net = _WithAnUnusedLayer()
+            params = dict(net.named_parameters())
+            trials.append(
+                SimpleNamespace(
+                    net=net, optimizer=torch.optim.Adam(net.parameters(), lr=lr), clip=None, params=params, frozen={}, buffers={}
+                )
+            )
+    generator = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 6, generator=generator), torch.randint(0, 3, (8,), generator=generator)) for _ in range(3)]
+    stack = Stack(fused)
+    template = stack.trials[0].net
+    for x, y in data:
+        out = vmap(lambda params, x: functional_call(template, params, (x,)), in_dims=(0, None))(stack.params, x)
+        stack.zero_grad()
+        sum(nn.functional.cross_entropy(o, y) for o in out).backward()
+        stack.step()
+    stack.release()
+    for s, f in zip(solo, fused):
+        for x, y in data:
+            s.optimizer.zero_grad()
+            nn.functional.cross_entropy(s.net(x), y).backward()
+            s.optimizer.step()
+        for name, param in s.params.items():
+            torch.testing.assert_close(f.params[name], param, rtol=1e-5, atol=1e-6, msg=name)
+        assert f.optimizer.state_dict()["state"].keys() == s.optimizer.state_dict()["state"].keys() == {0, 1}
+
+
 def test_a_saved_row_holds_its_trial_only() -> None:
     trials = [_trial(n, OPTIMIZERS[0][0], None) for n in range(4)]
     stack = Stack(trials)

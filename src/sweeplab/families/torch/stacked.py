@@ -209,7 +209,8 @@ class Stack:
             for own, stacked in ((trial.params, self.params), (trial.frozen, self.frozen), (trial.buffers, self.buffers)):
                 for name, tensor in own.items():
                     tensor.data = stacked[name].detach()[row]
-        self.clips = torch.tensor([float(t.clip) if t.clip else math.inf for t in self.trials])
+        device = next(iter(self.params.values())).device if self.params else None
+        self.clips = torch.tensor([float(t.clip) if t.clip else math.inf for t in self.trials], device=device)
 
     def zero_grad(self) -> None:
         for layer in self.params.values():
@@ -221,9 +222,15 @@ class Stack:
         grads = [layer.grad for layer in self.params.values() if layer.grad is not None]
         if not grads:
             return
+        if self.updates and len(grads) < len(self.params):
+            # A layer the loss did not reach: torch's optimizers skip such a parameter (its step count
+            # and moments stay); from now on each trial steps on its own optimizer, from its state.
+            for trial in self.trials:
+                self.hand_back(trial)
+            self.updates, self.alone = [], list(range(len(self.trials)))
         if bool(torch.isfinite(self.clips).any()):
             norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
-            coef = (self.clips.to(norms.device, norms.dtype) / (norms + 1e-6)).clamp(max=1.0)
+            coef = (self.clips.to(norms.dtype) / (norms + 1e-6)).clamp(max=1.0)
             for grad in grads:
                 grad.mul_(_rows(coef, grad))
         for update in self.updates:
@@ -231,7 +238,8 @@ class Stack:
         for row in self.alone:
             trial = self.trials[row]
             for name, param in trial.params.items():
-                param.grad = self.params[name].grad[row]
+                grad = self.params[name].grad
+                param.grad = grad[row] if grad is not None else None
             trial.optimizer.step()
 
     def hand_back(self, trial: Any) -> None:
