@@ -2,13 +2,14 @@
 
 Each trial is a prepared ``TorchFamily``: its own network (initialised from its own
 seed), optimizer and scheduler from its config, data split and shuffling order, loss
-and metrics. One step runs every trial's forward as one ``torch.func.vmap`` over
-their stacked parameters and one backward for all; each trial's optimizer then steps
-its own parameters. The epoch ends as a solo Lightning run ends it: validation, the
-same keys logged at the same steps, ``best.ckpt`` and ``last.ckpt`` in the trial's own
-folder (Lightning checkpoints: a solo Trainer tests and resumes from them), early
-stopping and an Optuna pruner per trial. A trial whose loss turns NaN, that stops
-early or is pruned leaves the group; the others go on.
+and metrics. One step runs every trial's forward as one ``torch.func.vmap`` over their
+stacked parameters, one backward for all, and one optimizer update a layer for the
+trials whose optimizers can step together (``stacked``). The epoch ends as a solo
+Lightning run ends it: validation, the same keys logged at the same steps,
+``best.ckpt`` and ``last.ckpt`` in the trial's own folder (Lightning checkpoints: a
+solo Trainer tests and resumes from them), early stopping and an Optuna pruner per
+trial. A trial whose loss turns NaN, that stops early or is pruned leaves the group;
+the others go on.
 
 Random streams: a trial's shuffling draws from its own copy of the global generator,
 in the order a solo run draws, so without dropout a trial sees the batches its solo
