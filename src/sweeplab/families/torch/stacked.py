@@ -68,6 +68,7 @@ class _Update:
         self.vectors: dict[str, torch.Tensor] = {}
         self.any_decay = False
         self._stepped = False
+        self._all_started = False  # SGD with momentum: every row has its buffer
         params = [[t.params[name] for name in layers] for t in trials]
         if self.kind == "adam":
             self.steps = torch.tensor(
@@ -96,7 +97,8 @@ class _Update:
         return value.detach().to(param.device) if value is not None else torch.zeros_like(param, memory_format=torch.contiguous_format)
 
     def _read(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Each row's hyper-parameters as vectors, read from its trial's param_groups (rebuilt when one changed)."""
+        """Each row's hyper-parameters as vectors, read from its trial's param_groups; what the update
+        multiplies by is derived (in the parameters' dtype) only when one of them changed."""
         groups = [t.optimizer.param_groups[0] for t in self.trials]
         if self.kind == "adam":
             hyper = tuple((g["lr"], g["betas"][0], g["betas"][1], g["eps"], g["weight_decay"]) for g in groups)
@@ -104,12 +106,31 @@ class _Update:
             hyper = tuple((g["lr"], g["momentum"], g["dampening"], g["weight_decay"]) for g in groups)
         if hyper != self._hyper:
             self._hyper = hyper
-            columns = torch.tensor(hyper, dtype=torch.float64, device=device).T
-            names = (
-                ("lr", "beta1", "beta2", "eps", "weight_decay") if self.kind == "adam" else ("lr", "momentum", "dampening", "weight_decay")
-            )
-            self.vectors = dict(zip(names, columns))
             self.any_decay = any(h[-1] != 0 for h in hyper)
+            columns = torch.tensor(hyper, dtype=torch.float64, device=device).T
+            if self.kind == "adam":
+                lr, beta1, beta2, eps, decay = columns
+                self.vectors = {
+                    "lr": lr,
+                    "beta1": beta1,
+                    "beta2": beta2,
+                    "keep1": (1 - beta1).to(dtype),
+                    "keep2": beta2.to(dtype),
+                    "fresh2": (1 - beta2).to(dtype),
+                    "eps": eps.to(dtype),
+                    "decay": decay.to(dtype),
+                    "shrink": (1 - lr * decay).to(dtype),
+                }
+            else:
+                lr, momentum, dampening, decay = columns
+                self.vectors = {
+                    "lr": lr.to(dtype),
+                    "momentum": momentum,
+                    "dampening": dampening,
+                    "keep": momentum.to(dtype),
+                    "fresh": (1 - dampening).to(dtype),
+                    "decay": decay.to(dtype),
+                }
         return self.vectors
 
     @torch.no_grad()
@@ -128,42 +149,39 @@ class _Update:
 
     def _adam(self, layers: dict[str, torch.Tensor], hp: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
         self.steps += 1
-        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
-        step_size = (-lr / (1 - beta1**self.steps)).to(dtype)
-        correction2 = (1 - beta2**self.steps).sqrt().to(dtype)
-        keep1, keep2, fresh2 = (1 - beta1).to(dtype), beta2.to(dtype), (1 - beta2).to(dtype)
-        eps, decay = hp["eps"].to(dtype), hp["weight_decay"]
-        shrink = (1 - lr * decay).to(dtype) if self.key[1] else None
-        decay = decay.to(dtype)
+        step_size = (-hp["lr"] / (1 - hp["beta1"] ** self.steps)).to(dtype)
+        correction2 = (1 - hp["beta2"] ** self.steps).sqrt().to(dtype)
+        shrink = hp["shrink"] if self.key[1] else None
         for name, layer in layers.items():
             param, grad = layer.detach()[self.slice], layer.grad[self.slice]
             if self.any_decay:
                 if shrink is not None:
                     param.mul_(_rows(shrink, param))
                 else:
-                    grad = grad.add(param * _rows(decay, param))
+                    grad = grad.add(param * _rows(hp["decay"], param))
             exp_avg, exp_avg_sq = self.moments["exp_avg"][name], self.moments["exp_avg_sq"][name]
-            exp_avg.lerp_(grad, _rows(keep1, grad))
-            exp_avg_sq.mul_(_rows(keep2, grad)).addcmul_(grad, grad * _rows(fresh2, grad))
-            denom = (exp_avg_sq.sqrt() / _rows(correction2, grad)).add_(_rows(eps, grad))
+            exp_avg.lerp_(grad, _rows(hp["keep1"], grad))
+            exp_avg_sq.mul_(_rows(hp["keep2"], grad)).addcmul_(grad, grad * _rows(hp["fresh2"], grad))
+            denom = (exp_avg_sq.sqrt() / _rows(correction2, grad)).add_(_rows(hp["eps"], grad))
             param.addcdiv_(exp_avg * _rows(step_size, grad), denom)
 
     def _sgd(self, layers: dict[str, torch.Tensor], hp: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
-        lr, momentum, decay = hp["lr"].to(dtype), hp["momentum"], hp["weight_decay"].to(dtype)
         nesterov, with_momentum = self.key[1], self.key[2]
-        if with_momentum:  # a row without a buffer takes its gradient as it (torch's first step)
-            keep = torch.where(self.started, momentum, 0.0).to(dtype)
+        keep, fresh = hp["keep"], hp["fresh"]
+        if with_momentum and not self._all_started:  # a row without a buffer takes its gradient as it (torch's first step)
+            keep = torch.where(self.started, hp["momentum"], 0.0).to(dtype)
             fresh = torch.where(self.started, 1 - hp["dampening"], 1.0).to(dtype)
             self.started.fill_(True)
+            self._all_started = True
         for name, layer in layers.items():
             param, grad = layer.detach()[self.slice], layer.grad[self.slice]
             if self.any_decay:
-                grad = grad.add(param * _rows(decay, param))
+                grad = grad.add(param * _rows(hp["decay"], param))
             if with_momentum:
                 buffer = self.buffers[name]
                 buffer.mul_(_rows(keep, buffer)).add_(grad * _rows(fresh, grad))
-                grad = grad.add(buffer * _rows(momentum.to(dtype), grad)) if nesterov else buffer
-            param.sub_(grad * _rows(lr, grad))
+                grad = grad.add(buffer * _rows(hp["keep"], grad)) if nesterov else buffer
+            param.sub_(grad * _rows(hp["lr"], grad))
 
     def hand_back(self, row: int, names: list[str]) -> None:
         """Write row ``row``'s state into its trial's optimizer, as torch keeps it (clones)."""
