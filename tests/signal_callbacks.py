@@ -65,13 +65,14 @@ class FailAtFitStart(Callback):
 
 
 class CollectorAtTrainStart(Callback):
-    """Print whether Python's garbage collector is on and how many full
-    (generation 2) collections the process has run when training starts."""
+    """Print whether Python's garbage collector is on, how many full (generation 2)
+    collections the process has run and how many objects are frozen when training starts."""
 
     def on_train_start(self, trainer, pl_module) -> None:
         import gc
 
-        print(f"COLLECTOR enabled={gc.isenabled()} full_collections={gc.get_stats()[2]['collections']}", flush=True)
+        stats = f"full_collections={gc.get_stats()[2]['collections']} frozen={gc.get_freeze_count()}"
+        print(f"COLLECTOR enabled={gc.isenabled()} {stats}", flush=True)
 
 
 class KillInEpochWrite(Callback):

@@ -16,7 +16,7 @@ def pause_collector_for_start_up() -> None:
     (about a million objects), and the collector re-scans the growing heap
     about ten times meanwhile: 1.2-1.4 s (``benchmarks/startup.py``: the first
     training step 7.2 s -> 6.0 s after process start). It is switched back on,
-    and run once, when training starts (``collector_back_on``), or when a sweep
+    over a frozen heap, when training starts (``collector_back_on``), or when a sweep
     hands its jobs to other processes; a collector the user switched off stays
     off.
     """
@@ -28,12 +28,20 @@ def pause_collector_for_start_up() -> None:
 
 
 def collector_back_on() -> None:
-    """End of start-up: the collector on again (unless the user had it off), run once."""
+    """End of start-up: the collector on again (unless the user had it off).
+
+    What start-up made (about 1.2 million objects: modules, classes, configs) is
+    frozen first (``gc.freeze``), not collected: a collection over it cost 0.6-0.8 s
+    in every process, and each later full collection during training would scan it
+    again. Its cyclic leftovers (about 0.4 million small objects: a default run's
+    peak memory 1.040 -> 1.055 GB) are not freed; whatever the run makes from here
+    on is collected as usual.
+    """
     global _collector_paused
     if _collector_paused:
         _collector_paused = False
+        gc.freeze()
         gc.enable()
-        gc.collect()  # what start-up left behind (about 0.4 million objects)
 
 
 def freeze_for_exit() -> None:
