@@ -96,3 +96,15 @@ class KillInEpochWrite(Callback):
             write(metrics, step)
 
         logger.log_metrics = kill_first
+
+
+MODULES_SEEN: list = []  # weak references to the LightningModules that trained in this process
+
+
+class RememberModule(Callback):
+    """Keep a weak reference to the trained LightningModule (in-process tests: is it freed?)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import weakref
+
+        MODULES_SEEN.append(weakref.ref(pl_module))

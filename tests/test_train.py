@@ -303,6 +303,28 @@ def test_a_run_leaves_the_garbage_collector_as_it_found_it(store, tmp_path: Path
         gc.enable()
 
 
+def test_a_process_that_goes_on_after_its_first_run_frees_that_runs_model(store, tmp_path: Path, monkeypatch) -> None:
+    """Start-up's heap, the first run's model, trainer and data among it, is frozen while it
+    trains; they hold each other in cycles, so a sweep's process that goes on to further jobs
+    kept them for good unless the freeze ends with the first run."""
+    import gc
+
+    from sweeplab import start_up
+
+    import signal_callbacks
+
+    monkeypatch.setattr(start_up, "_collector_paused", None)  # as in a fresh process
+    probe = ["+callbacks.remember._target_=signal_callbacks.RememberModule"]
+    try:
+        train_in_process([*FAST, *probe, *store_overrides(store)], tmp_path / "first")
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert signal_callbacks.MODULES_SEEN[-1]() is None
+    finally:
+        gc.unfreeze()
+        signal_callbacks.MODULES_SEEN.clear()
+
+
 def test_the_console_scripts_leave_the_heap_frozen_for_the_interpreters_teardown(store, tmp_path: Path) -> None:
     """Teardown ran the collector over the ~million objects the imports made,
     several times: 2.4 s at the end of every process. A frozen heap is skipped.

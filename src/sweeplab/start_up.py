@@ -6,6 +6,7 @@ import atexit
 import gc
 
 _collector_paused: bool | None = None  # None: this process has not started a run yet
+_frozen_at_start_up = False  # start-up's heap is frozen until the first run ends
 
 
 def pause_collector_for_start_up() -> None:
@@ -30,18 +31,32 @@ def pause_collector_for_start_up() -> None:
 def collector_back_on() -> None:
     """End of start-up: the collector on again (unless the user had it off).
 
-    What start-up made (about 1.2 million objects: modules, classes, configs) is
-    frozen first (``gc.freeze``), not collected: a collection over it cost 0.6-0.8 s
-    in every process, and each later full collection during training would scan it
-    again. Its cyclic leftovers (about 0.4 million small objects: a default run's
-    peak memory 1.040 -> 1.055 GB) are not freed; whatever the run makes from here
-    on is collected as usual.
+    What start-up made (about 1.2 million objects: modules, classes, configs, the
+    first run's data and model) is frozen first (``gc.freeze``), not collected: a
+    collection over it cost 0.6-0.8 s in every process, and each full collection
+    during training would scan it again. Its cyclic leftovers (about 0.4 million
+    small objects: a default run's peak memory 1.040 -> 1.055 GB) wait until the
+    first run ends (``thaw_after_first_run``); whatever the run makes from here on
+    is collected as usual.
     """
-    global _collector_paused
+    global _collector_paused, _frozen_at_start_up
     if _collector_paused:
         _collector_paused = False
         gc.freeze()
+        _frozen_at_start_up = True
         gc.enable()
+
+
+def thaw_after_first_run() -> None:
+    """The first run of this process has ended: what start-up froze is the collector's
+    again, so a process that goes on to further runs (a sweep's jobs one after
+    another, a fused group) frees the first run's model, trainer and data, which
+    hold each other in reference cycles. A process that exits now freezes its heap
+    anyway (``freeze_for_exit``); one that goes on pays one full collection later."""
+    global _frozen_at_start_up
+    if _frozen_at_start_up:
+        _frozen_at_start_up = False
+        gc.unfreeze()
 
 
 def freeze_for_exit() -> None:

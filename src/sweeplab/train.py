@@ -31,7 +31,7 @@ from sweeplab.record import liveness, tracking
 from sweeplab.record.checkpoints import load_checkpoint, refuse_foreign
 from sweeplab.record.identity import config_hash
 from sweeplab.record.run import RunRecord
-from sweeplab.start_up import collector_back_on, pause_collector_for_start_up
+from sweeplab.start_up import collector_back_on, pause_collector_for_start_up, thaw_after_first_run
 from sweeplab.sweeps import callback as sweep_job
 from sweeplab.sweeps import optuna, parent
 
@@ -84,6 +84,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     finally:
         collector_back_on()
         record.leave()
+        thaw_after_first_run()
         liveness.release(run_dir)
         sweep_job.run_closed()
         signals.restore(handlers)
