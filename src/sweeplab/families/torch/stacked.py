@@ -68,7 +68,6 @@ class _Update:
         self.vectors: dict[str, torch.Tensor] = {}
         self.any_decay = False
         self._stepped = False
-        self._all_started = False  # SGD with momentum: every row has its buffer
         params = [[t.params[name] for name in layers] for t in trials]
         if self.kind == "adam":
             self.steps = torch.tensor(
@@ -168,11 +167,11 @@ class _Update:
     def _sgd(self, layers: dict[str, torch.Tensor], hp: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
         nesterov, with_momentum = self.key[1], self.key[2]
         keep, fresh = hp["keep"], hp["fresh"]
-        if with_momentum and not self._all_started:  # a row without a buffer takes its gradient as it (torch's first step)
+        # A row without a buffer takes its gradient as it (torch's first step); after the first step every row has one.
+        if with_momentum and not self._stepped:
             keep = torch.where(self.started, hp["momentum"], 0.0).to(dtype)
             fresh = torch.where(self.started, 1 - hp["dampening"], 1.0).to(dtype)
             self.started.fill_(True)
-            self._all_started = True
         for name, layer in layers.items():
             param, grad = layer.detach()[self.slice], layer.grad[self.slice]
             if self.any_decay:
