@@ -185,3 +185,44 @@ def test_a_sweep_is_a_parent_run_holding_its_summary(tmp_path: Path) -> None:
         [str(Path(sys.executable).with_name("sweeplab")), "compare", "--metric", "test/f1"], cwd=tmp_path, capture_output=True, text=True
     )
     assert compared.returncode == 0 and "sweep 20" not in compared.stdout  # the sweep's own run is no config to rank
+
+
+def test_a_large_sweeps_description_keeps_its_best_run_within_mlflows_tag_length() -> None:
+    """MLflow cuts a tag past its length (and warns on the console): a 48-run sweep's ranked
+    table used to lose its last rows and the best run's reproduce line with them."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from sweeplab.sweeps.parent import description
+
+    summary = ["**sweep s: 48 jobs: 48 trained, 0 skipped, 0 failed**", "", "    fused group g1: jobs 0, 1, 2 trained together"]
+    header = ["| # | run | status | optimizer.lr | seed | test/f1 | test/accuracy |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        f"| {i + 1} | [bold-owl-{i}](#/experiments/1/runs/{i:032x}) | FINISHED | 0.001 | {i} | 0.9{i:03d} | 0.9{i:03d} |" for i in range(48)
+    ]
+    rows = [row + " " * (170 - len(row)) for row in rows]  # as wide as a real row with four scores
+    best = [
+        "",
+        f"best: run {0:032x}, test/f1 = 0.9000",
+        "",
+        "reproduce:",
+        "",
+        "    sweeplab-train optimizer.lr=0.001 seed=0 hydra.mode=RUN",
+    ]
+    compare = "sweeplab compare --experiment 'my runs' --sweep s"
+
+    note = description(summary, header + rows, best, compare)
+    assert len(note) <= MAX_TAG_VAL_LENGTH < len("\n".join([*summary, "", *header, *rows, *best]))
+    lines = note.splitlines()
+    assert lines[: len(summary) + 3] == [*summary, "", *header] and lines[-len(best) :] == best
+    shown = [line for line in lines if line.startswith("| ") and "/runs/" in line]
+    assert 30 <= len(shown) < 48 and shown == rows[: len(shown)]  # best first, the lowest left out
+    assert f"{48 - len(shown)} more runs, not shown here: `{compare}` lists them all" in lines
+
+    # A summary too long by itself (a line for each of hundreds of failed jobs) gives way too.
+    failures = [f"    job {i} failed: ValueError: a reason long enough to fill a line of the summary" for i in range(400)]
+    note = description([summary[0], "", *failures], header + rows, best, compare)
+    assert len(note) <= MAX_TAG_VAL_LENGTH and note.splitlines()[-len(best) :] == best
+    assert note.startswith(summary[0]) and "more lines of this summary are in the sweep's sweep_summary.txt" in note
+    assert "48 more runs, not shown here" in note
+    # A small sweep's description is all of it, as before.
+    assert description(summary, header + rows[:4], best, compare) == "\n".join([*summary, "", *header, *rows[:4], *best])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,11 @@ def summarize_run(
         runs = None
     files: list[Path] = []
     metric, scores = None, []
+    table: list[str] = []
+    best: list[str] = []
     if runs is not None:
         metric, scores = ranking({c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}, optimized)
-        lines += ["", *_ranked_table(runs, metric, scores, experiment_id)]
+        table, best = _ranked_table(runs, metric, scores, experiment_id)
         if metric is not None:
             files += _compare_files(uri, experiment, metric, sweep, sweep_dir, scores)
             files += _best_config(runs, metric, sweep_dir)
@@ -108,12 +111,58 @@ def summarize_run(
     summary_file.write_text(summary + "\n")
     for path in [summary_file, *files]:
         client.log_artifact(run_id, str(path))
-    client.set_tag(run_id, "mlflow.note.content", "\n".join(lines))
+    compare = f"sweeplab compare {'' if experiment == 'sweeplab' else f'--experiment {shlex.quote(experiment)} '}--sweep {sweep}"
+    client.set_tag(run_id, "mlflow.note.content", description(lines, table, best, compare))
     return metric, scores
 
 
-def _ranked_table(runs: Any, metric: str | None, scores: list[str], experiment_id: str) -> list[str]:
-    """The jobs best first, as a Markdown table: each run linked, what differs, the main scores."""
+def description(summary: list[str], table: list[str], best: list[str], compare: str, limit: int | None = None) -> str:
+    """The sweep run's description: the summary, the ranked table, the best run and its reproduce
+    line, within MLflow's tag length (``limit``; MLflow would cut the end, the best run's lines
+    with it, and warn on the console). What does not fit is said, with where to find it: the
+    table loses its last rows first (``compare``, the command that lists them all), then the
+    summary its last lines."""
+    if limit is None:
+        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH as limit
+
+    def note(summary: list[str], table: list[str]) -> str:
+        return "\n".join([*summary, *([""] if table else []), *table, *best])
+
+    header, rows = table[:2], table[2:]
+
+    def ranked(kept: int) -> list[str]:
+        if kept == len(rows):
+            return table
+        return [*header, *rows[:kept], "", f"{len(rows) - kept} more runs, not shown here: `{compare}` lists them all"]
+
+    def summarized(kept: int) -> list[str]:
+        if kept == len(summary):
+            return summary
+        return [*summary[:kept], f"{len(summary) - kept} more lines of this summary are in the sweep's sweep_summary.txt"]
+
+    kept_rows = _most_that_fit(len(rows), lambda k: len(note(summary, ranked(k))) <= limit)
+    kept_lines = len(summary)
+    if kept_rows < 0:  # the summary alone is too long
+        kept_rows = 0
+        kept_lines = max(_most_that_fit(len(summary), lambda k: len(note(summarized(k), ranked(0))) <= limit), 1)
+    return note(summarized(kept_lines), ranked(kept_rows))[:limit]
+
+
+def _most_that_fit(n: int, fits: Any) -> int:
+    """The largest k in 0..n for which ``fits(k)`` (true up to some k, false beyond), or -1 if none."""
+    low, high = -1, n
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _ranked_table(runs: Any, metric: str | None, scores: list[str], experiment_id: str) -> tuple[list[str], list[str]]:
+    """The jobs best first, as a Markdown table (each run linked, what differs, the main scores),
+    and the lines naming the best run with its reproduce command."""
     from sweeplab.metrics.scores import lower_is_better
     from sweeplab.reports.compare import differing_overrides
 
@@ -129,11 +178,11 @@ def _ranked_table(runs: Any, metric: str | None, scores: list[str], experiment_i
         numbers = ["-" if row.get(f"metrics.{m}") != row.get(f"metrics.{m}") else f"{row[f'metrics.{m}']:.4f}" for m in scores]
         link = f"[{name}](#/experiments/{experiment_id}/runs/{row.run_id})"
         rows.append("| " + " | ".join([str(i + 1), link, str(row.status), *values, *numbers]) + " |")
-    if metric is not None and runs[f"metrics.{metric}"].notna().any():
-        best = runs.iloc[0]
-        rows += ["", f"best: run {best.run_id}, {metric} = {best[f'metrics.{metric}']:.4f}", "", "reproduce:", ""]
-        rows.append(f"    {tags.reproduce_command(best)}")
-    return rows
+    if metric is None or not runs[f"metrics.{metric}"].notna().any():
+        return rows, []
+    best = runs.iloc[0]
+    lines = ["", f"best: run {best.run_id}, {metric} = {best[f'metrics.{metric}']:.4f}", "", "reproduce:", ""]
+    return rows, [*lines, f"    {tags.reproduce_command(best)}"]
 
 
 def _compare_files(uri: str, experiment: str, metric: str, sweep: str, sweep_dir: Path, scores: list[str]) -> list[Path]:
