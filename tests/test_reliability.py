@@ -484,6 +484,8 @@ def test_bad_input_one_line_and_nothing_running(args: list[str], expected: str, 
         ),
         (["ckpt_path=random.ckpt"], "refuses, on purpose, to load it with weights_only=False"),
         (["ckpt_path=bare.ckpt"], "a bare state dict, not a checkpoint Lightning wrote"),
+        ([f"run_name={'r' * 251}"], f"run_name='{'r' * 20}'... is 251 characters: MLflow keeps 250 at most"),
+        ([f"experiment_name={'e' * 257}"], f"experiment_name='{'e' * 20}'... is 257 characters: MLflow keeps 256 at most"),
     ],
 )
 def test_bad_input_in_process_names_the_value_and_leaves_nothing_running(

@@ -114,7 +114,7 @@ def _post(url: str, body: dict) -> dict:
         return json.load(response)
 
 
-def _sweep_and_check(url: str, experiment: str, cwd: Path) -> tuple[list[dict], str]:
+def _sweep_and_check(url: str, experiment: str, cwd: Path, extra: tuple[str, ...] = ()) -> tuple[list[dict], str]:
     """A 2-run sweep over HTTP, checked run by run; its runs and the UI page it printed."""
     result = cli(
         [
@@ -125,6 +125,7 @@ def _sweep_and_check(url: str, experiment: str, cwd: Path) -> tuple[list[dict], 
             "trainer.max_epochs=1",
             "callbacks=none",
             "data=iris",
+            *extra,
         ],
         cwd=cwd,
     )
@@ -170,7 +171,11 @@ def test_sweep_against_a_tracking_server_over_http_and_its_champion(server: str,
 
 
 def test_team_server_backed_by_postgresql(postgres_server: str, tmp_path: Path) -> None:
-    _sweep_and_check(postgres_server, "team_pg", tmp_path)
+    # Overrides that make a run's name longer than the 250 characters PostgreSQL's runs.name takes:
+    # the name is cut (the overrides are whole in the params and tags), the runs still start.
+    runs, _ = _sweep_and_check(postgres_server, "team_pg", tmp_path, extra=(f"+note={'n' * 260}",))
+    for run in runs:
+        assert len(run["info"]["run_name"]) == 250 and run["info"]["run_name"].endswith("n…")
 
 
 def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path) -> None:

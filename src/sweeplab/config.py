@@ -144,6 +144,14 @@ def check_config(cfg: DictConfig) -> None:
     name = cfg.get("experiment_name", "sweeplab")
     if name is not None and not str(name).strip():
         raise ValueError("experiment_name='': an MLflow experiment needs a name; give one (experiment_name=my_runs) or leave the default")
+    # MLflow's SQL stores keep names in VARCHAR(256) and (250): PostgreSQL and MySQL refuse a longer one
+    # when the run starts, SQLite keeps it; either way the same name must work on every store.
+    for key, longest in (("experiment_name", 256), ("run_name", 250)):
+        value = cfg.get(key)
+        if value is not None and len(str(value)) > longest:
+            raise ValueError(
+                f"{key}={str(value)[:20]!r}... is {len(str(value))} characters: MLflow keeps {longest} at most; give a shorter one"
+            )
     accelerators = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
     if "accelerator" in trainer and str(trainer.accelerator) not in accelerators:
         raise ValueError(f"trainer.accelerator={trainer.accelerator!r}: choose one of {', '.join(accelerators)}")

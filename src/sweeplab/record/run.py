@@ -43,6 +43,9 @@ def _short(value: str) -> str:
         return value
 
 
+RUN_NAME_LENGTH = 250  # MLflow's runs.name column
+
+
 def run_name(cfg: DictConfig) -> str:
     """``run_name``, else the overrides that change what is trained, floats to 4 significant
     digits (the params and the sweeplab.overrides tag keep them whole). Where a run lands, how
@@ -56,7 +59,10 @@ def run_name(cfg: DictConfig) -> str:
         if key.startswith("hydra.") or key in ("hparams_search", "resume") or tracking.bookkeeping(key, callbacks):
             continue
         shown.append(redact.mask_override(f"{override.partition('=')[0]}={_short(value)}" if value else override))
-    return ",".join(shown) or "default"
+    name = ",".join(shown) or "default"
+    # MLflow's SQL stores keep 250 characters of a run's name (PostgreSQL refuses more); all of
+    # the overrides are in the params and the sweeplab.overrides tag.
+    return name if len(name) <= RUN_NAME_LENGTH else name[: RUN_NAME_LENGTH - 1] + "…"
 
 
 class RunRecord:
