@@ -125,12 +125,12 @@ def test_jobs_that_cannot_fuse_run_alone_and_are_named(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_kills_the_group_and_resume_finishes_it(tmp_path: Path) -> None:
-    args = [*FUSED, "trainer.max_epochs=40", "seed=1,2", *NO_MODEL]
+    args = [*FUSED, "trainer.max_epochs=12", "seed=1,2", *NO_MODEL]
     exe = Path(sys.executable).with_name("sweeplab-train")
     process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     for line in process.stdout:
-        if "epoch 3/40" in line:
+        if "epoch 3/12" in line:
             break
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -151,7 +151,7 @@ def test_ctrl_c_kills_the_group_and_resume_finishes_it(tmp_path: Path) -> None:
     assert list(runs.status) == ["FINISHED", "FINISHED"]
     for run_id in runs.run_id:
         steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
-        assert sorted(steps) == [20 * (e + 1) - 1 for e in range(40)]  # every epoch once, fused ones and resumed ones
+        assert sorted(steps) == [20 * (e + 1) - 1 for e in range(12)]  # every epoch once, fused ones and resumed ones
 
 
 def test_optuna_trials_fuse_per_batch(tmp_path: Path) -> None:
