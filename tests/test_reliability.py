@@ -816,3 +816,19 @@ def test_sigkill_between_an_epochs_checkpoint_and_its_metric_write_loses_no_poin
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == steps, key
     epochs = {m.step: m.value for m in client.get_metric_history(run_id, "epoch")}  # the test stage adds one more
     assert [epochs[step] for step in steps] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_params_are_whole_and_a_resumed_runs_params_keep_their_values(tmp_path: Path) -> None:
+    """Params up to MLflow's 6000 characters (Lightning's logger cut them at 250), and a run resumed
+    from an older record keeps the values it has: MLflow refuses to change a param."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.record.tracking import log_params
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    client.log_param(run_id, "data.path", "p" * 250)  # as a run made before was cut
+    log_params(client, run_id, {"data": {"path": "p" * 300}, "model": {"hidden_sizes": [7] * 200}, "note": "n" * 7000})
+    params = client.get_run(run_id).data.params
+    assert params["data.path"] == "p" * 250 and params["model.hidden_sizes"] == str([7] * 200)
+    assert len(params["note"]) == 6000 and params["note"].endswith("n…")

@@ -176,6 +176,7 @@ def test_team_server_backed_by_postgresql(postgres_server: str, tmp_path: Path) 
     runs, _ = _sweep_and_check(postgres_server, "team_pg", tmp_path, extra=(f"+note={'n' * 260}",))
     for run in runs:
         assert len(run["info"]["run_name"]) == 250 and run["info"]["run_name"].endswith("n…")
+        assert {p["key"]: p["value"] for p in run["data"]["params"]}["note"] == "n" * 260  # a param is kept whole
 
 
 def test_mlflow_ui_shows_the_sweep_in_a_real_browser(server: str, tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ def describe_run(logger: Any, run_id: str, run_dir: Path, task: str, kind: str, 
     """Where the run's files are, what it computes, and every config value as a param."""
     for key, value in (("sweeplab.run_dir", str(run_dir.resolve())), ("sweeplab.task", task), ("sweeplab.model_kind", kind)):
         logger.experiment.set_tag(run_id, key, value)
-    logger.log_hyperparams(run_params(cfg))
+    log_params(logger.experiment, run_id, run_params(cfg))
 
 
 def skip_logged_steps(logger: Any, run_id: str) -> None:
@@ -340,11 +340,7 @@ class MlflowRun:
         return self._experiment_id
 
     def log_hyperparams(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(key=str(k), value=str(v)[:250]) for k, v in flatten(dict(params)).items()]  # MLFlowLogger's 250
-        for start in range(0, len(items), 100):  # MLflow takes 100 params a call
-            self.experiment.log_batch(self.run_id, params=items[start : start + 100], **self._log_batch_kwargs)
+        log_params(self.experiment, self.run_id, params)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         points = metric_points(metrics, step, self._prefix, int(time.time() * 1000))
@@ -354,6 +350,24 @@ class MlflowRun:
         if self._initialized:
             status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status)
             self.experiment.set_terminated(self.run_id, status)
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """``params`` (flattened) as the run's params, each whole up to what MLflow takes (6000
+    characters; Lightning's MLFlowLogger cuts at 250, so runs whose hidden_sizes or data.path
+    differ past that showed the same value), then visibly cut. A param the run has already
+    (a resumed run) keeps its value: MLflow refuses to change one."""
+    from mlflow.entities import Param
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    def whole_or_cut(value: Any) -> str:
+        text = str(value)
+        return text if len(text) <= MAX_PARAM_VAL_LENGTH else text[: MAX_PARAM_VAL_LENGTH - 1] + "…"
+
+    logged = client.get_run(run_id).data.params
+    items = [Param(key=str(k), value=whole_or_cut(v)) for k, v in flatten(dict(params)).items() if str(k) not in logged]
+    for start in range(0, len(items), 100):  # MLflow takes 100 params a call
+        client.log_batch(run_id, params=items[start : start + 100])
 
 
 def metric_points(metrics: dict[str, float], step: int | None, prefix: str, timestamp: int) -> list[Any]:
