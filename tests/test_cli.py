@@ -34,6 +34,13 @@ def test_multirun_lands_in_one_experiment_named_by_overrides(tmp_path: Path) -> 
     assert "optimizer=sgd,scheduler=step,trainer.max_epochs=1,callbacks=none" in names
     assert len(names) == 4
     assert runs["metrics.test/f1"].notna().all()
+    # The config tree once, for the first job; each later job says its overrides and where its whole config is.
+    assert result.stdout.count("config\n├── data") == 1
+    said = [line for line in result.stdout.splitlines() if line.startswith("config: ")]
+    assert len(said) == 3 and all(line.endswith("config.yaml)") for line in said)
+    for line in said:
+        folder = Path(line.rsplit("(all of it: ", 1)[1].removesuffix(")")).parent
+        assert line.startswith(f"config: {runs.set_index('tags.sweeplab.run_dir').loc[str(folder), 'tags.mlflow.runName']} (")
 
 
 def test_failed_run_in_sweep_does_not_stop_the_others(tmp_path: Path) -> None:

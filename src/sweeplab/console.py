@@ -17,9 +17,14 @@ _STYLE = re.compile(r"\x1b\[[0-9;]*m|\x1b\][^\x07]*\x07")
 FIRST = ("data", "env", "agent", "model", "optimizer", "scheduler", "loss", "trainer", "callbacks", "logger")
 
 
+_trees_printed = 0  # in this process
+
+
 def print_config(container: dict[str, Any]) -> None:
     """The composed config (resolved, secrets masked) as a rich tree: the groups
     first, one branch each, then the root keys."""
+    global _trees_printed
+    _trees_printed += 1
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -34,6 +39,16 @@ def print_config(container: dict[str, Any]) -> None:
         branch = tree.add("root", style="bold")
         branch.add(Syntax(OmegaConf.to_yaml(rest).rstrip(), "yaml", theme="ansi_dark", background_color="default"))
     Console(soft_wrap=True).print(tree)
+
+
+def print_job_config(container: dict[str, Any], in_sweep: bool, overrides: str, config_file: Path) -> None:
+    """A run's config as a tree; in a sweep, the first job's only: a later job of the same
+    process says its overrides in one line (48 jobs printed 48 trees of about 100 lines each,
+    alike but for the swept values), its whole config in its folder's config.yaml."""
+    if in_sweep and _trees_printed:
+        print(f"config: {overrides} (all of it: {config_file})")
+    else:
+        print_config(container)
 
 
 class _Tee:

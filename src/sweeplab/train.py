@@ -58,7 +58,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         # and before the config tree is printed (a bad data.path is the last line, not above 95 others)
         family.prepare()
         if cfg.get("print_config", True):
-            console.print_config(redact.mask_secrets(tracking.resolved(cfg)))
+            resolved = redact.mask_secrets(tracking.resolved(cfg))
+            console.print_job_config(resolved, tracking.sweep_id() is not None, record.name, record.config_file)
         family.attach(record.open(family.lightning, _job_tags()), run_dir)
 
         # 4-5. fit, then evaluate on held-out data, tracked
