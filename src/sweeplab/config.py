@@ -105,6 +105,11 @@ OPTIMIZER_RANGES = {
 }
 
 
+# MLflow's SQL stores keep names in VARCHAR(256) and (250): PostgreSQL and MySQL refuse a longer one
+# when the run starts, SQLite keeps it; either way the same name must work on every store.
+NAME_LENGTHS = {"experiment_name": 256, "run_name": 250}
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse values that would otherwise fail late or train silently wrong."""
     seed = cfg.get("seed")
@@ -144,9 +149,7 @@ def check_config(cfg: DictConfig) -> None:
     name = cfg.get("experiment_name", "sweeplab")
     if name is not None and not str(name).strip():
         raise ValueError("experiment_name='': an MLflow experiment needs a name; give one (experiment_name=my_runs) or leave the default")
-    # MLflow's SQL stores keep names in VARCHAR(256) and (250): PostgreSQL and MySQL refuse a longer one
-    # when the run starts, SQLite keeps it; either way the same name must work on every store.
-    for key, longest in (("experiment_name", 256), ("run_name", 250)):
+    for key, longest in NAME_LENGTHS.items():
         value = cfg.get(key)
         if value is not None and len(str(value)) > longest:
             raise ValueError(

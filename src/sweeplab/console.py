@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,14 +18,14 @@ _STYLE = re.compile(r"\x1b\[[0-9;]*m|\x1b\][^\x07]*\x07")
 FIRST = ("data", "env", "agent", "model", "optimizer", "scheduler", "loss", "trainer", "callbacks", "logger")
 
 
-_trees_printed = 0  # in this process
+_tree_printed = False  # by this process
 
 
 def print_config(container: dict[str, Any]) -> None:
     """The composed config (resolved, secrets masked) as a rich tree: the groups
     first, one branch each, then the root keys."""
-    global _trees_printed
-    _trees_printed += 1
+    global _tree_printed
+    _tree_printed = True
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -41,14 +42,15 @@ def print_config(container: dict[str, Any]) -> None:
     Console(soft_wrap=True).print(tree)
 
 
-def print_job_config(container: dict[str, Any], in_sweep: bool, overrides: str, config_file: Path) -> None:
-    """A run's config as a tree; in a sweep, the first job's only: a later job of the same
-    process says its overrides in one line (48 jobs printed 48 trees of about 100 lines each,
-    alike but for the swept values), its whole config in its folder's config.yaml."""
-    if in_sweep and _trees_printed:
+def print_job_config(container: Callable[[], dict[str, Any]], in_sweep: bool, overrides: str, config_file: Path) -> None:
+    """A run's config (``container()``, made only when shown) as a tree; in a sweep, the first
+    job's only: a later job of the same process says its overrides in one line (48 jobs printed
+    48 trees of about 100 lines each, alike but for the swept values), its whole config in its
+    folder's config.yaml."""
+    if in_sweep and _tree_printed:
         print(f"config: {overrides} (all of it: {config_file})")
     else:
-        print_config(container)
+        print_config(container())
 
 
 class _Tee:

@@ -58,8 +58,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         # and before the config tree is printed (a bad data.path is the last line, not above 95 others)
         family.prepare()
         if cfg.get("print_config", True):
-            resolved = redact.mask_secrets(tracking.resolved(cfg))
-            console.print_job_config(resolved, tracking.sweep_id() is not None, record.name, record.config_file)
+            in_sweep = tracking.sweep_id() is not None
+            console.print_job_config(lambda: redact.mask_secrets(tracking.resolved(cfg)), in_sweep, record.name, record.config_file)
         family.attach(record.open(family.lightning, _job_tags()), run_dir)
 
         # 4-5. fit, then evaluate on held-out data, tracked

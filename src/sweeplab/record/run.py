@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab import __version__, redact
-from sweeplab.config import choices, overrides
+from sweeplab.config import NAME_LENGTHS, choices, overrides
 from sweeplab.record import liveness, provenance, tracking
 from sweeplab.record.checkpoints import claim_folders
 from sweeplab.record.publish import Outbox, log_points_the_checkpoint_holds, publish, upload_checkpoints
@@ -43,9 +43,6 @@ def _short(value: str) -> str:
         return value
 
 
-RUN_NAME_LENGTH = 250  # MLflow's runs.name column
-
-
 def run_name(cfg: DictConfig) -> str:
     """``run_name``, else the overrides that change what is trained, floats to 4 significant
     digits (the params and the sweeplab.overrides tag keep them whole). Where a run lands, how
@@ -59,10 +56,9 @@ def run_name(cfg: DictConfig) -> str:
         if key.startswith("hydra.") or key in ("hparams_search", "resume") or tracking.bookkeeping(key, callbacks):
             continue
         shown.append(redact.mask_override(f"{override.partition('=')[0]}={_short(value)}" if value else override))
-    name = ",".join(shown) or "default"
     # MLflow's SQL stores keep 250 characters of a run's name (PostgreSQL refuses more); all of
     # the overrides are in the params and the sweeplab.overrides tag.
-    return name if len(name) <= RUN_NAME_LENGTH else name[: RUN_NAME_LENGTH - 1] + "…"
+    return tracking.cut(",".join(shown) or "default", NAME_LENGTHS["run_name"])
 
 
 class RunRecord:

@@ -352,6 +352,11 @@ class MlflowRun:
             self.experiment.set_terminated(self.run_id, status)
 
 
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters with the last one an ellipsis: visibly cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     """``params`` (flattened) as the run's params, each whole up to what MLflow takes (6000
     characters; Lightning's MLFlowLogger cuts at 250, so runs whose hidden_sizes or data.path
@@ -360,12 +365,8 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-    def whole_or_cut(value: Any) -> str:
-        text = str(value)
-        return text if len(text) <= MAX_PARAM_VAL_LENGTH else text[: MAX_PARAM_VAL_LENGTH - 1] + "…"
-
     logged = client.get_run(run_id).data.params
-    items = [Param(key=str(k), value=whole_or_cut(v)) for k, v in flatten(dict(params)).items() if str(k) not in logged]
+    items = [Param(key=str(k), value=cut(str(v), MAX_PARAM_VAL_LENGTH)) for k, v in flatten(dict(params)).items() if str(k) not in logged]
     for start in range(0, len(items), 100):  # MLflow takes 100 params a call
         client.log_batch(run_id, params=items[start : start + 100])
 
