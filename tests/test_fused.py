@@ -214,6 +214,21 @@ def test_plan_groups_by_model_data_and_trainer() -> None:
     assert plan(configs, max_group=32)[0] == [[0, 1, 4], [5, 6]]
 
 
+def test_worker_processes_get_about_as_many_jobs_each_in_the_sweeps_order() -> None:
+    from hydra_plugins.sweeplab_fused.fused_launcher import FusedLauncher, Unit
+    from hydra_plugins.sweeplab_fused.worker import _shares
+
+    units = [Unit("g1", [(i, None) for i in range(6)]), Unit("g2", [(6, None), (7, None)]), Unit("g3", [(8, None)] * 4)]
+    units += [Unit(None, [(9 + i, None)], "a scikit-learn estimator") for i in range(3)]
+    shares = _shares(units, 2)
+    assert [[u.name for u in share] for share in shares] == [["g1", None, None], ["g2", "g3", None]]
+    assert [sum(len(u.jobs) for u in share) for share in shares] == [8, 7]
+    assert len(_shares(units[:1], 4)) == 1  # never a worker with nothing to do
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=rf"hydra.launcher.n_jobs={bad!r}: give a whole number of worker processes, 1 or more"):
+            FusedLauncher(n_jobs=bad)
+
+
 def test_each_job_is_composed_once_when_the_sweeper_checked_the_batch() -> None:
     """The sweeper composes every job to check its batch; the launcher takes those configs instead
     of composing each job a second time."""
@@ -277,3 +292,63 @@ def test_a_groups_tally_gives_each_trial_its_own_metrics_values(classes: int) ->
     tally.add([0], torch.tensor([[0, 1]]), torch.tensor([[classes, 1]]), torch.tensor([0.5]))
     with pytest.raises(ValueError, match=f"1 target labels are outside the {classes} classes"):
         tally.values(0, "val")
+
+
+def _trial_pids(uri: str) -> dict[str, set[str]]:
+    """fused group -> the pids of the processes that ran its trials."""
+    runs = runs_of(uri)
+    return {group: set(rows["tags.sweeplab.pid"]) for group, rows in runs.groupby("tags.sweeplab.fused_group")}
+
+
+def test_worker_processes_train_groups_side_by_side(tmp_path: Path) -> None:
+    """hydra.launcher.n_jobs=2: two groups (two batch sizes) train at once, each in a worker process of its own."""
+    args = [*FUSED, "hydra.launcher.n_jobs=2", "data.batch_size=32,64", "seed=1,2", "trainer.max_epochs=2", *NO_MODEL]
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 trained, 0 skipped, 0 failed" in result.stdout and "2 worker processes" in result.stdout
+    assert "fused group g1: jobs 0, 1 trained together" in result.stdout
+    assert "fused group g2: jobs 2, 3 trained together" in result.stdout
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 4 and set(runs.status) == {"FINISHED"}
+    assert (runs["metrics.test/accuracy"] > 0.5).all()
+    pids = _trial_pids(_store(tmp_path))
+    assert len(pids) == 2 and all(len(p) == 1 for p in pids.values())
+    assert len(set.union(*pids.values())) == 2  # one process a group
+    assert len(sweeps_of(_store(tmp_path))) == 1
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Processes whose working folder is ``folder`` (Linux)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(proc / "cwd").resolve() == folder.resolve():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+def test_sigterm_reaches_every_worker_and_kills_their_trials(tmp_path: Path) -> None:
+    """SIGTERM to the sweep's process only: it passes the signal to each worker, whose trials end
+    KILLED with their last.ckpt; the sweep exits 143 and leaves no process behind."""
+    args = [*FUSED, "hydra.launcher.n_jobs=2", "data.batch_size=32,64", "seed=1,2", "trainer.max_epochs=12", *NO_MODEL]
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    started = set()
+    for line in process.stdout:
+        if "epoch 3/12" in line:
+            started.add(line.split(":")[1].strip())
+            if len(started) == 2:  # both groups are training
+                break
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 4 and set(runs.status) == {"KILLED"}
+    for folder in runs["tags.sweeplab.run_dir"]:
+        assert (Path(folder) / "checkpoints" / "last.ckpt").is_file()
+    assert len(set.union(*_trial_pids(_store(tmp_path)).values())) == 2
+    assert _processes_in(tmp_path) == []

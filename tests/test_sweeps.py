@@ -30,7 +30,7 @@ def test_parallel_jobs_on_a_new_store_lose_nothing(tmp_path: Path) -> None:
     # this suite's OMP_NUM_THREADS=1), and the summary says so.
     expected = int(os.environ.get("OMP_NUM_THREADS") or max((os.cpu_count() or 1) // 4, 1))
     assert f"8 trained, 0 skipped, 0 failed; {expected} torch thread" in result.stdout
-    assert "4 joblib workers" in result.stdout
+    assert "4 worker processes" in result.stdout
     records = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/sweeplab_job.json")]
     assert len(records) == 8 and {r["torch_threads"] for r in records} == {expected}
     runs = runs_of(_store(tmp_path))

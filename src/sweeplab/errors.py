@@ -129,6 +129,9 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
 
+    def __reduce__(self) -> tuple[Any, tuple[int]]:  # from a worker process to its launcher
+        return Interrupted, (self.signum,)
+
 
 def run_cli(entry: Callable[[], Any], prog: str) -> None:
     """Run a Hydra entry point; on failure print `prog: error: <one line>` and exit 1."""

@@ -7,7 +7,9 @@ callbacks), and runs each group in this process: every job is the ordinary
 the whole group is one vectorised computation (``sweeplab.families.torch.fused``).
 Jobs that cannot train together (another architecture, a scikit-learn estimator, an
 agent, BatchNorm, a precision other than 32-bit...) run as the basic launcher runs
-them, and the plan printed first says which and why.
+them, and the plan printed first says which and why. With ``n_jobs`` above 1 the groups
+(and the jobs that run alone) are shared among that many worker processes, which run
+them side by side (``worker.py``): a sweep of several groups uses several cores.
 
 Hydra imports every module under ``hydra_plugins`` when it starts: this one imports
 nothing heavy until a sweep launches.
@@ -19,7 +21,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,16 @@ SHARED = ("model", "data", "trainer", "text_model", "env", "agent")
 class FusedLauncherConf:
     _target_: str = "hydra_plugins.sweeplab_fused.fused_launcher.FusedLauncher"
     max_group: Any = None  # trials in one group at most; null: 32
+    n_jobs: Any = 1  # worker processes running groups side by side; 1: every group in this process
+
+
+@dataclass
+class Unit:
+    """What one process runs in turn: a group's jobs (``name`` set) or one job alone (``alone`` says why)."""
+
+    name: Any
+    jobs: list = field(default_factory=list)  # [(index in the batch, composed config)]
+    alone: Any = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="sweeplab")
@@ -83,22 +95,36 @@ def plan(configs: list[DictConfig], max_group: int) -> tuple[list[list[int]], di
     return groups, alone
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class FusedLauncher(Launcher):
-    def __init__(self, max_group: Any = None) -> None:
+    def __init__(self, max_group: Any = None, n_jobs: Any = 1) -> None:
         super().__init__()
-        if max_group is not None and (not isinstance(max_group, int) or isinstance(max_group, bool) or max_group < 2):
+        if max_group is not None and (not _whole(max_group) or max_group < 2):
             raise ValueError(
                 f"hydra.launcher.max_group={max_group!r}: give a whole number of trials, 2 or more (or null: {DEFAULT_MAX_GROUP})"
             )
+        if not _whole(n_jobs) or n_jobs < 1:
+            raise ValueError(
+                f"hydra.launcher.n_jobs={n_jobs!r}: give a whole number of worker processes, 1 or more (1: all in this process)"
+            )
         self.max_group = max_group or DEFAULT_MAX_GROUP
+        self.n_jobs = n_jobs
         self.groups_launched = 0
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.started: list = []  # worker processes started at set-up, for the first batch
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.composed, self.compose_now = _keep_compositions(hydra_context.config_loader, config)
+        if self.n_jobs > 1:
+            from hydra_plugins.sweeplab_fused import worker
+
+            self.started = worker.start(self.n_jobs, self.n_jobs)  # they import while the sweeper composes the batch
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         """A job's config: the one the sweeper composed to check the batch, else composed now."""
@@ -126,29 +152,55 @@ class FusedLauncher(Launcher):
             with open_dict(cfg):
                 cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + index
             configs.append(cfg)
-        from sweeplab.sweeps.fused import running_alone
-
         groups, alone = plan(configs, self.max_group)
         names = [f"g{self.groups_launched + n}" for n in range(1, len(groups) + 1)]  # an Optuna sweep launches batch after batch
         self.groups_launched += len(groups)
         label = {i: name for name, group in zip(names, groups) for i in group}
         print(_describe(dict(zip(names, groups)), alone, initial_job_idx), flush=True)
+        units = [Unit(name, [(i, configs[i]) for i in group]) for name, group in zip(names, groups)]
+        units += [Unit(None, [(i, configs[i])], why) for i, why in sorted(alone.items()) if i not in label]
         returns: dict[int, JobReturn] = {}
-        pending: BaseException | None = None
-        for name, group in zip(names, groups):
-            if pending is None:
-                pending = self._run_group(name, [(i, configs[i]) for i in group], initial_job_idx, returns)
-        for index in sorted(alone):
-            if pending is None and index not in label:
-                running_alone(alone[index])
-                try:
-                    returns[index] = self._run(configs[index])
-                finally:
-                    running_alone(None)
-                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        from hydra_plugins.sweeplab_fused import worker
+
+        workers = min(self.n_jobs, len(units))
+        if workers > 1:
+            pending = worker.run_in_workers(self, units, initial_job_idx, returns, self.started)
+        else:
+            workers, pending = 0, self.run_units(units, initial_job_idx, returns)
+        for process in self.started[workers:]:  # started at set-up, not needed by this batch
+            worker.send(process, b"")
+        self.started = []  # a later batch (an Optuna sweep) starts its own
         if pending is not None:
             raise pending
         return [returns[i] for i in range(len(configs)) if i in returns]
+
+    def run_units(self, units: list[Unit], first: int, returns: dict[int, JobReturn]) -> BaseException | None:
+        """Run ``units`` in turn into ``returns``; return the interrupt that ended them, if one did."""
+        from sweeplab import signals
+        from sweeplab.sweeps.fused import running_alone
+
+        assert self.config is not None
+        for unit in units:
+            if unit.name is not None:
+                # A job run alone before (an earlier Optuna batch) leaves a late signal ending the process at once.
+                previous = signals.catch()
+                try:
+                    pending = self._run_group(unit.name, unit.jobs, first, returns)
+                finally:
+                    signals.restore(previous)
+            else:
+                (index, cfg), pending = unit.jobs[0], None
+                running_alone(unit.alone)
+                try:
+                    returns[index] = self._run(cfg)
+                except KeyboardInterrupt as exc:
+                    pending = exc
+                finally:
+                    running_alone(None)
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            if pending is not None:
+                return pending
+        return None
 
     def _run_group(self, name: str, jobs: list[tuple[int, DictConfig]], first: int, returns: dict[int, JobReturn]) -> BaseException | None:
         """Run one group's jobs; return the interrupt that ended it, if one did."""

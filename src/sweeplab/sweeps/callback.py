@@ -45,9 +45,10 @@ def record_job(status: str, run_id: str | None = None, error: str | None = None)
     torch = sys.modules.get("torch")
     if torch is not None and status == "trained":
         # How many threads this job's torch used: a parallel launcher's workers share the cores
-        # (joblib's workers get cores / n_jobs through OMP_NUM_THREADS unless the user set it).
+        # (joblib's and the fused launcher's workers get cores / n_jobs through OMP_NUM_THREADS unless the user set it).
         record["torch_threads"] = torch.get_num_threads()
-        record["workers"] = hc.launcher.get("n_jobs") if "joblib" in str(hc.launcher.get("_target_", "")) else 1
+        parallel = any(name in str(hc.launcher.get("_target_", "")) for name in ("joblib", "fused"))
+        record["workers"] = hc.launcher.get("n_jobs") if parallel else 1
     folder = Path(hc.runtime.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps(record))
@@ -93,7 +94,7 @@ def summarize(sweep_dir: Path, never_started: dict[int, str] | None = None) -> s
     threads = {(r["torch_threads"], r["workers"]) for r in by_status["trained"] if "torch_threads" in r}
     if len(threads) == 1:
         (count, workers), cores = threads.pop(), os.cpu_count()
-        parallel = f" ({cores} cores, {workers} joblib workers; OMP_NUM_THREADS sets it)" if workers != 1 else ""
+        parallel = f" ({cores} cores, {workers} worker processes; OMP_NUM_THREADS sets it)" if workers != 1 else ""
         lines[0] += f"; {count} torch thread{'s' if count != 1 else ''} a job{parallel}"
     groups: dict[str, list[int]] = {}
     for r in records:
