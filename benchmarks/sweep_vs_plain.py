@@ -14,7 +14,9 @@ Then the same 12 runs in this process with a timer around each step of
 
 Fused sweeps (``--fused``): the same grid on ``hydra/launcher=fused`` (target <= 1.3x,
 goal 1.0x), then the grid over seeds 1-8, 48 runs, fused and basic against the plain
-script (target <= 0.9x, goal 0.6x).
+script (target <= 0.9x, goal 0.6x). Each fused sweep runs twice: its groups in turn in
+one process, and side by side in 2 worker processes (``hydra.launcher.n_jobs=2``, each
+worker's torch on cores / 2 threads, as the launcher sets it).
 
     python benchmarks/sweep_vs_plain.py [--joblib] [--fused] [--threads 2]
 """
@@ -34,9 +36,12 @@ GRID = ["optimizer.lr=0.001,0.003,0.01", "data.batch_size=32,64", "seed=1,2"]
 HERE = Path(__file__).resolve().parent
 
 
-def _wall(command: list[str], cwd: Path, threads: int) -> float:
+def _wall(command: list[str], cwd: Path, threads: int | None) -> float:
+    """Seconds ``command`` took; ``threads`` None: each process's torch threads as sweeplab sets them."""
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if threads is None:
+        env.pop("OMP_NUM_THREADS")
     env.pop("MLFLOW_TRACKING_URI", None)
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
@@ -117,10 +122,12 @@ def _fused_48(python: str, sweeplab_train: str, threads: int) -> None:
         folder = Path(tmp)
         plain = _wall([python, str(HERE / "plain_sweep.py"), str(folder / "plain"), str(threads), "8"], folder, threads)
         fused = _wall([sweeplab_train, "-m", "hydra/launcher=fused", *grid], folder / "fused", threads)
+        workers = _wall([sweeplab_train, "-m", "hydra/launcher=fused", "hydra.launcher.n_jobs=2", *grid], folder / "fused2", None)
         basic = _wall([sweeplab_train, "-m", *grid], folder / "basic", threads)
     print(
         f"48-run grid (seeds 1-8): plain script {plain:.1f} s; fused launcher {fused:.1f} s: {fused / plain:.2f}x (target <= 0.9x, goal 0.6x);"
     )
+    print(f"  fused, groups side by side in 2 workers: {workers:.1f} s: {workers / plain:.2f}x")
     print(f"  basic launcher {basic:.1f} s: {basic / plain:.2f}x")
 
 
@@ -144,6 +151,9 @@ def main() -> None:
         if args.fused:
             fused = _wall([sweeplab_train, "-m", "hydra/launcher=fused", *GRID], Path(c) / "f12", args.threads)
             print(f"  fused launcher: {fused:.1f} s: {fused / plain:.2f}x the plain script (target <= 1.3x, goal 1.0x)")
+            command = [sweeplab_train, "-m", "hydra/launcher=fused", "hydra.launcher.n_jobs=2", *GRID]
+            workers = _wall(command, Path(c) / "f12w", None)
+            print(f"  fused, groups side by side in 2 workers: {workers:.1f} s: {workers / plain:.2f}x")
     if args.fused:
         _fused_48(python, sweeplab_train, args.threads)
     breakdown(args.threads)

@@ -4,6 +4,7 @@ computation, and each is still the run its solo launch would have made."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -352,3 +353,25 @@ def test_sigterm_reaches_every_worker_and_kills_their_trials(tmp_path: Path) -> 
         assert (Path(folder) / "checkpoints" / "last.ckpt").is_file()
     assert len(set.union(*_trial_pids(_store(tmp_path)).values())) == 2
     assert _processes_in(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+def test_a_worker_that_dies_leaves_no_run_running(tmp_path: Path) -> None:
+    """A worker killed outright (SIGKILL, out of memory): the other worker's group finishes, the dead
+    one's trials end KILLED, and the sweep fails in one line naming the worker."""
+    args = [*FUSED, "hydra.launcher.n_jobs=2", "data.batch_size=32,64", "seed=1,2", "trainer.max_epochs=6", *NO_MODEL]
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "g2: epoch 2/6" in line:
+            break
+    victim = next(pid for pid in _processes_in(tmp_path) if pid != process.pid and "worker" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(victim, signal.SIGKILL)
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == 1
+    assert f"worker process (pid {victim}) ended with exit code -9 before it reported its jobs" in err
+    runs = runs_of(_store(tmp_path))
+    by_pid = runs.groupby("tags.sweeplab.pid").status.apply(set).to_dict()
+    assert by_pid.pop(str(victim)) == {"KILLED"} and list(by_pid.values()) == [{"FINISHED"}]
+    assert all("its fused sweep's worker process died" in why for why in runs[runs.status == "KILLED"]["tags.sweeplab.error"])
