@@ -309,6 +309,8 @@ def test_worker_processes_train_groups_side_by_side(tmp_path: Path) -> None:
     assert "4 trained, 0 skipped, 0 failed" in result.stdout and "2 worker processes" in result.stdout
     assert "fused group g1: jobs 0, 1 trained together" in result.stdout
     assert "fused group g2: jobs 2, 3 trained together" in result.stdout
+    shares = sorted(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("sweeplab fused: worker "))
+    assert [share.split(": ")[1] for share in shares] == ["g1", "g2"]
     runs = runs_of(_store(tmp_path))
     assert len(runs) == 4 and set(runs.status) == {"FINISHED"}
     assert (runs["metrics.test/accuracy"] > 0.5).all()

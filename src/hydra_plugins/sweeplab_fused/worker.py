@@ -70,6 +70,8 @@ def run_in_workers(
             for k, (process, share) in enumerate(zip(processes, shares)):
                 result = Path(folder) / f"worker-{k}.pkl"
                 workers.append((process, result))
+                runs = ", ".join(u.name if u.name else f"job {first + u.jobs[0][0]}" for u in share)
+                print(f"sweeplab fused: worker {k + 1} (pid {process.pid}): {runs}", flush=True)
                 send(process, pickle.dumps((str(result), cloudpickle.dumps({**work, "units": share}))))
         except KeyboardInterrupt as exc:
             stop = exc
