@@ -365,10 +365,13 @@ def test_a_worker_that_dies_leaves_no_run_running(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("sweeplab-train")
     process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
+    victim = 0
     for line in process.stdout:
+        if line.startswith("sweeplab fused: worker ") and line.rstrip().endswith("): g2"):
+            victim = int(line.split("(pid ")[1].split(")")[0])
         if "g2: epoch 2/6" in line:
             break
-    victim = next(pid for pid in _processes_in(tmp_path) if pid != process.pid and "worker" in Path(f"/proc/{pid}/cmdline").read_text())
+    assert victim in _processes_in(tmp_path)
     os.kill(victim, signal.SIGKILL)
     _, err = process.communicate(timeout=180)
     assert process.returncode == 1
