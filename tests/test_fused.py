@@ -320,6 +320,16 @@ def test_worker_processes_train_groups_side_by_side(tmp_path: Path) -> None:
     assert len(sweeps_of(_store(tmp_path))) == 1
 
 
+def test_one_group_with_workers_to_spare_trains_in_the_launchers_process(tmp_path: Path) -> None:
+    """n_jobs=2 but one group: no worker runs it, and the summary says each job's torch threads without workers."""
+    result = cli([*FUSED, "hydra.launcher.n_jobs=2", "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 trained, 0 skipped, 0 failed" in result.stdout and "fused group g1: jobs 0, 1 trained together" in result.stdout
+    assert "sweeplab fused: worker " not in result.stdout and "worker processes" not in result.stdout
+    assert {r["workers"] for r in map(json.loads, map(Path.read_text, tmp_path.glob("outputs/multirun/*/*/*/sweeplab_job.json")))} == {1}
+    assert len(set(runs_of(_store(tmp_path))["tags.sweeplab.pid"])) == 1
+
+
 def _processes_in(folder: Path) -> list[int]:
     """Processes whose working folder is ``folder`` (Linux)."""
     found = []

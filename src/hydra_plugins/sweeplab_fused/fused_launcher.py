@@ -162,14 +162,14 @@ class FusedLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         from hydra_plugins.sweeplab_fused import worker
 
-        workers = min(self.n_jobs, len(units))
-        if workers > 1:
-            pending = worker.run_in_workers(self, units, initial_job_idx, returns, self.started)
+        workers = min(self.n_jobs, len(units)) if len(units) > 1 else 0
+        for process in self.started[workers:]:  # started at set-up, not needed by this batch: still importing
+            worker.stop(process)
+        started, self.started = self.started[:workers], []  # a later batch (an Optuna sweep) starts its own
+        if workers:
+            pending = worker.run_in_workers(self, units, initial_job_idx, returns, started)
         else:
-            workers, pending = 0, self.run_units(units, initial_job_idx, returns)
-        for process in self.started[workers:]:  # started at set-up, not needed by this batch
-            worker.send(process, b"")
-        self.started = []  # a later batch (an Optuna sweep) starts its own
+            pending = self.run_units(units, initial_job_idx, returns)
         if pending is not None:
             raise pending
         return [returns[i] for i in range(len(configs)) if i in returns]

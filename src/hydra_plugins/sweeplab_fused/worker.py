@@ -41,9 +41,12 @@ def _signum(exc: BaseException) -> int:
 
 def start(n: int, n_jobs: int) -> list[subprocess.Popen]:
     """``n`` worker processes of ``n_jobs``, importing what a job needs meanwhile."""
+    from sweeplab.sweeps.fused import WORKERS_ENV
+
     env = dict(os.environ)
     # Each worker's torch gets its share of the cores, as joblib's workers do, unless the user chose.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_jobs)))
+    env[WORKERS_ENV] = str(n_jobs)  # what each job's record says of the processes sharing the cores
     command = [sys.executable, "-m", "hydra_plugins.sweeplab_fused.worker"]
     return [subprocess.Popen(command, stdin=subprocess.PIPE, env=env, start_new_session=True) for _ in range(n)]
 
@@ -99,6 +102,13 @@ def run_in_workers(
     if failed is not None and stop is None and not isinstance(failed, KeyboardInterrupt):
         _close_abandoned(launcher)
     return stop or failed
+
+
+def stop(process: subprocess.Popen) -> None:
+    """A worker started for work the batch does not have: it has run nothing yet."""
+    process.kill()
+    send(process, b"")
+    process.wait()
 
 
 def send(process: subprocess.Popen, work: bytes) -> None:

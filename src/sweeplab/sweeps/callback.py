@@ -47,8 +47,11 @@ def record_job(status: str, run_id: str | None = None, error: str | None = None)
         # How many threads this job's torch used: a parallel launcher's workers share the cores
         # (joblib's and the fused launcher's workers get cores / n_jobs through OMP_NUM_THREADS unless the user set it).
         record["torch_threads"] = torch.get_num_threads()
-        parallel = any(name in str(hc.launcher.get("_target_", "")) for name in ("joblib", "fused"))
-        record["workers"] = hc.launcher.get("n_jobs") if parallel else 1
+        launcher = str(hc.launcher.get("_target_", ""))
+        workers = hc.launcher.get("n_jobs") if "joblib" in launcher else 1
+        if "fused" in launcher:  # in one of the launcher's worker processes, or in the launcher's own
+            workers = os.environ.get(fused.WORKERS_ENV) or 1
+        record["workers"] = int(workers)
     folder = Path(hc.runtime.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps(record))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GROUP_TAG = "sweeplab.fused_group"  # on each run that trained in a group: "<sweep id>/<group>"
+WORKERS_ENV = "SWEEPLAB_FUSED_WORKERS"  # set in the launcher's worker processes (n_jobs > 1): how many it has
 _local = threading.local()  # the Member a job's thread is, if it runs in a fused group
 
 
