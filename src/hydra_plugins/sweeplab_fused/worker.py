@@ -18,6 +18,7 @@ as on SIGTERM (``sweeplab.sweeps.callback.watch_sweep_parent``).
 Hydra imports every module under ``hydra_plugins`` when it starts: nothing heavy at the top.
 """
 
+import atexit
 import os
 import signal
 import subprocess
@@ -48,7 +49,15 @@ def start(n: int, n_jobs: int) -> list[subprocess.Popen]:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_jobs)))
     env[WORKERS_ENV] = str(n_jobs)  # what each job's record says of the processes sharing the cores
     command = [sys.executable, "-m", "hydra_plugins.sweeplab_fused.worker"]
-    return [subprocess.Popen(command, stdin=subprocess.PIPE, env=env, start_new_session=True) for _ in range(n)]
+    processes = [subprocess.Popen(command, stdin=subprocess.PIPE, env=env, start_new_session=True) for _ in range(n)]
+    atexit.register(_stop_unused, processes)  # a sweep that ends before its launch (Ctrl-C, a bad override)
+    return processes
+
+
+def _stop_unused(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.stdin is not None and not process.stdin.closed:
+            stop(process)
 
 
 def run_in_workers(
@@ -138,14 +147,17 @@ def _close_abandoned(launcher: Any) -> None:
 
 
 def main() -> None:
-    try:  # what every job needs, while the launcher is still composing the sweep
-        import lightning.pytorch  # noqa: F401
-        import mlflow  # noqa: F401
+    try:
+        try:  # what every job needs, while the launcher is still composing the sweep
+            import lightning.pytorch  # noqa: F401
+            import mlflow  # noqa: F401
 
-        import sweeplab.train  # noqa: F401
-    except Exception:  # noqa: BLE001 - the job that needs it says what is wrong
-        pass
-    sent = sys.stdin.buffer.read()
+            import sweeplab.train  # noqa: F401
+        except Exception:  # noqa: BLE001 - the job that needs it says what is wrong
+            pass
+        sent = sys.stdin.buffer.read()
+    except KeyboardInterrupt:  # the sweep was interrupted before this worker started a job: nothing to close
+        sys.exit(128 + signal.SIGINT)
     if not sent:  # not needed: the batch had fewer units, or the sweep ended before it launched
         return
     import pickle
@@ -154,7 +166,6 @@ def main() -> None:
 
     where, work_bytes = pickle.loads(sent)  # plain strings and bytes
     result = Path(where)
-
     signals.take_over()  # as the console script: a signal ends this worker's runs KILLED
     returns: dict[int, Any] = {}
     pending: BaseException | None = None
