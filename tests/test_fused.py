@@ -390,3 +390,24 @@ def test_a_worker_that_dies_leaves_no_run_running(tmp_path: Path) -> None:
     by_pid = runs.groupby("tags.sweeplab.pid").status.apply(set).to_dict()
     assert by_pid.pop(str(victim)) == {"KILLED"} and list(by_pid.values()) == [{"FINISHED"}]
     assert all("its fused sweep's worker process died" in why for why in runs[runs.status == "KILLED"]["tags.sweeplab.error"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+def test_ctrl_c_while_workers_get_their_work_leaves_nothing_running(tmp_path: Path) -> None:
+    """Ctrl-C the moment the work is handed out (the workers may still be importing): exit 130,
+    no traceback, no worker left, no run RUNNING."""
+    args = [*FUSED, "hydra.launcher.n_jobs=2", "data.batch_size=32,64", "seed=1,2", "trainer.max_epochs=12", *NO_MODEL]
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("sweeplab fused: worker 2 "):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.rstrip().endswith("sweeplab-train: interrupted (SIGINT)")
+    time.sleep(0.5)
+    assert _processes_in(tmp_path) == []
+    runs = runs_of(_store(tmp_path))
+    assert "RUNNING" not in set(runs.status)
