@@ -109,7 +109,9 @@ def run_in_workers(
             returns.update(done)
             failed = failed or pending
     if failed is not None and stop is None and not isinstance(failed, KeyboardInterrupt):
-        _close_abandoned(launcher)
+        from sweeplab.sweeps.callback import close_left_running
+
+        close_left_running("its fused sweep's worker process died")  # it died (killed, out of memory)
     return stop or failed
 
 
@@ -127,23 +129,6 @@ def send(process: subprocess.Popen, work: bytes) -> None:
         process.stdin.close()
     except BrokenPipeError:  # it died while starting: the launcher says so once it is waited for
         pass
-
-
-def _close_abandoned(launcher: Any) -> None:
-    """A worker that died (killed, out of memory) left its runs RUNNING: mark them KILLED."""
-    from mlflow.tracking import MlflowClient
-
-    from sweeplab.record import liveness, tracking
-
-    config = launcher.config
-    if not tracking.uses_mlflow(config):
-        return
-    client = MlflowClient(tracking.tracking_uri(config))
-    experiment = client.get_experiment_by_name(str(config.experiment_name))
-    if experiment is not None:
-        query = f"tags.`sweeplab.sweep_id` = '{tracking.sweep_id_of(config.hydra.sweep.dir)}' and attributes.status = 'RUNNING'"
-        runs = client.search_runs([experiment.experiment_id], filter_string=query)
-        liveness.close_stale(client, runs, why="its fused sweep's worker process died")
 
 
 def main() -> None:

@@ -152,9 +152,16 @@ def close_interrupted(wait: float = 15.0) -> int:
     KILLED the sweep's runs they left RUNNING; return how many."""
     if not _started:
         return 0
-    from mlflow.tracking import MlflowClient
-
     close_sweep_run("KILLED")  # the sweep's own run, with its jobs
+    return close_left_running("the sweep was interrupted", wait)
+
+
+def close_left_running(why: str, wait: float = 15.0) -> int:
+    """In a sweep's parent: mark KILLED, tagged ``why``, the sweep's runs left RUNNING by
+    processes that are gone (waiting up to ``wait`` s for live ones to close their own); return how many."""
+    if not _started:
+        return 0
+    from mlflow.tracking import MlflowClient
 
     from sweeplab.record import liveness
 
@@ -169,7 +176,7 @@ def close_interrupted(wait: float = 15.0) -> int:
         if all(liveness.process_gone(r.data.tags) is not False for r in runs) or time.time() > deadline:
             break
         time.sleep(0.5)
-    return len(liveness.close_stale(client, runs, why="the sweep was interrupted"))
+    return len(liveness.close_stale(client, runs, why=why))
 
 
 _watching = False
