@@ -112,6 +112,47 @@ def test_a_group_whose_every_loss_turns_nan_fails_each_trial(tmp_path: Path) -> 
     assert all("loss became" in error for error in runs["tags.sweeplab.error"])
 
 
+def test_a_group_larger_than_its_memory_trains_in_rounds_with_the_same_numbers(tmp_path: Path) -> None:
+    """hydra.launcher.memory (40 MiB: two digits MLPs of about 17.6 MiB each) splits a group of 4 into
+    rounds of 2: the second round's runs start once the first round's have ended, and every trial
+    logs what it logs in one round of 4."""
+    grid = ["trainer.max_epochs=2", "model.dropout=0", "seed=1,2,3,4", *NO_MODEL]
+    whole, rounds = tmp_path / "whole", tmp_path / "rounds"
+    whole.mkdir(), rounds.mkdir()
+    result = cli([*FUSED, *grid], cwd=whole)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rounds" not in result.stdout and "g1: jobs 0, 1, 2, 3 train together" in result.stdout
+    result = cli([*FUSED, *grid, "hydra.launcher.memory=40MiB"], cwd=rounds)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if "rounds of" in x)
+    per_trial = float(line.split("about ")[1].split(" MiB")[0])
+    assert 40 // per_trial == 2, line
+    assert "g1: trains in 2 rounds of up to 2 jobs" in line and line.endswith("40.0 MiB allowed (hydra.launcher.memory)")
+    assert "g1: jobs 0, 1 train together" in result.stdout and "g1: jobs 2, 3 train together" in result.stdout
+    assert "4 trained, 0 skipped, 0 failed" in result.stdout
+    together, apart = _histories(_store(whole)), _histories(_store(rounds))
+    assert sorted(together) == sorted(apart) and len(apart) == 4
+    for name, (run, history, _) in apart.items():
+        assert run.info.status == "FINISHED" and run.data.tags["sweeplab.fused_group"].endswith("/g1")
+        assert history == together[name][1], name
+    runs = sorted((r.data.params["seed"], r.info.start_time, r.info.end_time) for r, _, _ in apart.values())
+    assert max(end for _, _, end in runs[:2]) <= min(start for _, start, _ in runs[2:])
+
+
+def test_a_trials_activations_are_counted_layer_by_layer_on_one_batch() -> None:
+    import torch
+    from torch import nn
+
+    from sweeplab.families.torch.fused import _activations
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
+    dataset = [(torch.zeros(4), 0)]
+    state = torch.get_rng_state()
+    assert _activations(net, dataset, batch_size=5) == 4 * 5 * (8 + 8 + 8 + 3)  # float32 outputs of each layer
+    assert net.training and torch.equal(torch.get_rng_state(), state)  # its mode and the random stream as they were
+    assert _activations(net, [("text", 0)], batch_size=5) == 0  # a sample that is not a tensor: left out
+
+
 def test_jobs_that_cannot_fuse_run_alone_and_are_named(tmp_path: Path) -> None:
     """BatchNorm (known once built) and a scikit-learn estimator (known from the config) train as solo runs."""
     result = cli([*FUSED, "model=deep_mlp,knn", "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path)
@@ -212,7 +253,23 @@ def test_plan_groups_by_model_data_and_trainer() -> None:
         3: "a scikit-learn estimator",
         4: "the last of a group split at max_group",
     }
-    assert plan(configs, max_group=32)[0] == [[0, 1, 4], [5, 6]]
+    assert plan(configs, max_group=32)[0] == plan(configs, max_group=None)[0] == [[0, 1, 4], [5, 6]]
+    seeds = [compose([f"seed={n}"]) for n in range(9)]
+    assert plan(seeds, max_group=None)[0] == [list(range(9))]  # no cap: the memory sets how many train at once
+    # Halved while a worker process would have nothing to do, never below 2 trials a group.
+    assert plan(seeds, max_group=None, workers=2)[0] == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
+    assert plan(seeds, max_group=None, workers=8)[0] == [[0, 1], [2, 3], [4, 5], [6, 7, 8]]
+    assert plan(seeds[:3], max_group=None, workers=2)[0] == [[0, 1, 2]]
+
+
+def test_the_memory_a_group_may_use_is_read_as_a_size() -> None:
+    from hydra_plugins.sweeplab_fused.fused_launcher import FusedLauncher
+
+    sizes = {None: None, 1000: 1000, "4GB": 4 * 10**9, "512MiB": 512 * 2**20, "1.5 kib": 1536, "64b": 64}
+    assert {given: FusedLauncher(memory=given).memory for given in sizes} == sizes
+    for bad in ("lots", "4 GB of it", 0, -1, "0MB", True):
+        with pytest.raises(ValueError, match=rf"hydra.launcher.memory={bad!r}: give bytes a group may use, e.g. 4GB"):
+            FusedLauncher(memory=bad)
 
 
 def test_worker_processes_get_about_as_many_jobs_each_in_the_sweeps_order() -> None:

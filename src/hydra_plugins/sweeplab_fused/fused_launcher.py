@@ -19,6 +19,7 @@ nothing heavy until a sweep launches.
 # sys.modules, where dataclasses would look its string annotations up.
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_GROUP = 32
+SHARE_OF_FREE = 0.5  # with hydra.launcher.memory=null, a group's round takes at most this share of the memory free
 # What trials of one group must share; everything else (optimizer, scheduler, seed, loss,
 # param_groups, callbacks, logger) may differ from trial to trial.
 SHARED = ("model", "data", "trainer", "text_model", "env", "agent")
@@ -41,7 +42,8 @@ SHARED = ("model", "data", "trainer", "text_model", "env", "agent")
 @dataclass
 class FusedLauncherConf:
     _target_: str = "hydra_plugins.sweeplab_fused.fused_launcher.FusedLauncher"
-    max_group: Any = None  # trials in one group at most; null: 32
+    max_group: Any = None  # trials in one group at most; null: no cap (the memory sets how many train at once)
+    memory: Any = None  # bytes a group's round may take on its device (e.g. 4GB); null: half of what is free
     n_jobs: Any = 1  # worker processes running groups side by side; 1: every group in this process
 
 
@@ -72,8 +74,10 @@ def _why_not_by_config(cfg: DictConfig) -> str | None:
     return None
 
 
-def plan(configs: list[DictConfig], max_group: int) -> tuple[list[list[int]], dict[int, str]]:
-    """([job indexes of each group], {job index: why it runs alone}) for composed ``configs``."""
+def plan(configs: list[DictConfig], max_group: int | None, workers: int = 1) -> tuple[list[list[int]], dict[int, str]]:
+    """([job indexes of each group], {job index: why it runs alone}) for composed ``configs``: groups
+    of at most ``max_group`` (None: no cap), halved while fewer groups and lone jobs than ``workers``
+    would leave a worker process idle."""
     alone: dict[int, str] = {}
     by_key: dict[str, list[int]] = {}
     for index, cfg in enumerate(configs):
@@ -88,10 +92,15 @@ def plan(configs: list[DictConfig], max_group: int) -> tuple[list[list[int]], di
         if len(members) == 1:
             alone[members[0]] = "no other job of the sweep shares its model, data and trainer"
             continue
-        groups += [members[i : i + max_group] for i in range(0, len(members), max_group)]
+        cap = max_group or len(members)
+        groups += [members[i : i + cap] for i in range(0, len(members), cap)]
     for group in [g for g in groups if len(g) == 1]:  # the tail of a split group
         alone[group[0]] = "the last of a group split at max_group"
         groups.remove(group)
+    while len(groups) + len(alone) < workers and groups and max(map(len, groups)) >= 4:
+        largest = max(groups, key=len)
+        at = groups.index(largest)
+        groups[at : at + 1] = [largest[: len(largest) // 2], largest[len(largest) // 2 :]]
     return groups, alone
 
 
@@ -100,17 +109,18 @@ def _whole(value: Any) -> bool:
 
 
 class FusedLauncher(Launcher):
-    def __init__(self, max_group: Any = None, n_jobs: Any = 1) -> None:
+    def __init__(self, max_group: Any = None, n_jobs: Any = 1, memory: Any = None) -> None:
         super().__init__()
         if max_group is not None and (not _whole(max_group) or max_group < 2):
             raise ValueError(
-                f"hydra.launcher.max_group={max_group!r}: give a whole number of trials, 2 or more (or null: {DEFAULT_MAX_GROUP})"
+                f"hydra.launcher.max_group={max_group!r}: give a whole number of trials, 2 or more (or null: as many as the memory holds)"
             )
         if not _whole(n_jobs) or n_jobs < 1:
             raise ValueError(
                 f"hydra.launcher.n_jobs={n_jobs!r}: give a whole number of worker processes, 1 or more (1: all in this process)"
             )
-        self.max_group = max_group or DEFAULT_MAX_GROUP
+        self.max_group: int | None = max_group
+        self.memory = parse_memory(memory)
         self.n_jobs = n_jobs
         self.groups_launched = 0
         self.config: DictConfig | None = None
@@ -152,7 +162,7 @@ class FusedLauncher(Launcher):
             with open_dict(cfg):
                 cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + index
             configs.append(cfg)
-        groups, alone = plan(configs, self.max_group)
+        groups, alone = plan(configs, self.max_group, self.n_jobs)
         names = [f"g{self.groups_launched + n}" for n in range(1, len(groups) + 1)]  # an Optuna sweep launches batch after batch
         self.groups_launched += len(groups)
         label = {i: name for name, group in zip(names, groups) for i in group}
@@ -203,8 +213,7 @@ class FusedLauncher(Launcher):
         return None
 
     def _run_group(self, name: str, jobs: list[tuple[int, DictConfig]], first: int, returns: dict[int, JobReturn]) -> BaseException | None:
-        """Run one group's jobs; return the interrupt that ended it, if one did."""
-        from sweeplab.families.torch import fused as fused_torch
+        """Run one group's jobs, in rounds of as many as the memory holds; return the interrupt that ended it, if one did."""
         from sweeplab.record import tracking
         from sweeplab.sweeps.fused import Member
 
@@ -212,17 +221,71 @@ class FusedLauncher(Launcher):
         label = f"{tracking.sweep_id_of(self.config.hydra.sweep.dir)}/{name}"
         members = [Member(num=first + i, group=label, console=(sys.stdout, sys.stderr)) for i, _ in jobs]
         stop: BaseException | None = None  # Ctrl-C or SIGTERM (they reach this thread): every open run ends KILLED
-        for member, (_, cfg) in zip(members, jobs):
-            try:
-                member.run(lambda cfg=cfg: self._run(cfg))  # up to its fit (or its end: skipped, a bad config)
-            except KeyboardInterrupt as exc:
-                stop = exc
-                member.wait_paused()
-                break
+        size: int | None = None  # the round's size, once the first job that reached its fit tells a trial's memory
+        start = 0
+        while start < len(jobs) and stop is None:
+            round_ = []
+            for member, (_, cfg) in zip(members[start:], jobs[start:]):
+                if size is not None and len(round_) == size:
+                    break
+                round_.append(member)
+                try:
+                    member.run(lambda cfg=cfg: self._run(cfg))  # up to its fit (or its end: skipped, a bad config)
+                except KeyboardInterrupt as exc:
+                    stop = exc
+                    member.wait_paused()
+                    break
+                if size is None and member.waiting:
+                    size = self._round_size(name, member.family, len(jobs) - start)
+            start += len(round_)
+            in_rounds = size is not None and size < len(jobs)
+            stop = self._train_round(name, label, round_, stop, in_rounds=in_rounds, one_at_a_time=size == 1)
+        for member, (index, _) in zip(members, jobs):
+            if member.error is not None and stop is None:
+                stop = member.error  # run_job returns a job's own failure; what escapes it is an interrupt
+            if member.result is not None:
+                returns[index] = member.result
+        return stop
+
+    def _round_size(self, name: str, family: Any, jobs: int) -> int:
+        """How many trials like ``family`` train at once: those whose estimated memory fits in
+        ``hydra.launcher.memory`` (null: half of what is free, over ``n_jobs``) on its device and on
+        the host, and whose runs the open-file limit leaves room for."""
+        from sweeplab.families.torch import fused as fused_torch
+
+        device = family.trainer.strategy.root_device
+        on_device, on_host = fused_torch.memory_per_trial(family)
+        free_device, free_host = fused_torch.free_memory(device)
+        share = SHARE_OF_FREE / self.n_jobs  # worker processes side by side share what is free
+        allowed = self.memory if self.memory is not None else int(free_device * share)
+        if device.type == "cpu":
+            size, per_trial = allowed // (on_device + on_host), on_device + on_host
+        else:
+            size, per_trial = min(allowed // on_device, int(free_host * share) // on_host), on_device
+        files = _open_file_room()
+        if min(size, files) >= jobs:
+            return jobs
+        rounds = -(-jobs // max(1, min(size, files)))
+        where = "hydra.launcher.memory" if self.memory is not None else f"half the memory free on {device}"
+        where += f", shared by {self.n_jobs} worker processes" if self.n_jobs > 1 and self.memory is None else ""
+        why = f"about {_size(per_trial)} a trial, {_size(allowed)} allowed ({where})"
+        if files < size:
+            why = f"{files} runs open at once at most, an eighth of the open-file limit (ulimit -n)"
+        size = -(-jobs // rounds)  # rounds of even size: 3, 2, 2 rather than 3, 3, 1
+        print(f"sweeplab fused: {name}: trains in {rounds} rounds of up to {size} jobs: {why}", flush=True)
+        return size
+
+    def _train_round(
+        self, name: str, label: str, members: list, stop: BaseException | None, in_rounds: bool, one_at_a_time: bool
+    ) -> BaseException | None:
+        """Train the ``members`` of a round that reached their fit together, then let each finish in turn."""
+        from sweeplab.families.torch import fused as fused_torch
+
+        assert self.config is not None
         waiting = [m for m in members if m.waiting]
         together, shape = [], None
         for member in waiting if stop is None else []:
-            why = fused_torch.why_alone(member.family)
+            why = "the memory holds one trial at a time" if one_at_a_time else fused_torch.why_alone(member.family)
             if why is None:
                 shape = shape or fused_torch.shape_of(member.family)
                 if fused_torch.shape_of(member.family) != shape:
@@ -232,7 +295,8 @@ class FusedLauncher(Launcher):
             else:
                 member.alone = why
         if len(together) == 1:
-            together[0].alone, together = "the only job of its group that reached training", []
+            rounds = " (its group trains in rounds to fit the memory)" if in_rounds else ""
+            together[0].alone, together = f"the only job of its {'round' if in_rounds else 'group'} that reached training{rounds}", []
         outcomes: dict[int, Any] = {}
         if together:
             print(f"sweeplab fused: {name}: jobs {', '.join(str(m.num) for m in together)} train together", flush=True)
@@ -250,12 +314,42 @@ class FusedLauncher(Launcher):
                 stop = exc
                 member.wait_done()
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        for member, (index, _) in zip(members, jobs):
-            if member.error is not None and stop is None:
-                stop = member.error  # run_job returns a job's own failure; what escapes it is an interrupt
-            if member.result is not None:
-                returns[index] = member.result
         return stop
+
+
+def _open_file_room() -> int:
+    """Runs one round may hold open: an eighth of the open-file limit (a run keeps 2 or 3 files open
+    while it waits: its train.log, the store), so a large group cannot run the process out of them."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return sys.maxsize
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return sys.maxsize if soft == resource.RLIM_INFINITY else max(2, soft // 8)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def parse_memory(value: Any) -> int | None:
+    """``hydra.launcher.memory`` in bytes: a whole number of bytes or a size such as 512MB, 4GiB (None: null)."""
+    if value is None:
+        return None
+    if _whole(value) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*", str(value), flags=re.IGNORECASE)
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(
+            f"hydra.launcher.memory={value!r}: give bytes a group may use, e.g. 4GB, 512MiB or 1000000 (null: half of what is free)"
+        )
+    unit = match[2].upper()
+    scale = 1 if unit == "B" else (1024 if "I" in unit else 1000) ** ("KMGT".index(unit[0]) + 1)
+    return int(float(match[1]) * scale)
 
 
 def _keep_compositions(loader: Any, master: DictConfig) -> tuple[dict[tuple[str, ...], DictConfig], Any]:

@@ -73,7 +73,7 @@ def run_in_workers(
 
     shares = _shares(units, launcher.n_jobs)
     work = {"config": launcher.config, "hydra_context": launcher.hydra_context, "task_function": launcher.task_function}
-    work.update(max_group=launcher.max_group, n_jobs=launcher.n_jobs, first=first, singletons=Singleton.get_state())
+    work.update(max_group=launcher.max_group, n_jobs=launcher.n_jobs, memory=launcher.memory, first=first, singletons=Singleton.get_state())
     stop: BaseException | None = None
     with tempfile.TemporaryDirectory(prefix="sweeplab-fused-") as folder:  # mode 0700
         workers: list[tuple[subprocess.Popen, Path]] = []
@@ -164,7 +164,7 @@ def main() -> None:
         work = cloudpickle.loads(work_bytes)
         setup_globals()
         Singleton.set_state(work["singletons"])
-        launcher = FusedLauncher(max_group=work["max_group"], n_jobs=work["n_jobs"])
+        launcher = FusedLauncher(max_group=work["max_group"], n_jobs=work["n_jobs"], memory=work["memory"])
         launcher.config, launcher.hydra_context, launcher.task_function = work["config"], work["hydra_context"], work["task_function"]
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
         pending = launcher.run_units(work["units"], work["first"], returns)
