@@ -164,6 +164,8 @@ def test_jobs_that_cannot_fuse_run_alone_and_are_named(tmp_path: Path) -> None:
     assert set(runs.status) == {"FINISHED"} and "tags.sweeplab.fused_group" not in runs.columns
     records = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/sweeplab_job.json")]
     assert sorted(r["alone"] for r in records)[0].startswith("BatchNorm1d")
+    # n_jobs=1 (the default): all four units in the launcher's own process, no worker started.
+    assert "sweeplab fused: worker " not in result.stdout and len(set(runs["tags.sweeplab.pid"])) == 1
 
 
 def test_ctrl_c_kills_the_group_and_resume_finishes_it(tmp_path: Path) -> None:

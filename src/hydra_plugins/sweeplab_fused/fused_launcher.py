@@ -172,7 +172,7 @@ class FusedLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         from hydra_plugins.sweeplab_fused import worker
 
-        workers = min(self.n_jobs, len(units)) if len(units) > 1 else 0
+        workers = min(self.n_jobs, len(units)) if self.n_jobs > 1 and len(units) > 1 else 0  # n_jobs=1: all in this process
         for process in self.started[workers:]:  # started at set-up, not needed by this batch: still importing
             worker.stop(process)
         started, self.started = self.started[:workers], []  # a later batch (an Optuna sweep) starts its own
