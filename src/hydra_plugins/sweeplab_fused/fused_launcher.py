@@ -214,6 +214,7 @@ class FusedLauncher(Launcher):
 
     def _run_group(self, name: str, jobs: list[tuple[int, DictConfig]], first: int, returns: dict[int, JobReturn]) -> BaseException | None:
         """Run one group's jobs, in rounds of as many as the memory holds; return the interrupt that ended it, if one did."""
+        from sweeplab.families.torch import fused as fused_torch
         from sweeplab.record import tracking
         from sweeplab.sweeps.fused import Member
 
@@ -235,7 +236,7 @@ class FusedLauncher(Launcher):
                     stop = exc
                     member.wait_paused()
                     break
-                if size is None and member.waiting:
+                if size is None and member.waiting and fused_torch.why_alone(member.family) is None:
                     size = self._round_size(name, member.family, len(jobs) - start)
             start += len(round_)
             in_rounds = size is not None and size < len(jobs)
