@@ -130,6 +130,7 @@ def test_a_group_larger_than_its_memory_trains_in_rounds_with_the_same_numbers(t
     assert "g1: trains in 2 rounds of up to 2 jobs" in line and line.endswith("40.0 MiB allowed (hydra.launcher.memory)")
     assert "g1: jobs 0, 1 train together" in result.stdout and "g1: jobs 2, 3 train together" in result.stdout
     assert "4 trained, 0 skipped, 0 failed" in result.stdout
+    assert "fused group g1: jobs 0, 1 | 2, 3 trained together in 2 rounds to fit the memory" in result.stdout
     together, apart = _histories(_store(whole)), _histories(_store(rounds))
     assert sorted(together) == sorted(apart) and len(apart) == 4
     for name, (run, history, _) in apart.items():

@@ -223,7 +223,7 @@ class FusedLauncher(Launcher):
         members = [Member(num=first + i, group=label, console=(sys.stdout, sys.stderr)) for i, _ in jobs]
         stop: BaseException | None = None  # Ctrl-C or SIGTERM (they reach this thread): every open run ends KILLED
         size: int | None = None  # the round's size, once the first job that reached its fit tells a trial's memory
-        start = 0
+        start = rounds_done = 0
         while start < len(jobs) and stop is None:
             round_ = []
             for member, (_, cfg) in zip(members[start:], jobs[start:]):
@@ -240,6 +240,9 @@ class FusedLauncher(Launcher):
                     size = self._round_size(name, member.family, len(jobs) - start)
             start += len(round_)
             in_rounds = size is not None and size < len(jobs)
+            for member in round_ if in_rounds else []:
+                member.round = rounds_done + 1
+            rounds_done += 1
             stop = self._train_round(name, label, round_, stop, in_rounds=in_rounds, one_at_a_time=size == 1)
         for member, (index, _) in zip(members, jobs):
             if member.error is not None and stop is None:

@@ -99,12 +99,14 @@ def summarize(sweep_dir: Path, never_started: dict[int, str] | None = None) -> s
         (count, workers), cores = threads.pop(), os.cpu_count()
         parallel = f" ({cores} cores, {workers} worker processes; OMP_NUM_THREADS sets it)" if workers != 1 else ""
         lines[0] += f"; {count} torch thread{'s' if count != 1 else ''} a job{parallel}"
-    groups: dict[str, list[int]] = {}
+    groups: dict[str, dict[int, list[int]]] = {}  # group -> its rounds (0: all at once) -> job numbers
     for r in records:
         if r.get("fused_group"):
-            groups.setdefault(r["fused_group"], []).append(r["num"])
-    for group, nums in groups.items():  # hydra/launcher=fused: which jobs trained together
-        lines.append(f"  fused group {group.rsplit('/', 1)[-1]}: jobs {', '.join(map(str, sorted(nums)))} trained together")
+            groups.setdefault(r["fused_group"], {}).setdefault(r.get("round", 0), []).append(r["num"])
+    for group, rounds in groups.items():  # hydra/launcher=fused: which jobs trained together
+        jobs = " | ".join(", ".join(map(str, sorted(nums))) for _, nums in sorted(rounds.items()))
+        how = f" in {len(rounds)} rounds to fit the memory" if set(rounds) != {0} else ""
+        lines.append(f"  fused group {group.rsplit('/', 1)[-1]}: jobs {jobs} trained together{how}")
     for r in records:
         if r.get("alone"):
             lines.append(f"  job {r['num']} trained alone: {r['alone']}")

@@ -34,6 +34,7 @@ class Member:
     family: Any = None  # what reached the fit: the job's family, set when it waits
     outcome: Any = None  # what the launcher hands back: the training's result or an exception
     alone: str | None = None  # why this job trained alone, if it did
+    round: int = 0  # its round, where its group trained in rounds to fit the memory (0: all at once)
     result: Any = None  # what the thread's function returned
     error: BaseException | None = None  # what it raised
     _paused: threading.Event = field(default_factory=threading.Event)  # at the fit, or done
@@ -113,4 +114,6 @@ def job_record() -> dict[str, Any]:
     if me is None:
         why = getattr(_local, "alone", None)
         return {"alone": why} if why else {}
-    return {"fused_group": me.group} if me.alone is None else {"alone": me.alone}
+    if me.alone is not None:
+        return {"alone": me.alone}
+    return {"fused_group": me.group, "round": me.round} if me.round else {"fused_group": me.group}
