@@ -243,7 +243,7 @@ class FusedLauncher(Launcher):
             for member in round_ if in_rounds else []:
                 member.round = rounds_done + 1
             rounds_done += 1
-            stop = self._train_round(name, label, round_, stop, in_rounds=in_rounds, one_at_a_time=size == 1)
+            stop = self._train_round(name, label, round_, stop, in_rounds=in_rounds)
         for member, (index, _) in zip(members, jobs):
             if member.error is not None and stop is None:
                 stop = member.error  # run_job returns a job's own failure; what escapes it is an interrupt
@@ -279,9 +279,7 @@ class FusedLauncher(Launcher):
         print(f"sweeplab fused: {name}: trains in {rounds} rounds of up to {size} jobs: {why}", flush=True)
         return size
 
-    def _train_round(
-        self, name: str, label: str, members: list, stop: BaseException | None, in_rounds: bool, one_at_a_time: bool
-    ) -> BaseException | None:
+    def _train_round(self, name: str, label: str, members: list, stop: BaseException | None, in_rounds: bool) -> BaseException | None:
         """Train the ``members`` of a round that reached their fit together, then let each finish in turn."""
         from sweeplab.families.torch import fused as fused_torch
 
@@ -289,7 +287,7 @@ class FusedLauncher(Launcher):
         waiting = [m for m in members if m.waiting]
         together, shape = [], None
         for member in waiting if stop is None else []:
-            why = "the memory holds one trial at a time" if one_at_a_time else fused_torch.why_alone(member.family)
+            why = fused_torch.why_alone(member.family)
             if why is None:
                 shape = shape or fused_torch.shape_of(member.family)
                 if fused_torch.shape_of(member.family) != shape:
@@ -332,12 +330,9 @@ def _open_file_room() -> int:
     return sys.maxsize if soft == resource.RLIM_INFINITY else max(2, soft // 8)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
+def _size(n: float) -> str:
+    """Bytes as people read them: 17.6 MiB, 2.3 GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def parse_memory(value: Any) -> int | None:
