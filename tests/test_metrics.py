@@ -157,3 +157,24 @@ def test_the_test_report_writes_the_confusion_matrix_scikit_learn_counts(tmp_pat
     assert (tmp_path / "classification_report.txt").read_text() == classification_report(
         y_true, y_pred, labels=[0, 1, 2, 3], target_names=names, digits=4, zero_division=0
     )
+
+
+def test_later_confusion_reports_reuse_the_first_crop_and_equal_a_tight_crop(tmp_path, monkeypatch) -> None:
+    """The crop of a confusion plot is laid out once per class names: a later report with other
+    counts is pixel for pixel what savefig(bbox_inches="tight") writes, without its layout pass."""
+    from PIL import Image
+
+    from sweeplab.reports import files
+
+    monkeypatch.setattr(files, "_CONFUSION_BOXES", {})
+    names = ["cat", "dog", "a much longer class name", "bird"]
+    rng = np.random.default_rng(1)
+    first, later = rng.integers(0, 40, (4, 4)), rng.integers(0, 400, (4, 4))
+    files._confusion_box(files._confusion_plot(first, names), names)
+    fig = files._confusion_plot(later, names)
+    monkeypatch.setattr(fig, "draw_without_rendering", lambda: pytest.fail("the crop was laid out again"))
+    files._save(fig, tmp_path / "reused.png", files._confusion_box(fig, names))
+    files._save(files._confusion_plot(later, names), tmp_path / "tight.png")
+    reused, tight = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "tight"))
+    assert reused.shape == tight.shape and np.array_equal(reused, tight)
+    assert list(files._CONFUSION_BOXES) == [tuple(names)]
