@@ -40,8 +40,12 @@ def _digits_rows(ids: np.ndarray) -> np.ndarray:
     return load_digits().data[ids].reshape(-1, 1, 8, 8).astype(np.float32)
 
 
-def test_a_network_run_logs_a_model_that_predicts_its_test_report(store, tmp_path: Path) -> None:
+def test_a_network_run_logs_a_model_that_predicts_its_test_report(store, tmp_path: Path, monkeypatch) -> None:
+    read: list[str] = []  # Model.log would read each metric's history to link its step-0 points (none) to the model
+    history = MlflowClient.get_metric_history
+    monkeypatch.setattr(MlflowClient, "get_metric_history", lambda self, run_id, key: read.append(key) or history(self, run_id, key))
     train_in_process([*store_overrides(store), *FAST, "trainer.max_epochs=2"], tmp_path / "run")
+    assert read == []
     run = _only_run(store["uri"])
     assert run["tags.sweeplab.model"] == f"runs:/{run.run_id}/model"
     model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
@@ -62,6 +66,8 @@ def test_a_network_run_logs_a_model_that_predicts_its_test_report(store, tmp_pat
     assert isinstance(mlflow.pytorch.load_model(f"runs:/{run.run_id}/model"), torch.nn.Module)
     logged = MlflowClient(store["uri"]).search_logged_models(experiment_ids=[run.experiment_id])
     assert [m.source_run_id for m in logged] == [run.run_id]  # in the run's experiment, linked to it
+    assert str(logged[0].status) == "READY" and len(logged[0].params) > 10
+    assert [o.model_id for o in MlflowClient(store["uri"]).get_run(run.run_id).outputs.model_outputs] == [logged[0].model_id]
 
 
 def test_a_models_requirements_are_this_environments_versions_and_it_is_not_scanned(store, tmp_path: Path, monkeypatch) -> None:

@@ -471,29 +471,20 @@ def _create_logged_model(client: Any, run_id: str, spec: dict[str, Any]) -> Any:
     )
 
 
-def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], example: Any, tokenizer: Any = None) -> Any:
-    """Log ``model`` to the run as ``model`` with its signature and input example; return MLflow's ModelInfo."""
-    import sys
+def log_model(tracking_uri: str, run_id: str, model: Any, spec: dict[str, Any], example: Any, tokenizer: Any = None) -> str:
+    """Log ``model`` to the run as ``model`` with its signature and input example; return its model id.
 
-    import mlflow
-    from mlflow.models import Model
+    Saved to a folder, then sent as the logged model's artifacts, as ``sync`` sends one saved
+    offline: the same files and MLmodel as ``Model.log``, without what it adds after saving (it
+    reads every metric's history of the run to link those of step 0 to the model, where sweeplab
+    logs none, and loads the model back to check the example it was just given). A third of a
+    run's model logging, which a fused group pays once per trial."""
+    import tempfile
 
-    signature = _signature(model, spec, example, tokenizer)
-    mlflow.set_tracking_uri(tracking_uri)
-    logged = _create_logged_model(mlflow.MlflowClient(tracking_uri), run_id, spec)
-    with _pins_from_this_environment():
-        return Model.log(
-            artifact_path=None,
-            name=MODEL_NAME,
-            model_id=logged.model_id,
-            flavor=sys.modules[__name__],
-            run_id=run_id,
-            model=model,
-            spec=spec,
-            signature=signature,
-            input_example=example,
-            tokenizer=tokenizer,
-        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, MODEL_NAME)
+        save_local(path, model, spec, example, tokenizer)
+        return log_saved_model(tracking_uri, run_id, path)
 
 
 def save_local(path: Path, model: Any, spec: dict[str, Any], example: Any, tokenizer: Any = None) -> None:
