@@ -355,9 +355,12 @@ def _keep_compositions(loader: Any, master: DictConfig) -> tuple[dict[tuple[str,
     """Keep what ``loader`` composes for ``master``'s jobs until the launcher takes it, and return
     the loader's own composition: a sweeper composes every job of a batch to check it
     (``validate_batch_is_legal``) just before it hands the batch over, then throws its copy
-    away, and the launcher would compose each job again (0.1 s a job)."""
+    away, and the launcher would compose each job again (0.1 s a job). Each shape of job is
+    composed once (``compose.shape_composer``)."""
+    from hydra_plugins.sweeplab_fused.compose import shape_composer
+
     kept: dict[tuple[str, ...], DictConfig] = {}
-    compose = loader.load_sweep_config
+    compose = shape_composer(loader)
 
     def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         cfg = compose(master_config, sweep_overrides)

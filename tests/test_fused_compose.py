@@ -1,0 +1,80 @@
+"""The fused launcher composes each shape of job once and gives every later job of that shape
+its own values: the configs must be exactly what Hydra composes for each job."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from hydra_plugins.sweeplab_fused.compose import shape_composer
+from sweeplab.config import CONFIG_MODULE, register_experiments
+
+# Jobs as a sweeper hands them over: each list one job's overrides.
+JOBS = [
+    ["optimizer.lr=0.001", "data.batch_size=32", "seed=1"],
+    ["optimizer.lr=0.003", "data.batch_size=64", "seed=2"],
+    ["optimizer.lr=0.01", "data.batch_size=32", "seed=2"],
+    ["model=cnn", "optimizer.lr=0.01", "seed=3"],  # a group chosen: another shape
+    ["model=cnn", "optimizer.lr=0.1", "seed=4"],
+    ["model.hidden_sizes=[64,32]", "optimizer=sgd", "optimizer.lr=0.5"],
+    ["model.hidden_sizes=[8]", "optimizer=sgd", "optimizer.lr=0.2"],
+    ["model.hidden_sizes=null", "optimizer=sgd", "optimizer.lr=0.2"],
+    ["+trainer.limit_train_batches=2", "trainer.max_epochs=1"],  # + adds: part of the shape
+    ["+trainer.limit_train_batches=3", "trainer.max_epochs=2"],  # another value added: another shape
+    ["trainer.max_epochs=3", "data.batch_size=${trainer.max_epochs}"],  # an interpolation as a value
+    ["trainer.max_epochs=4", "data.batch_size=${trainer.max_epochs}"],
+    ["experiment=optimizers_digits", "optimizer=adam", "seed=5"],
+    ["experiment=optimizers_digits", "optimizer=adam", "seed=6"],
+    ["optimizer.lr='0.5'", "data.batch_size=32", "seed=7"],  # a quoted string
+    ["model={hidden_sizes:[4]}", "seed=8"],  # a dict value: composed by Hydra
+    ["model.hidden_sizes=[4]", "model.hidden_sizes=[5]", "seed=9"],  # a key given twice: composed by Hydra
+]
+MASTER = ["hydra/launcher=fused", "hydra.job.config.override_dirname.exclude_keys=[seed]"]
+
+
+@pytest.fixture(scope="module")
+def loader():
+    register_experiments()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
+
+
+def _master(loader):
+    return loader.load_configuration(config_name="train", overrides=MASTER, run_mode=RunMode.MULTIRUN)
+
+
+def test_every_job_is_the_config_hydra_composes_and_each_shape_is_composed_once(loader, monkeypatch) -> None:
+    master = _master(loader)
+    expected = [loader.load_sweep_config(master, job) for job in JOBS]
+    composed: list[list[str]] = []
+    compose = loader.load_sweep_config
+    monkeypatch.setattr(loader, "load_sweep_config", lambda m, job: composed.append(job) or compose(m, job))
+    fast = shape_composer(loader)
+    got = [fast(master, job) for job in JOBS]
+    for job, want, have in zip(JOBS, expected, got):
+        assert OmegaConf.to_yaml(have) == OmegaConf.to_yaml(want), job
+        assert OmegaConf.is_struct(have) and not OmegaConf.is_readonly(have.hydra)
+    assert have.hydra.job.override_dirname == want.hydra.job.override_dirname != ""
+    assert got[1].hydra.overrides.task == JOBS[1] and got[1].hydra.job.override_dirname == "data.batch_size=64,optimizer.lr=0.003"
+    # Hydra composed the first of each shape, and the jobs it cannot copy.
+    assert composed == [JOBS[i] for i in (0, 3, 5, 8, 9, 10, 12, 15, 16)]
+    got[1].optimizer.lr = 99.0  # a job's config is its own
+    assert fast(master, JOBS[1]).optimizer.lr == 0.003
+
+
+def test_a_bad_value_fails_as_hydra_fails(loader) -> None:
+    master = _master(loader)
+    fast = shape_composer(loader)
+    fast(master, ["optimizer.lr=0.1", "trainer.max_epochs=2"])
+    for job in (["optimizer.lr=0.1", "trainer.max_epochs=2", "optimizer.no_such_key=1"], ["optimizer.lr=0.1", "trainer.max_epochs=[1"]):
+        with pytest.raises(Exception) as by_hydra:
+            loader.load_sweep_config(master, job)
+        with pytest.raises(type(by_hydra.value)):
+            fast(master, job)
+    with pytest.raises(ConfigCompositionException):
+        fast(master, ["optimizer.lr=0.1", "trainer.no_such_key=2"])
