@@ -89,3 +89,21 @@ def test_a_batch_holds_the_rows_its_sampler_drew() -> None:
     val_x, val_y = (torch.as_tensor(a) for a in dm.arrays("val"))
     batches = list(dm.val_dataloader())  # sequential: the split in order
     assert torch.equal(torch.cat([b[0] for b in batches]), val_x) and torch.equal(torch.cat([b[1] for b in batches]), val_y.long())
+
+
+def test_a_bundled_data_set_is_read_once_a_process_and_each_caller_gets_its_own_arrays(monkeypatch) -> None:
+    from sklearn import datasets
+
+    from sweeplab.data import sklearn_data
+
+    sklearn_data._read.cache_clear()
+    reads: list[int] = []
+    load = datasets.load_digits
+    monkeypatch.setattr(datasets, "load_digits", lambda: reads.append(1) or load())
+    first, second = (DigitsDataModule(seed=1) for _ in range(2))
+    x1, y1 = first.load_arrays()
+    x1[:] = -1.0  # one trial's data changed in place leaves the next trial's alone
+    x2, y2 = second.load_arrays()
+    assert len(reads) == 1
+    assert np.array_equal(x2, load().data) and np.array_equal(y2, load().target)
+    sklearn_data._read.cache_clear()

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 
 from sweeplab.data.base import ArrayDataModule, Task
+
+
+@functools.cache
+def _read(name: str) -> Any:
+    """scikit-learn's ``load_<name>()``, read once a process: a fused group sets up each trial's data from it."""
+    from sklearn import datasets
+
+    return getattr(datasets, f"load_{name}")()
+
+
+def bundled(name: str) -> Any:
+    """``load_<name>()``, its arrays this caller's own."""
+    from sklearn.utils import Bunch
+
+    return Bunch(**{k: v.copy() if isinstance(v, np.ndarray) else v for k, v in _read(name).items()})
 
 
 class DigitsDataModule(ArrayDataModule):
@@ -15,9 +33,8 @@ class DigitsDataModule(ArrayDataModule):
     class_names = [str(i) for i in range(10)]
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_digits
-
-        return load_digits(return_X_y=True)
+        digits = bundled("digits")
+        return digits.data, digits.target
 
 
 class IrisDataModule(ArrayDataModule):
@@ -25,9 +42,7 @@ class IrisDataModule(ArrayDataModule):
     class_names = ["setosa", "versicolor", "virginica"]
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_iris
-
-        bunch = load_iris()
+        bunch = bundled("iris")
         self.feature_names = [str(n) for n in bunch.feature_names]
         return bunch.data, bunch.target
 
@@ -37,9 +52,7 @@ class WineDataModule(ArrayDataModule):
     class_names = ["class_0", "class_1", "class_2"]
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_wine
-
-        bunch = load_wine()
+        bunch = bundled("wine")
         self.feature_names = [str(n) for n in bunch.feature_names]
         return bunch.data, bunch.target
 
@@ -51,9 +64,7 @@ class BreastCancerDataModule(ArrayDataModule):
     class_names = ["malignant", "benign"]
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_breast_cancer
-
-        bunch = load_breast_cancer()
+        bunch = bundled("breast_cancer")
         self.feature_names = [str(n) for n in bunch.feature_names]
         return bunch.data, bunch.target
 
@@ -64,9 +75,7 @@ class DiabetesDataModule(ArrayDataModule):
     task = Task.REGRESSION
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_diabetes
-
-        bunch = load_diabetes()
+        bunch = bundled("diabetes")
         self.feature_names = [str(n) for n in bunch.feature_names]
         return bunch.data, bunch.target
 
