@@ -299,7 +299,13 @@ def test_each_job_is_composed_once_when_the_sweeper_checked_the_batch() -> None:
 
     calls: list[tuple[str, ...]] = []
 
+    class Repository:
+        def group_exists(self, name):
+            return False
+
     class Loader:
+        repository = Repository()
+
         def load_sweep_config(self, master_config, sweep_overrides):
             calls.append(tuple(sweep_overrides))
             return OmegaConf.create({"job": list(sweep_overrides), "hydra": {"job": {}}})
@@ -307,17 +313,20 @@ def test_each_job_is_composed_once_when_the_sweeper_checked_the_batch() -> None:
     class Context:
         config_loader = Loader()
 
-    master, other = OmegaConf.create({"name": "sweep"}), OmegaConf.create({"name": "another"})
+    def sweep(name):
+        return OmegaConf.create({"name": name, "hydra": {"overrides": {"hydra": []}, "job": {"config_name": "train"}}})
+
+    master, other = sweep("sweep"), sweep("another")
     launcher = FusedLauncher()
     launcher.setup(hydra_context=Context(), task_function=lambda cfg: None, config=master)
-    batch = [["seed=1"], ["seed=2"]]
+    batch = [["seed=1"], ["lr=2"]]  # keys of their own: each composed by the loader (a later seed= job would be a copy)
     checked = [Context.config_loader.load_sweep_config(master_config=master, sweep_overrides=job) for job in batch]  # the sweeper's check
     taken = [launcher._compose(job) for job in batch]
-    assert calls == [("seed=1",), ("seed=2",)] and [c.job for c in taken] == [["seed=1"], ["seed=2"]]
+    assert calls == [("seed=1",), ("lr=2",)] and [c.job for c in taken] == [["seed=1"], ["lr=2"]]
     assert taken[0] is checked[0] and not launcher.composed  # handed over, nothing kept
-    launcher._compose(["seed=3"])  # a job the sweeper did not check is composed now
-    Context.config_loader.load_sweep_config(other, ["seed=1"])  # another master config is not kept
-    assert calls[2:] == [("seed=3",), ("seed=1",)] and not launcher.composed
+    launcher._compose(["epochs=3"])  # a job the sweeper did not check is composed now
+    Context.config_loader.load_sweep_config(other, ["width=1"])  # another master config is not kept
+    assert calls[2:] == [("epochs=3",), ("width=1",)] and not launcher.composed
 
 
 @pytest.mark.parametrize("classes", [2, 5])
