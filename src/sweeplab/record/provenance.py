@@ -90,12 +90,11 @@ def setup_tags(family: Any) -> dict[str, str]:
 
 
 def record(client: Any, run_id: str, family: Any, data_name: str, resumed: bool) -> None:
-    """Provenance tags, and each split as an MLflow dataset input (the UI's
-    "Datasets" column): name ``<data>/<split>``, source the user's file or
-    folder (else the data module), digest the split's fingerprint, so two runs
-    on the same split show the same digest. A resumed run has them already."""
-    for key, value in setup_tags(family).items():
-        client.set_tag(run_id, key, value)
+    """Each split as an MLflow dataset input (the UI's "Datasets" column): name
+    ``<data>/<split>``, source the user's file or folder (else the data module),
+    digest the split's fingerprint, so two runs on the same split show the same
+    digest. A resumed run has them already. (The provenance tags, ``setup_tags``,
+    go with the run's params.)"""
     datamodule = getattr(family, "datamodule", None)
     if resumed or datamodule is None or not getattr(datamodule, "splits", None):
         return

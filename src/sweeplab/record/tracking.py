@@ -230,11 +230,13 @@ def reopen_run(logger: Any, run_id: str) -> None:
     skip_logged_steps(logger, run_id)  # an epoch trained again is not logged twice
 
 
-def describe_run(logger: Any, run_id: str, run_dir: Path, task: str, kind: str, cfg: DictConfig) -> None:
-    """Where the run's files are, what it computes, and every config value as a param."""
-    for key, value in (("sweeplab.run_dir", str(run_dir.resolve())), ("sweeplab.task", task), ("sweeplab.model_kind", kind)):
-        logger.experiment.set_tag(run_id, key, value)
-    log_params(logger.experiment, run_id, run_params(cfg))
+def describe_run(
+    logger: Any, run_id: str, run_dir: Path, task: str, kind: str, cfg: DictConfig, tags: dict[str, str], resumed: bool
+) -> None:
+    """Where the run's files are, what it computes, ``tags``, and every config value as a param:
+    one write to the store (a fused group starts its trials' runs in turn)."""
+    tags = {"sweeplab.run_dir": str(run_dir.resolve()), "sweeplab.task": task, "sweeplab.model_kind": kind, **tags}
+    log_params(logger.experiment, run_id, run_params(cfg), tags=tags, resumed=resumed)
 
 
 def skip_logged_steps(logger: Any, run_id: str) -> None:
@@ -357,18 +359,19 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+def log_params(client: Any, run_id: str, params: dict[str, Any], tags: dict[str, str] | None = None, resumed: bool = True) -> None:
     """``params`` (flattened) as the run's params, each whole up to what MLflow takes (6000
     characters; Lightning's MLFlowLogger cuts at 250, so runs whose hidden_sizes or data.path
-    differ past that showed the same value), then visibly cut. A param the run has already
-    (a resumed run) keeps its value: MLflow refuses to change one."""
-    from mlflow.entities import Param
+    differ past that showed the same value), then visibly cut, with ``tags`` in the same write.
+    A param the run has already (``resumed``) keeps its value: MLflow refuses to change one."""
+    from mlflow.entities import Param, RunTag
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-    logged = client.get_run(run_id).data.params
+    logged = client.get_run(run_id).data.params if resumed else {}
     items = [Param(key=str(k), value=cut(str(v), MAX_PARAM_VAL_LENGTH)) for k, v in flatten(dict(params)).items() if str(k) not in logged]
-    for start in range(0, len(items), 100):  # MLflow takes 100 params a call
-        client.log_batch(run_id, params=items[start : start + 100])
+    run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
+    for start in range(0, max(len(items), 1), 100):  # MLflow takes 100 params a call
+        client.log_batch(run_id, params=items[start : start + 100], tags=run_tags if start == 0 else [])
 
 
 def metric_points(metrics: dict[str, float], step: int | None, prefix: str, timestamp: int) -> list[Any]:
