@@ -159,22 +159,30 @@ def test_the_test_report_writes_the_confusion_matrix_scikit_learn_counts(tmp_pat
     )
 
 
-def test_later_confusion_reports_reuse_the_first_crop_and_equal_a_tight_crop(tmp_path, monkeypatch) -> None:
-    """The crop of a confusion plot is laid out once per class names: a later report with other
-    counts is pixel for pixel what savefig(bbox_inches="tight") writes, without its layout pass."""
+def test_later_confusion_reports_reuse_the_figure_and_crop_and_equal_a_fresh_tight_one(tmp_path, monkeypatch) -> None:
+    """The confusion plot of some class names is built and laid out once a process: a later report
+    with other counts, drawn on the kept figure, is pixel for pixel what a fresh figure saved with
+    savefig(bbox_inches="tight") gives, without its layout pass and with none of the earlier counts."""
     from PIL import Image
 
     from sweeplab.reports import files
 
     monkeypatch.setattr(files, "_CONFUSION_BOXES", {})
+    monkeypatch.setattr(files, "_CONFUSION_FIGURES", {})
     names = ["cat", "dog", "a much longer class name", "bird"]
     rng = np.random.default_rng(1)
     first, later = rng.integers(0, 40, (4, 4)), rng.integers(0, 400, (4, 4))
-    files._confusion_box(files._confusion_plot(first, names), names)
+    first[0, 1], later[0, 1] = 7, 0  # a count the later report must not show
+    kept = files._confusion_plot(first, names)
+    files._save(kept, tmp_path / "first.png", files._confusion_box(kept, names))
     fig = files._confusion_plot(later, names)
+    assert fig is kept and len(fig.axes[0].texts) == np.count_nonzero(later)
     monkeypatch.setattr(fig, "draw_without_rendering", lambda: pytest.fail("the crop was laid out again"))
     files._save(fig, tmp_path / "reused.png", files._confusion_box(fig, names))
-    files._save(files._confusion_plot(later, names), tmp_path / "tight.png")
+    monkeypatch.setattr(files, "_CONFUSION_FIGURES", {})
+    fresh = files._confusion_plot(later, names)
+    assert fresh is not kept
+    files._save(fresh, tmp_path / "tight.png")
     reused, tight = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "tight"))
     assert reused.shape == tight.shape and np.array_equal(reused, tight)
     assert list(files._CONFUSION_BOXES) == [tuple(names)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ def pyplot() -> Any:
 
 DPI, PAD_INCHES = 110, 0.1
 _CONFUSION_BOXES: dict[tuple[str, ...], Any] = {}  # class names -> the confusion plot's crop, in inches
+_CONFUSION_FIGURES: dict[tuple[str, ...], Any] = {}  # class names -> their confusion plot, drawn again for each report
+_CONFUSION_LOCK = threading.Lock()  # a kept figure shows one report's counts at a time
 
 
 def _save(fig, path: Path, box: Any = "tight") -> Path:
@@ -57,18 +60,36 @@ def _confusion_box(fig: Any, names: list[str]) -> Any:
 def _confusion_plot(matrix: np.ndarray, names: list[str]) -> Any:
     """The test confusion matrix: counts as colours, and as numbers where not 0 (a blank cell is
     no sample; the numbers that stand out are the errors). ConfusionMatrixDisplay writes every
-    cell, most of a digits report's time in text it draws."""
-    plt = pyplot()
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(4, 0.6 * n + 1.5)))
-    ax.imshow(matrix, cmap="viridis", vmin=0)
-    dark, light = plt.get_cmap("viridis")(0.0), plt.get_cmap("viridis")(1.0)
+    cell, most of a digits report's time in text it draws. The figure of these class names (axes,
+    ticks, labels) is built once a process and kept; each report sets its counts on it (a fifth
+    of a report's time, for a fused group's trials one after another). Callers hold
+    ``_CONFUSION_LOCK`` until it is saved."""
+    key = tuple(names)
+    fig = _CONFUSION_FIGURES.get(key)
+    if fig is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        pyplot()  # the missing-glyph warnings filtered
+        n = len(names)
+        fig = Figure(figsize=(max(4, 0.6 * n + 2), max(4, 0.6 * n + 1.5)))  # not pyplot's: kept, never closed
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.imshow(matrix, cmap="viridis", vmin=0)
+        ax.set(xticks=range(n), yticks=range(n), xlabel="Predicted label", ylabel="True label", title="Test confusion matrix")
+        ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticklabels(names)
+        _CONFUSION_FIGURES[key] = fig
+    ax = fig.axes[0]
+    for text in list(ax.texts):  # the counts of the report before
+        text.remove()
+    image = ax.images[0]
+    image.set_data(matrix)
+    image.set_clim(0, matrix.max())
+    dark, light = image.get_cmap()(0.0), image.get_cmap()(1.0)
     middle = matrix.max() / 2
     for i, j in zip(*np.nonzero(matrix)):
         ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=dark if matrix[i, j] > middle else light)
-    ax.set(xticks=range(n), yticks=range(n), xlabel="Predicted label", ylabel="True label", title="Test confusion matrix")
-    ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor")
-    ax.set_yticklabels(names)
     return fig
 
 
@@ -206,20 +227,20 @@ def write_test_report(
         path = out_dir / "classification_report.txt"
         path.write_text(report)
         written.append(path)
-        fig = _confusion_plot(confusion_matrix(y_true, y_pred, labels=labels), names)
-        path, box = out_dir / "confusion_matrix.png", _confusion_box(fig, names)
-    else:
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter(y_true, y_pred, s=10, alpha=0.6)
-        lo, hi = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
-        ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)
-        ax.set_xlabel("true")
-        ax.set_ylabel("predicted")
-        ax.set_title("Test predictions")
-        path, box = out_dir / "predicted_vs_true.png", "tight"
-        if data.time_ordered:
-            written.append(write_forecast_plot(y_true, y_pred, out_dir, ids))
-    written.append(_save(fig, path, box))
+        with _CONFUSION_LOCK:
+            fig = _confusion_plot(confusion_matrix(y_true, y_pred, labels=labels), names)
+            written.append(_save(fig, out_dir / "confusion_matrix.png", _confusion_box(fig, names)))
+        return written
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y_true, y_pred, s=10, alpha=0.6)
+    lo, hi = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title("Test predictions")
+    if data.time_ordered:
+        written.append(write_forecast_plot(y_true, y_pred, out_dir, ids))
+    written.append(_save(fig, out_dir / "predicted_vs_true.png"))
     return written
 
 
