@@ -149,7 +149,7 @@ def test_the_test_report_writes_the_confusion_matrix_scikit_learn_counts(tmp_pat
     assert {p.name for p in written} == {"test_predictions.csv", "classification_report.txt", "confusion_matrix.png"}
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 5000
     expected = confusion_matrix(y_true, y_pred)
-    ax = drawn[0].axes[0]
+    ax = drawn[0][0].axes[0]
     cells = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
     assert cells == {(i, j): int(expected[i, j]) for i, j in zip(*np.nonzero(expected))}
     assert np.array_equal(ax.images[0].get_array(), expected)
@@ -167,22 +167,20 @@ def test_later_confusion_reports_reuse_the_figure_and_crop_and_equal_a_fresh_tig
 
     from sweeplab.reports import files
 
-    monkeypatch.setattr(files, "_CONFUSION_BOXES", {})
-    monkeypatch.setattr(files, "_CONFUSION_FIGURES", {})
+    monkeypatch.setattr(files, "_CONFUSION_PLOTS", {})
     names = ["cat", "dog", "a much longer class name", "bird"]
     rng = np.random.default_rng(1)
     first, later = rng.integers(0, 40, (4, 4)), rng.integers(0, 400, (4, 4))
     first[0, 1], later[0, 1] = 7, 0  # a count the later report must not show
-    kept = files._confusion_plot(first, names)
-    files._save(kept, tmp_path / "first.png", files._confusion_box(kept, names))
-    fig = files._confusion_plot(later, names)
-    assert fig is kept and len(fig.axes[0].texts) == np.count_nonzero(later)
-    monkeypatch.setattr(fig, "draw_without_rendering", lambda: pytest.fail("the crop was laid out again"))
-    files._save(fig, tmp_path / "reused.png", files._confusion_box(fig, names))
-    monkeypatch.setattr(files, "_CONFUSION_FIGURES", {})
-    fresh = files._confusion_plot(later, names)
+    kept, kept_box = files._confusion_plot(first, names)
+    files._save(kept, tmp_path / "first.png", kept_box)
+    monkeypatch.setattr(kept, "draw_without_rendering", lambda: pytest.fail("the crop was laid out again"))
+    fig, box = files._confusion_plot(later, names)
+    assert fig is kept and box is kept_box and len(fig.axes[0].texts) == np.count_nonzero(later)
+    files._save(fig, tmp_path / "reused.png", box)
+    monkeypatch.setattr(files, "_CONFUSION_PLOTS", {})
+    fresh, _ = files._confusion_plot(later, names)
     assert fresh is not kept
     files._save(fresh, tmp_path / "tight.png")
     reused, tight = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "tight"))
     assert reused.shape == tight.shape and np.array_equal(reused, tight)
-    assert list(files._CONFUSION_BOXES) == [tuple(names)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -20,9 +21,7 @@ def _read(name: str) -> Any:
 
 def bundled(name: str) -> Any:
     """``load_<name>()``, its arrays this caller's own."""
-    from sklearn.utils import Bunch
-
-    return Bunch(**{k: v.copy() if isinstance(v, np.ndarray) else v for k, v in _read(name).items()})
+    return copy.deepcopy(_read(name))
 
 
 class DigitsDataModule(ArrayDataModule):

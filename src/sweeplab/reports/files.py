@@ -27,8 +27,7 @@ def pyplot() -> Any:
 
 
 DPI, PAD_INCHES = 110, 0.1
-_CONFUSION_BOXES: dict[tuple[str, ...], Any] = {}  # class names -> the confusion plot's crop, in inches
-_CONFUSION_FIGURES: dict[tuple[str, ...], Any] = {}  # class names -> their confusion plot, drawn again for each report
+_CONFUSION_PLOTS: dict[tuple[str, ...], tuple[Any, Any]] = {}  # class names -> (their confusion plot, its crop in inches)
 _CONFUSION_LOCK = threading.Lock()  # a kept figure shows one report's counts at a time
 
 
@@ -45,41 +44,31 @@ def _save(fig, path: Path, box: Any = "tight") -> Path:
     return path
 
 
-def _confusion_box(fig: Any, names: list[str]) -> Any:
-    """The crop ``bbox_inches="tight"`` gives the confusion plot of these class names. It does not
-    depend on the counts, drawn inside the axes, so a process writing many runs' reports (a fused
-    group) lays the figure out once for it, not twice a report (half a report's time)."""
+def _confusion_plot(matrix: np.ndarray, names: list[str]) -> tuple[Any, Any]:
+    """The test confusion matrix and its crop: counts as colours, and as numbers where not 0 (a
+    blank cell is no sample; the numbers that stand out are the errors). ConfusionMatrixDisplay
+    writes every cell, most of a digits report's time in text it draws. The figure of these class
+    names (axes, ticks, labels) and the crop ``bbox_inches="tight"`` would give it (the counts
+    are drawn inside the axes: it does not depend on them) are made once a process and kept;
+    each report sets its counts on the figure (a fused group's trials write theirs one after
+    another: 0.25 s to 0.13 s a digits report). Callers hold ``_CONFUSION_LOCK`` until it is saved."""
     key = tuple(names)
-    if key not in _CONFUSION_BOXES:
-        fig.set_dpi(DPI)
-        fig.draw_without_rendering()
-        _CONFUSION_BOXES[key] = fig.get_tightbbox(fig.canvas.get_renderer()).padded(PAD_INCHES)
-    return _CONFUSION_BOXES[key]
-
-
-def _confusion_plot(matrix: np.ndarray, names: list[str]) -> Any:
-    """The test confusion matrix: counts as colours, and as numbers where not 0 (a blank cell is
-    no sample; the numbers that stand out are the errors). ConfusionMatrixDisplay writes every
-    cell, most of a digits report's time in text it draws. The figure of these class names (axes,
-    ticks, labels) is built once a process and kept; each report sets its counts on it (a fifth
-    of a report's time, for a fused group's trials one after another). Callers hold
-    ``_CONFUSION_LOCK`` until it is saved."""
-    key = tuple(names)
-    fig = _CONFUSION_FIGURES.get(key)
-    if fig is None:
+    if key not in _CONFUSION_PLOTS:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         pyplot()  # the missing-glyph warnings filtered
         n = len(names)
-        fig = Figure(figsize=(max(4, 0.6 * n + 2), max(4, 0.6 * n + 1.5)))  # not pyplot's: kept, never closed
+        fig = Figure(figsize=(max(4, 0.6 * n + 2), max(4, 0.6 * n + 1.5)), dpi=DPI)  # not pyplot's: kept, never closed
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         ax.imshow(matrix, cmap="viridis", vmin=0)
         ax.set(xticks=range(n), yticks=range(n), xlabel="Predicted label", ylabel="True label", title="Test confusion matrix")
         ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticklabels(names)
-        _CONFUSION_FIGURES[key] = fig
+        fig.draw_without_rendering()
+        _CONFUSION_PLOTS[key] = fig, fig.get_tightbbox(fig.canvas.get_renderer()).padded(PAD_INCHES)
+    fig, box = _CONFUSION_PLOTS[key]
     ax = fig.axes[0]
     for text in list(ax.texts):  # the counts of the report before
         text.remove()
@@ -90,7 +79,7 @@ def _confusion_plot(matrix: np.ndarray, names: list[str]) -> Any:
     middle = matrix.max() / 2
     for i, j in zip(*np.nonzero(matrix)):
         ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=dark if matrix[i, j] > middle else light)
-    return fig
+    return fig, box
 
 
 def write_cluster_plot(features: np.ndarray, clusters: np.ndarray, labels: np.ndarray | None, out_dir: Path) -> Path:
@@ -228,8 +217,8 @@ def write_test_report(
         path.write_text(report)
         written.append(path)
         with _CONFUSION_LOCK:
-            fig = _confusion_plot(confusion_matrix(y_true, y_pred, labels=labels), names)
-            written.append(_save(fig, out_dir / "confusion_matrix.png", _confusion_box(fig, names)))
+            fig, box = _confusion_plot(confusion_matrix(y_true, y_pred, labels=labels), names)
+            written.append(_save(fig, out_dir / "confusion_matrix.png", box))
         return written
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(y_true, y_pred, s=10, alpha=0.6)
