@@ -12,7 +12,7 @@ import pytest
 from sweeplab.families.rl import evaluate
 from sweeplab.rl import envs, tabular
 
-from conftest import cli, runs_of, store_overrides, train_in_process
+from conftest import cli, runs_of, store_overrides, train_in_process, train_listing_imports
 
 FITTING = [
     *[
@@ -187,10 +187,13 @@ def test_a_dqn_budget_is_its_steps_and_trainer_max_epochs_is_refused(tmp_path: P
     ],
 )
 def test_bad_pairings_and_values_are_refused_before_a_run_exists(args: list[str], message: str, tmp_path: Path) -> None:
-    result = cli([*args, f"paths.outputs={tmp_path}"], cwd=tmp_path)
+    """Refused before a run exists, and before Lightning is imported: the line comes in about a
+    second, not after Lightning's imports (DQN's settings are checked without its module)."""
+    result, imported = train_listing_imports([*args, f"paths.outputs={tmp_path}"], tmp_path)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not imported & {"lightning", "torchmetrics", "torchvision"}, imported
     assert not (tmp_path / "mlflow.db").exists() or runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}").empty
 
 

@@ -31,7 +31,8 @@ ENV_OPTIONS = ("frozen_lake", "cliff_walking", "taxi", "cartpole")
 
 @functools.cache
 def agent_options() -> dict[str, type]:
-    """Every conf/agent option and its class (read once: the shipped files do not change)."""
+    """Every conf/agent option and its class (read once: the shipped files do not change). The
+    classes are the agents' settings; none imports Lightning (DQN's module does, when built)."""
     from importlib import resources
 
     options = {}
@@ -131,9 +132,6 @@ class ReinforcementFamily:
 
         cfg = self.cfg
         seed_everything(cfg.seed, torch=self.lightning)
-        if self.lightning:
-            check_accelerator(cfg)
-            quiet_lightning()
         self.env = hydra.utils.instantiate(cfg.env)
         self.eval_env = hydra.utils.instantiate(cfg.env)
         settings = OmegaConf.to_container(cfg.agent, resolve=True)
@@ -156,7 +154,9 @@ class ReinforcementFamily:
         if unknown:
             raise ValueError(f"agent.{unknown[0]}: agent={name} has no such setting; it takes {', '.join(taken + ['eval_episodes'])}")
         self.agent = hydra.utils.instantiate(settings)
-        if self.agent.uses_network:
+        if self.agent.uses_network:  # the pairing and the agent's settings are checked: now Lightning
+            check_accelerator(cfg)
+            quiet_lightning()
             net = hydra.utils.instantiate(
                 cfg.model, input_shape=tuple(self.env.observation_space.shape), num_outputs=int(self.env.action_space.n), _convert_="all"
             )
