@@ -64,7 +64,6 @@ def test_failed_run_in_sweep_does_not_stop_the_others(tmp_path: Path) -> None:
             ["data=imagenet"],
             "data=imagenet: no such option; valid choices: breast_cancer, cifar10, corpus, csv, diabetes, digits, fashion_mnist",
         ),
-        (["trainer.precision=bf17"], "Precision 'bf17' is invalid"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -95,6 +94,10 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
         (["data=csv", "data.path=missing.csv", "data.target=y"], "missing.csv"),
         (["logger.tracking_uri=http://127.0.0.1:9"], "no MLflow server answers there"),
         (["trainer.precision=16-mixed"], "the CPU has no float16 mixed precision"),
+        (
+            ["trainer.precision=bf17"],
+            "trainer.precision='bf17': not a precision Lightning knows; choose one of 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true",
+        ),
         (["resume=0123456789abcdef"], "no such MLflow run"),
     ],
 )
@@ -103,3 +106,17 @@ def test_bad_input_is_refused_before_lightning_is_imported(args: list[str], mess
     result, imported = train_listing_imports(args, tmp_path)
     assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
     assert not imported & {"lightning", "torchmetrics", "torchvision"}
+
+
+def test_the_precisions_checked_before_lightning_are_the_ones_lightning_takes() -> None:
+    """The list a typo is checked against is Lightning's own: a precision Lightning adds or drops
+    shows here, not as a good value refused or a bad one let through to the Trainer."""
+    from typing import get_args
+
+    from lightning.fabric.plugins.precision import precision as lightning_precision
+
+    from sweeplab.config import PRECISION_ALIASES, PRECISIONS
+
+    assert set(PRECISIONS) == set(get_args(lightning_precision._PRECISION_INPUT_STR))
+    assert set(PRECISION_ALIASES) == set(get_args(lightning_precision._PRECISION_INPUT_STR_ALIAS))
+    assert {str(p) for p in get_args(lightning_precision._PRECISION_INPUT_INT)} <= set(PRECISION_ALIASES)

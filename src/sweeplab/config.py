@@ -222,6 +222,13 @@ def available_accelerators() -> list[str]:
     return found
 
 
+# What Lightning's Trainer takes as precision (lightning.fabric.plugins.precision.precision:
+# _PRECISION_INPUT_STR and _PRECISION_INPUT_STR_ALIAS), checked here so a typo is refused before
+# Lightning is imported; tests/test_cli.py checks these against Lightning's own lists.
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine", "transformer-engine-float16")
+PRECISION_ALIASES = ("32", "16", "bf16", "64")
+
+
 def check_accelerator(cfg: DictConfig) -> None:
     """Fail at once, naming what this machine has, when the asked-for device is missing."""
     import torch
@@ -248,6 +255,11 @@ def check_accelerator(cfg: DictConfig) -> None:
             f"trainer=ddp trainer.accelerator=cpu trainer.devices={count}, or keep trainer.devices=1"
         )
     precision = str((cfg.get("trainer") or {}).get("precision", "32-true"))
+    if precision not in PRECISIONS and precision not in PRECISION_ALIASES and precision != "None":
+        raise ValueError(
+            f"trainer.precision={precision!r}: not a precision Lightning knows; choose one of {', '.join(PRECISIONS)} "
+            f"(or the short forms {', '.join(PRECISION_ALIASES)})"
+        )
     if on_cpu and precision in ("16-mixed", "16", "16-true"):
         raise ValueError(
             f"trainer.precision={precision}: the CPU has no float16 mixed precision; use bf16-mixed, 32-true or 64-true (or a GPU)"
