@@ -16,7 +16,7 @@ from sweeplab.data.text import CorpusDataModule, SentimentDataModule, TextCsvDat
 from sweeplab.text.corpora import gensim_data
 from sweeplab.text.tokenizers import PAD_ID, SPECIALS, UNK_ID, WordTokenizer, build_tokenizer, words
 
-from conftest import FAST, cli, runs_of, saved_predictions, store_overrides, train_in_process
+from conftest import FAST, cli, runs_of, saved_predictions, store_overrides, train_in_process, train_listing_imports
 
 REVIEWS = [
     ("a wonderful, moving film", "pos"),
@@ -371,13 +371,12 @@ def test_bert_fine_tunes_a_local_save_pretrained_folder_through_the_cli(tmp_path
             "model.weights=prajjwal1/bert-tiny: no such local folder; give the folder save_pretrained wrote, or add model.download_weights=true",
         ),
         ("offline", "model.weights=prajjwal1/bert-tiny with model.download_weights=true: the Hugging Face hub cannot be reached"),
-        ("mlp-on-text", "model=mlp does not read text; on data=sentiment use model=embedding_bag, bert or tfidf_logistic_regression"),
     ],
 )
 def test_text_errors_through_the_cli_are_one_line_and_nothing_is_left_running(case: str, message: str, tmp_path: Path) -> None:
     weights = {"no-tokenizer": str(tiny_bert(tmp_path / "m", with_tokenizer=False))}.get(case, "prajjwal1/bert-tiny")
     extra = ["model.download_weights=true"] if case == "offline" else []
-    args = ["model=mlp"] if case == "mlp-on-text" else ["model=bert", f"model.weights={weights}", *extra]
+    args = ["model=bert", f"model.weights={weights}", *extra]
     result = cli(["data=sentiment", *args, *FAST], cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -386,6 +385,17 @@ def test_text_errors_through_the_cli_are_one_line_and_nothing_is_left_running(ca
     if db.exists():
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             assert conn.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_read_text_is_refused_before_lightning_is_imported(tmp_path: Path) -> None:
+    result, imported = train_listing_imports(["data=sentiment", "model=mlp", *FAST], tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert "model=mlp does not read text; on data=sentiment use model=embedding_bag, bert or tfidf_logistic_regression" in lines[0]
+    assert not imported & {"lightning", "torchmetrics", "torchvision"}, imported
+    assert not (tmp_path / "outputs" / "mlflow.db").exists() or runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").empty
 
 
 # -- the experiments ----------------------------------------------------------------

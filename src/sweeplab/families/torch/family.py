@@ -28,11 +28,14 @@ class TorchFamily:
         self.cfg = cfg
 
     def prepare(self) -> None:
+        from sweeplab.data.text import check_text_pairing
+
         check_accelerator(self.cfg)
         seed_everything(self.cfg.seed)
         self.datamodule = hydra.utils.instantiate(self.cfg.data)
         self.datamodule.setup()
-        quiet_lightning()  # the data passed its checks: now Lightning's ~5 s of imports
+        check_text_pairing(self.datamodule, self.cfg.model, model_choice(self.cfg))
+        quiet_lightning()  # the data and the model's pairing with it passed their checks: now Lightning's ~5 s of imports
         self.module = build_module(self.cfg, self.datamodule)
         self.task = self.module.task
 
@@ -79,12 +82,10 @@ class TorchFamily:
 
 def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     """A torch network with its loss, optimizer and scheduler, in the LightningModule."""
-    from sweeplab.data.text import check_text_pairing
     from sweeplab.families.torch.module import SweepModule
 
     # Text data modules hand their vocabulary to the models that read it (model_inputs).
     inputs = datamodule.model_inputs() if hasattr(datamodule, "model_inputs") else {}
-    check_text_pairing(datamodule, cfg.model, model_choice(cfg))
     build = hydra.utils.instantiate(
         cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs, _convert_="all", _partial_=True
     )
