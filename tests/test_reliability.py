@@ -832,3 +832,10 @@ def test_params_are_whole_and_a_resumed_runs_params_keep_their_values(tmp_path: 
     params = client.get_run(run_id).data.params
     assert params["data.path"] == "p" * 250 and params["model.hidden_sizes"] == str([7] * 200)
     assert len(params["note"]) == 6000 and params["note"].endswith("n…")
+    # Params it has already, and no tags: nothing is written (Lightning's log_hyperparams on such a run).
+    writes = []
+    client.log_batch = lambda *args, **kwargs: writes.append((args, kwargs))
+    log_params(client, run_id, {"data": {"path": "p" * 300}})
+    assert writes == []
+    log_params(client, run_id, {}, tags={"sweeplab.task": "classification"})
+    assert len(writes) == 1 and [t.key for t in writes[0][1]["tags"]] == ["sweeplab.task"]

@@ -370,6 +370,8 @@ def log_params(client: Any, run_id: str, params: dict[str, Any], tags: dict[str,
     logged = client.get_run(run_id).data.params if resumed else {}
     items = [Param(key=str(k), value=cut(str(v), MAX_PARAM_VAL_LENGTH)) for k, v in flatten(dict(params)).items() if str(k) not in logged]
     run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
+    if not items and not run_tags:  # nothing new (Lightning's log_hyperparams on a run that has them all)
+        return
     for start in range(0, max(len(items), 1), 100):  # MLflow takes 100 params a call
         client.log_batch(run_id, params=items[start : start + 100], tags=run_tags if start == 0 else [])
 
