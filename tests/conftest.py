@@ -13,12 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import warm_processes
 
 # Under pytest-xdist every worker is one of `cores` processes: one torch thread each (and
 # for each console script a test starts, which inherits the variable), or the workers'
 # thread pools oversubscribe the cores and every matrix product waits on the others.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The console scripts the tests start are forked from a process that has imported torch,
+# Lightning and MLflow once (tests/warm_processes.py says what stays a cold process, and why).
+warm_processes.install()
 
 FAST = ["trainer.max_epochs=1", "callbacks=none"]
 # For tests of other concerns that start a process per run (launchers, signals): the first
@@ -30,6 +35,15 @@ CHECKOUT_OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"
 
 # The longest tests (about 2 minutes each on 2 cores: every documented command run as written).
 LONGEST = ("test_docs.py::test_every_documented_",)
+
+
+@pytest.fixture(autouse=True)
+def _cold_process_where_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("cold_process"):
+        with warm_processes.cold_processes():
+            yield
+    else:
+        yield
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import warm_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -184,6 +185,7 @@ def test_every_documented_sweeplab_command_runs_on_the_store_its_page_makes(tmp_
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PWD=str(tmp_path))
+    env = warm_processes.shell_env(env)  # the shell's sweeplab commands: forked from the warm process
     caps = [*QUICK_CAPS[:3], "print_config=false"]
     for sweep in (
         ["-m", "optimizer=adam,sgd", "seed=1,2"],

@@ -262,6 +262,7 @@ def test_gpus_are_counted_by_the_cuda_runtime_where_nvidias_library_is_missing(n
     assert (os.environ.get(base.NVML_CHECK) == "1") is nvml
 
 
+@pytest.mark.cold_process  # counts the collections a fresh interpreter makes while it imports
 def test_the_garbage_collector_waits_out_start_up_and_is_back_on_for_training(tmp_path: Path) -> None:
     """Start-up imports about a million objects; with the collector running the
     process made about ten full collections before its first step (1.2-1.4 s), and
