@@ -133,6 +133,7 @@ def serve(path: str) -> None:
 
     parent = os.getppid()
     env_before = dict(os.environ)
+    sys_path = sys.path[1:]  # a fresh interpreter's, before any import adds to it (ours has no PYTHONPATH)
     # What the imports print is what every fresh process prints: kept, and written again by each child.
     captured = {fd: tempfile.TemporaryFile() for fd in (1, 2)}
     saved = {fd: os.dup(fd) for fd in (1, 2)}
@@ -158,7 +159,6 @@ def serve(path: str) -> None:
         import_output[fd] = file.read()
         file.close()
     set_by_imports = {k: v for k, v in os.environ.items() if env_before.get(k) != v}
-    sys_path = [p for p in sys.path[1:] if p not in os.environ.get("PYTHONPATH", "").split(os.pathsep)]
     gc.collect()
 
     Path(path + ".json").write_text(json.dumps({"set_by_imports": set_by_imports, "import_time": _import_time_vars(env_before)}))
@@ -212,6 +212,14 @@ def serve(path: str) -> None:
                 conn.close()
 
 
+def _print_traceback(script: str) -> None:
+    """The traceback the interpreter prints, from the script's frame on: none of this module's or runpy's."""
+    kind, value, tb = sys.exc_info()
+    while tb is not None and tb.tb_frame.f_code.co_filename != script:
+        tb = tb.tb_next
+    sys.excepthook(kind, value.with_traceback(tb), tb)
+
+
 def _child(request: dict, fds: list[int], import_output: dict, set_by_imports: dict, sys_path: list[str]) -> None:
     """Become the console script a fresh interpreter would run, and end as it would."""
     import io
@@ -243,8 +251,9 @@ def _child(request: dict, fds: list[int], import_output: dict, set_by_imports: d
         return io.TextIOWrapper(binary, encoding=encoding, write_through=write and unbuffered, **text)
 
     sys.stdin = sys.__stdin__ = stream(0, False, errors=errors)
-    sys.stdout = sys.__stdout__ = stream(1, True, errors=errors, line_buffering=os.isatty(1))
-    sys.stderr = sys.__stderr__ = stream(2, True, errors="backslashreplace", line_buffering=True)
+    # As the interpreter makes them: line-buffered (stdout on a terminal, stderr always) unless unbuffered.
+    sys.stdout = sys.__stdout__ = stream(1, True, errors=errors, line_buffering=os.isatty(1) and not unbuffered)
+    sys.stderr = sys.__stderr__ = stream(2, True, errors="backslashreplace", line_buffering=not unbuffered)
     for fd, text in import_output.items():
         if text:
             os.write(fd, text)
@@ -269,10 +278,10 @@ def _child(request: dict, fds: list[int], import_output: dict, set_by_imports: d
             print(stop.code, file=sys.stderr)
             status = 1
     except KeyboardInterrupt:
-        sys.excepthook(*sys.exc_info())
+        _print_traceback(script)
         status, interrupted = 1, True
     except BaseException:  # noqa: BLE001  as the interpreter: a traceback and status 1
-        sys.excepthook(*sys.exc_info())
+        _print_traceback(script)
         status = 1
     # The interpreter's own end: wait for non-daemon threads, run atexit, flush.
     with contextlib.suppress(BaseException):
