@@ -138,6 +138,7 @@ def test_every_documented_command_that_uses_an_example_input_runs_as_written(tmp
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PWD=str(tmp_path), HF_HUB_OFFLINE="1")
+    env = warm_processes.shell_env(env)  # the shell's sweeplab commands: forked from a process imported offline
     makers = [(page, text) for page, text in _documented_lines() if text.startswith("python ")]
     users = [
         (page, text)

@@ -9,16 +9,19 @@ folder, environment, pipes and signals, that runs the installed script's own cod
 and ends the way Python ends (non-daemon threads joined, atexit handlers, a signal's
 exit status), in about a second instead of six to ten.
 
+Environment variables read while the libraries are imported (``OMP_NUM_THREADS``,
+``HF_HUB_OFFLINE``, ``PYTHONWARNINGS``, locales, ...) are the server's: a test that gives
+them other values gets a server of its own that imported with them (one such server at a
+time besides the worker's own, the last replaced by the next).
+
 What a fork cannot give, a cold process gives:
 
-- environment variables read while the libraries are imported (``OMP_NUM_THREADS``,
-  ``HF_HUB_OFFLINE``, ``PYTHONWARNINGS``, locales, ...) that differ from the server's:
-  the child is started the usual way;
 - what a test names with the ``cold_process`` marker: tests of what a process imports,
   prints while importing, or costs at start-up;
-- anything that is not one of the three console scripts (``python -c``, ``bash -c``),
-  or that asks for what a plain fork would ignore (``preexec_fn``, ``pass_fds``, a
-  user or group).
+- anything that is not one of the three console scripts (``python -c``; a shell's
+  ``sweeplab`` commands are warm children through the stand-ins ``shell_env`` puts on
+  its PATH), or that asks for what a plain fork would ignore (``preexec_fn``,
+  ``pass_fds``, a user or group).
 
 ``SWEEPLAB_TESTS_COLD=1`` runs every test with cold processes, to compare.
 
@@ -301,7 +304,10 @@ def _child(request: dict, fds: list[int], import_output: dict, set_by_imports: d
 
 # ---------------------------------------------------------------- the client, in each pytest worker
 
-_server: dict = {}
+# Servers by the import-time variables they imported under: the worker's own, and one other at a
+# time (a test that runs offline, say), replaced when another is asked for.
+_servers: dict[tuple, dict] = {}
+_made: dict[str, str] = {}  # what the libraries' imports set, learnt from the first server
 _server_lock = threading.Lock()
 _cold = {"on": False}
 _execute_child = subprocess.Popen._execute_child
@@ -321,18 +327,32 @@ def cold_processes():
         _cold["on"] = before
 
 
-def _socket_path() -> str:
-    """This worker's server, started on first use; its imports are made once, with this environment."""
+def _key(env: dict[str, str]) -> tuple:
+    return tuple(sorted(_comparable(env, _made).items()))
+
+
+def _socket_path(env: dict[str, str]) -> str:
+    """The server for ``env``'s import-time variables, started on first use; one with another
+    environment than this worker's replaces the last such one."""
     with _server_lock:
-        if _server and _server["process"].poll() is None:
-            return _server["path"]
+        key = _key(env)
+        server = _servers.get(key)
+        if server and server["process"].poll() is None:
+            return server["path"]
+        own = _key(dict(os.environ))
+        for other in [k for k in _servers if k not in (own, key)]:
+            _stop(_servers.pop(other))
         folder = tempfile.mkdtemp(prefix="sweeplab-warm-")
         path = os.path.join(folder, "server")
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         log = open(os.path.join(folder, "server.log"), "wb")  # noqa: SIM115  the server's own complaints, if any
         with cold_processes():
             process = subprocess.Popen(
-                [sys.executable, __file__, path], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                [sys.executable, __file__, path],
+                env={k: v for k, v in env.items() if k != "PYTHONPATH"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 300
         while not os.path.exists(path):
@@ -340,15 +360,21 @@ def _socket_path() -> str:
                 process.kill()
                 raise RuntimeError(f"the tests' warm process did not start: {Path(folder, 'server.log').read_text()[-2000:]}")
             time.sleep(0.05)
-        _server.update(process=process, path=path, folder=folder, **_server_facts(path))
+        facts = _server_facts(path)
+        _made.update(facts["set_by_imports"])
+        _servers[_key(env)] = {"process": process, "path": path, "folder": folder, **facts}
         return path
 
 
-def _stop_server() -> None:
-    if _server:
-        _server["process"].kill()
-        _server["process"].wait()
-        shutil.rmtree(_server["folder"], ignore_errors=True)
+def _stop(server: dict) -> None:
+    server["process"].kill()
+    server["process"].wait()
+    shutil.rmtree(server["folder"], ignore_errors=True)
+
+
+def _stop_servers() -> None:
+    for server in _servers.values():
+        _stop(server)
 
 
 def _script_of(call: inspect.BoundArguments) -> str | None:
@@ -381,16 +407,16 @@ def _warm_execute_child(self, *args) -> None:
     script = _script_of(call)
     env = call.arguments["env"]
     env = {os.fsdecode(k): os.fsdecode(v) for k, v in (env if env is not None else os.environ).items()}
-    if script is None or (_server and not _fits(env, _server)):
+    if script is None:
         return _execute_child(self, *args)
     a = call.arguments
     try:
-        path = _socket_path()
+        path = _socket_path(env)
     except (OSError, RuntimeError) as exc:  # the suite is still right with cold processes, only slower
         _cold["on"] = True
         warnings.warn(f"the tests' warm process is unavailable, every console script starts cold: {exc}", stacklevel=2)
         return _execute_child(self, *args)
-    if not _fits(env, _server):
+    if not _fits(env, _server_facts(path)):  # a variable the imports set, given another value
         return _execute_child(self, *args)
     fds = [a["p2cread"], a["c2pwrite"], a["errwrite"]]
     listed = [os.fsdecode(x) for x in a["args"]]
@@ -479,7 +505,10 @@ def stand_in(script: str, path: str) -> None:
     env = dict(os.environ)
     if _cold["on"] or env.get("SWEEPLAB_TESTS_COLD") == "1" or not os.path.exists(path) or not _fits(env, _server_facts(path)):
         os.execv(script, [script, *sys.argv[1:]])
-    pid, conn = _fork_child(path, script, [script, *sys.argv[1:]], os.getcwd(), env, False, [0, 1, 2])
+    try:
+        pid, conn = _fork_child(path, script, [script, *sys.argv[1:]], os.getcwd(), env, False, [0, 1, 2])
+    except OSError:  # its server was replaced meanwhile
+        os.execv(script, [script, *sys.argv[1:]])
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, lambda number, frame: os.kill(pid, number))
     try:
@@ -497,7 +526,7 @@ def shell_env(env: dict[str, str]) -> dict[str, str]:
     with it (``bash -c "sweeplab compare ..."``) are warm children too."""
     if _cold["on"] or os.environ.get("SWEEPLAB_TESTS_COLD") == "1":
         return env
-    folder = Path(_socket_path()).parent
+    folder = Path(_socket_path(env)).parent
     return {**env, "PATH": f"{folder / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"}
 
 
@@ -508,7 +537,7 @@ def install() -> None:
     subprocess.Popen._execute_child = _warm_execute_child
     subprocess.Popen._try_wait = _warm_try_wait
     subprocess.Popen._internal_poll = _warm_internal_poll
-    atexit.register(_stop_server)
+    atexit.register(_stop_servers)
 
 
 if __name__ == "__main__":
