@@ -26,13 +26,19 @@ def _git(*args: str, cwd: Path) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+_roots: dict[Path, Path | None] = {}  # working directory -> its repository, looked up once a process
+
+
 def git_root() -> Path | None:
-    """The repository of the working directory, else of the sweeplab source (an editable checkout)."""
-    for where in (Path.cwd(), Path(__file__).resolve().parent):
-        top = _git("rev-parse", "--show-toplevel", cwd=where)
-        if top:
-            return Path(top.strip())
-    return None
+    """The repository of the working directory, else of the sweeplab source (an editable checkout).
+
+    Asked once a folder per process: a process that runs many jobs (a fused group, the basic
+    launcher's jobs one after another) asked git for it twice a job."""
+    cwd = Path.cwd()
+    if cwd not in _roots:
+        tops = (_git("rev-parse", "--show-toplevel", cwd=where) for where in (cwd, Path(__file__).resolve().parent))
+        _roots[cwd] = next((Path(top.strip()) for top in tops if top), None)
+    return _roots[cwd]
 
 
 def creation_tags(command: list[str]) -> dict[str, str]:
@@ -46,10 +52,9 @@ def creation_tags(command: list[str]) -> dict[str, str]:
         "sweeplab.lightning": version("lightning"),
     }
     root = git_root()
-    commit = _git("rev-parse", "HEAD", cwd=root) if root else None
-    if root and commit:
-        tags["mlflow.source.git.commit"] = commit.strip()
-        tags["mlflow.source.git.branch"] = (_git("rev-parse", "--abbrev-ref", "HEAD", cwd=root) or "").strip()
+    head = (_git("rev-parse", "HEAD", "--abbrev-ref", "HEAD", cwd=root) or "").split() if root else []
+    if root and len(head) == 2:  # the commit, and the branch (HEAD when detached)
+        tags["mlflow.source.git.commit"], tags["mlflow.source.git.branch"] = head
         tags["sweeplab.git_dirty"] = str(bool((_git("status", "--porcelain", "--untracked-files=no", cwd=root) or "").strip())).lower()
     return tags
 
