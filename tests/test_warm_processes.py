@@ -19,6 +19,7 @@ import warm_processes
 from conftest import FAST, NO_MODEL
 
 HERE = Path(__file__).parent
+pytestmark = pytest.mark.skipif(os.environ.get("SWEEPLAB_TESTS_COLD") == "1", reason="SWEEPLAB_TESTS_COLD=1: no warm process to compare")
 
 # Small scripts with each way a Python process ends; each runs cold and warm, and both must agree.
 ENDINGS = {
