@@ -165,6 +165,9 @@ def test_jobs_that_cannot_fuse_run_alone_and_are_named(tmp_path: Path) -> None:
     assert set(runs.status) == {"FINISHED"} and "tags.sweeplab.fused_group" not in runs.columns
     records = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/sweeplab_job.json")]
     assert sorted(r["alone"] for r in records)[0].startswith("BatchNorm1d")
+    # A CNN without its BatchNorm (+model.batch_norm=false) fuses.
+    cnn = cli([*FUSED, "model=cnn", "+model.batch_norm=false", "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path)
+    assert cnn.returncode == 0 and "fused group g1: jobs 0, 1 trained together" in cnn.stdout, cnn.stdout[-3000:] + cnn.stderr[-3000:]
     # n_jobs=1 (the default): all four units in the launcher's own process, no worker started.
     assert "sweeplab fused: worker " not in result.stdout and len(set(runs["tags.sweeplab.pid"])) == 1
 

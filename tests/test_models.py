@@ -37,6 +37,24 @@ def test_cnn_is_a_module_subclass_with_forward() -> None:
     assert SmallCNN((3, 32, 32), 4)(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
+def test_cnn_without_batch_norm_keeps_its_other_layers_and_their_names() -> None:
+    """``+model.batch_norm=false`` (so the fused launcher can vectorise it) leaves only BatchNorm
+    out; the default keeps the layer names earlier runs' checkpoints hold."""
+    torch.manual_seed(0)
+    with_bn, without = SmallCNN((1, 8, 8), 10), SmallCNN((1, 8, 8), 10, batch_norm=False)
+    assert [type(m) for m in with_bn.features if not isinstance(m, nn.BatchNorm2d)] == [type(m) for m in without.features]
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in without.modules())
+    assert list(with_bn.state_dict())[:6] == [
+        "features.0.weight",
+        "features.0.bias",
+        "features.1.weight",
+        "features.1.bias",
+        "features.1.running_mean",
+        "features.1.running_var",
+    ]
+    assert without(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
 def test_cnn_refuses_flat_data() -> None:
     with pytest.raises(ValueError, match=r"model=cnn needs image-shaped samples.*\(30,\)"):
         SmallCNN((30,), 2)
