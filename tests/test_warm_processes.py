@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,12 +146,6 @@ def test_a_shell_command_gets_a_warm_child_through_the_stand_ins(tmp_path: Path)
     cold_env = {**env, "SWEEPLAB_TESTS_COLD": "1"}
     warm = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     cold = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=cold_env, capture_output=True, text=True, timeout=120)
-    assert warm.stdout.splitlines()[0].startswith(tempfile_prefix()), warm.stdout
+    assert warm.stdout.splitlines()[0].startswith(os.path.join(tempfile.gettempdir(), warm_processes.FOLDER_PREFIX)), warm.stdout
     assert warm.stdout.splitlines()[1:] == cold.stdout.splitlines()[1:] == ["status 1"]
     assert warm.stderr == cold.stderr and warm.stderr.startswith("sweeplab-train: error: optimizer.lr=0")
-
-
-def tempfile_prefix() -> str:
-    import tempfile
-
-    return os.path.join(tempfile.gettempdir(), "sweeplab-warm-")

@@ -49,6 +49,7 @@ import warnings
 from pathlib import Path
 
 SCRIPTS = ("sweeplab-train", "sweeplab-eval", "sweeplab")
+FOLDER_PREFIX = "sweeplab-warm-"  # each server's folder in the temporary directory: its socket, log and stand-ins
 BIN = Path(sys.executable).parent
 # Read while a library is imported (or by the interpreter as it starts): where the
 # test's value differs from the server's, only a cold process is faithful.
@@ -331,18 +332,18 @@ def _key(env: dict[str, str]) -> tuple:
     return tuple(sorted(_comparable(env, _made).items()))
 
 
-def _socket_path(env: dict[str, str]) -> str:
-    """The server for ``env``'s import-time variables, started on first use; one with another
-    environment than this worker's replaces the last such one."""
+def _server_for(env: dict[str, str]) -> dict:
+    """The server for ``env``'s import-time variables (its process, socket path, folder and facts),
+    started on first use; one with another environment than this worker's replaces the last such one."""
     with _server_lock:
         key = _key(env)
         server = _servers.get(key)
         if server and server["process"].poll() is None:
-            return server["path"]
+            return server
         own = _key(dict(os.environ))
         for other in [k for k in _servers if k not in (own, key)]:
             _stop(_servers.pop(other))
-        folder = tempfile.mkdtemp(prefix="sweeplab-warm-")
+        folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
         path = os.path.join(folder, "server")
         log = open(os.path.join(folder, "server.log"), "wb")  # noqa: SIM115  the server's own complaints, if any
         with cold_processes():
@@ -362,8 +363,8 @@ def _socket_path(env: dict[str, str]) -> str:
             time.sleep(0.05)
         facts = _server_facts(path)
         _made.update(facts["set_by_imports"])
-        _servers[_key(env)] = {"process": process, "path": path, "folder": folder, **facts}
-        return path
+        server = _servers[_key(env)] = {"process": process, "path": path, "folder": folder, **facts}
+        return server
 
 
 def _stop(server: dict) -> None:
@@ -405,24 +406,23 @@ def _script_of(call: inspect.BoundArguments) -> str | None:
 def _warm_execute_child(self, *args) -> None:
     call = _SIGNATURE.bind(self, *args)
     script = _script_of(call)
-    env = call.arguments["env"]
-    env = {os.fsdecode(k): os.fsdecode(v) for k, v in (env if env is not None else os.environ).items()}
     if script is None:
         return _execute_child(self, *args)
     a = call.arguments
+    env = {os.fsdecode(k): os.fsdecode(v) for k, v in (a["env"] if a["env"] is not None else os.environ).items()}
     try:
-        path = _socket_path(env)
+        server = _server_for(env)
     except (OSError, RuntimeError) as exc:  # the suite is still right with cold processes, only slower
         _cold["on"] = True
         warnings.warn(f"the tests' warm process is unavailable, every console script starts cold: {exc}", stacklevel=2)
         return _execute_child(self, *args)
-    if not _fits(env, _server_facts(path)):  # a variable the imports set, given another value
+    if not _fits(env, server):  # a variable the imports set, given another value
         return _execute_child(self, *args)
     fds = [a["p2cread"], a["c2pwrite"], a["errwrite"]]
     listed = [os.fsdecode(x) for x in a["args"]]
     argv0 = listed[0] if os.path.dirname(listed[0]) else shutil.which(listed[0], path=env.get("PATH", os.defpath))
     cwd = os.fsdecode(a["cwd"]) if a["cwd"] is not None else os.getcwd()
-    self.pid, conn = _fork_child(path, script, [argv0, *listed[1:]], cwd, env, bool(a["start_new_session"]), fds)
+    self.pid, conn = _fork_child(server["path"], script, [argv0, *listed[1:]], cwd, env, bool(a["start_new_session"]), fds)
     self._child_created = True
     self._warm = conn
     self._close_pipe_fds(a["p2cread"], a["p2cwrite"], a["c2pread"], a["c2pwrite"], a["errread"], a["errwrite"])
@@ -526,7 +526,7 @@ def shell_env(env: dict[str, str]) -> dict[str, str]:
     with it (``bash -c "sweeplab compare ..."``) are warm children too."""
     if _cold["on"] or os.environ.get("SWEEPLAB_TESTS_COLD") == "1":
         return env
-    folder = Path(_socket_path(env)).parent
+    folder = Path(_server_for(env)["folder"])
     return {**env, "PATH": f"{folder / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"}
 
 
