@@ -250,3 +250,46 @@ def test_a_loaders_batch_order_is_its_batches_drawn_as_iterating_draws(split: st
         assert torch.equal(x[positions], bx) and torch.equal(y[positions], by)
     torch.manual_seed(8)
     assert batch_order(loader)[2] != batches or split == "val"  # another stream, another shuffle
+
+
+def _prepared(tmp_path: Path, seed: int, precision: str):
+    from sweeplab.config import compose
+    from sweeplab.families.torch.family import TorchFamily
+
+    run_dir = tmp_path / f"{precision}-{seed}"
+    family = TorchFamily(
+        compose([f"seed={seed}", f"trainer.precision={precision}", "trainer.max_epochs=1", "model.dropout=0"], run_dir=run_dir)
+    )
+    family.prepare()
+    family.attach([], run_dir)
+    family.rng_at_fit = torch.get_rng_state()
+    return family
+
+
+@pytest.mark.parametrize(("precision", "autocast"), [("32-true", None), ("bf16-mixed", torch.bfloat16)])
+def test_a_group_runs_its_forward_in_its_trials_precision(tmp_path: Path, precision: str, autocast: torch.dtype | None) -> None:
+    """Each forward of the group (training and validation) runs under the autocast a solo step of its
+    precision runs under, and the weights stay fp32: bf16-mixed trials fuse as bf16-mixed."""
+    from sweeplab.families.torch.fused import train_together, why_alone
+
+    families = [_prepared(tmp_path, seed, precision) for seed in (1, 2)]
+    assert [why_alone(f) for f in families] == [None, None]
+    seen = []
+
+    def note(module: nn.Module, _inputs) -> None:
+        on = torch.is_autocast_enabled("cpu")
+        seen.append((module.training, torch.get_autocast_dtype("cpu") if on else None))
+
+    families[0].module.net.register_forward_pre_hook(note)
+    outcomes = train_together(families, "g1", say=lambda _line: None)
+    assert all(isinstance(outcome, tuple) for outcome in outcomes), outcomes
+    assert {training for training, _ in seen} == {True, False}  # training and validation batches
+    assert {dtype for _, dtype in seen} == {autocast}
+    assert all(p.dtype == torch.float32 for f in families for p in f.module.net.parameters())
+    assert all(0.0 < outcome[0]["val/accuracy"] <= 1.0 for outcome in outcomes)
+
+
+def test_a_precision_a_group_cannot_run_is_named(tmp_path: Path) -> None:
+    from sweeplab.families.torch.fused import why_alone
+
+    assert why_alone(_prepared(tmp_path, 1, "64-true")) == "trainer.precision=64-true (groups train in 32-true or bf16-mixed)"

@@ -57,9 +57,9 @@ def why_alone(family: Any) -> str | None:
         value = cfg.trainer.get(key, default)
         if value != default and not (key == "devices" and value in ("1", [0], "auto")):
             return f"trainer.{key}={value}"
-    precision = str(cfg.trainer.get("precision", "32-true"))
-    if precision not in ("32-true", "32"):
-        return f"trainer.precision={precision} (groups train in 32-bit)"
+    why = _precision_why_alone(family)
+    if why:
+        return why
     if cfg.trainer.get("gradient_clip_algorithm") not in (None, "norm"):
         return f"trainer.gradient_clip_algorithm={cfg.trainer.gradient_clip_algorithm}"
     if module.task not in FUSABLE_TASKS:
@@ -77,6 +77,19 @@ def why_alone(family: Any) -> str | None:
     if len(family.trainer.optimizers or []) > 1:
         return "several optimizers"
     return None
+
+
+def _precision_why_alone(family: Any) -> str | None:
+    """A group runs its forward and loss in its trials' precision plugin's ``forward_context`` (as a solo
+    step does), on fp32 weights: 32-bit, and mixed precision without a loss scaler (bf16-mixed)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+
+    plugin, precision = family.trainer.precision_plugin, family.cfg.trainer.get("precision", "32-true")
+    if type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None):
+        return None
+    if type(plugin) is MixedPrecision:
+        return f"trainer.precision={precision} (its loss scaler skips a whole run's step; groups train in 32-true or bf16-mixed)"
+    return f"trainer.precision={precision} (groups train in 32-true or bf16-mixed)"
 
 
 # The host memory one more run of a group holds besides its data (its Trainer, loggers, MLflow
@@ -433,6 +446,10 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
         return functional_call(template, (params, buffers), (x,))
 
     fused_forward = vmap(forward, randomness="different")
+    # bf16-mixed: the forward and loss under autocast, as a solo training_step runs them; the backward
+    # and the stacked update outside it, on the fp32 weights. (Under vmap, torch adds a Linear's bias
+    # after the bf16 matmul in fp32, where a solo run adds it in bf16: a rounding apart.)
+    autocast = families[0].trainer.precision_plugin.forward_context
 
     group_loss = _group_loss([t.module.loss_fn for t in trials]) if tally is not None else None
 
@@ -457,11 +474,12 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             if not live:  # every trial's loss turned NaN this epoch: nothing left to step
                 break
             if stage == "train":
-                out = fused_forward(params, stack.buffers, x)
-                if tally is None:
-                    losses = torch.stack([active[i].module.score(out[i], x[i], y[i], "train")[0] for i in live])
-                else:
-                    losses = trial_losses(active, live, out, y)
+                with autocast():
+                    out = fused_forward(params, stack.buffers, x)
+                    if tally is None:
+                        losses = torch.stack([active[i].module.score(out[i], x[i], y[i], "train")[0] for i in live])
+                    else:
+                        losses = trial_losses(active, live, out, y)
                 finite = torch.isfinite(losses)
                 if not bool(finite.all()):  # those trials fail alone; the others step
                     for j in (~finite).nonzero().flatten().tolist():
@@ -489,7 +507,7 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
                         trial.scheduler.step()
                 step += 1
             else:
-                with torch.no_grad():
+                with torch.no_grad(), autocast():
                     out = fused_forward(params, stack.buffers, x)
                     if tally is None:
                         for i in live:
