@@ -839,3 +839,43 @@ def test_params_are_whole_and_a_resumed_runs_params_keep_their_values(tmp_path: 
     assert writes == []
     log_params(client, run_id, {}, tags={"sweeplab.task": "classification"})
     assert len(writes) == 1 and [t.key for t in writes[0][1]["tags"]] == ["sweeplab.task"]
+
+
+# Where MLflow turns its telemetry off by itself (mlflow.telemetry.utils._is_ci_env_or_testing).
+CI_VARIABLES = (
+    "PYTEST_CURRENT_TEST GITHUB_ACTIONS CI CIRCLECI GITLAB_CI JENKINS_URL TRAVIS TF_BUILD BITBUCKET_BUILD_NUMBER "
+    "CODEBUILD_BUILD_ARN BUILDKITE TEAMCITY_VERSION CLOUD_RUN_EXECUTION RUNBOT_HOST_URL RUNBOT_BUILD_NAME RUNBOT_WORKER_ID"
+).split()
+# Loaded by the run's interpreter: each host name it resolves is written down, and refused as offline.
+NETWORK_PROBE = """
+import os, socket
+_resolve = socket.getaddrinfo
+def _noted(host, *args, **kwargs):
+    if host not in (None, "localhost", "127.0.0.1", "::1", "") and not str(host).startswith("/"):
+        with open(os.environ["SWEEPLAB_TEST_HOSTS"], "a") as out:
+            out.write(f"{host}\\n")
+        raise socket.gaierror(socket.EAI_NONAME, "offline")
+    return _resolve(host, *args, **kwargs)
+socket.getaddrinfo = _noted
+"""
+
+
+@pytest.mark.cold_process  # the probe loads at interpreter start (sitecustomize)
+def test_a_run_resolves_no_host_name_outside_ci(tmp_path: Path) -> None:
+    """A training run makes no network call: MLflow's usage telemetry (a config fetch at its import,
+    events posted from a thread) is off in sweeplab's processes, where MLflow would have it on (no CI
+    variable set). A user who sets MLFLOW_DISABLE_TELEMETRY=false gets it back, which also shows the probe sees it."""
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "sitecustomize.py").write_text(NETWORK_PROBE)
+    hosts = tmp_path / "hosts.txt"
+    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES and k != "MLFLOW_DISABLE_TELEMETRY"}
+    env.update(PYTHONPATH=str(tmp_path / "probe"), SWEEPLAB_TEST_HOSTS=str(hosts))
+    args = ["trainer.max_epochs=1", "print_config=false", *NO_MODEL]
+    exe = str(Path(sys.executable).with_name("sweeplab-train"))
+    result = subprocess.run([exe, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not hosts.exists(), hosts.read_text()
+    env["MLFLOW_DISABLE_TELEMETRY"] = "false"
+    result = subprocess.run([exe, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert hosts.exists() and "mlflow" in hosts.read_text(), hosts.read_text() if hosts.exists() else "no host resolved"

@@ -73,6 +73,7 @@ IMPORT_TIME = (
     "TZ",
     "GIT_PYTHON",
     "MLFLOW_ENABLE_",
+    "MLFLOW_DISABLE_TELEMETRY",
     "DO_NOT_TRACK",
 )
 # Handled by the child as a fresh interpreter would: sys.path and the standard streams.
@@ -144,6 +145,7 @@ def serve(path: str) -> None:
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     for fd, file in captured.items():
         os.dup2(file.fileno(), fd)
+    import sweeplab  # noqa: F401 - first, as in a console script: it turns MLflow's telemetry off before MLflow's import
     import hydra  # noqa: F401
     import lightning.pytorch  # noqa: F401
     import mlflow  # noqa: F401

@@ -7,7 +7,14 @@ their mean ± sd per group (see ``sweeplab.reports.results``), and
 the best group is really better than each other (see ``sweeplab.reports.significance``).
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# Runs make no network calls: MLflow's usage telemetry (a config fetch at import, events posted
+# from a thread) stays off unless the user sets MLFLOW_DISABLE_TELEMETRY themselves. It must be
+# set before MLflow is imported; every sweeplab process imports this package first.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def __getattr__(name: str):
