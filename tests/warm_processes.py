@@ -33,6 +33,7 @@ file descriptors) with a forked child's pid, and later with its wait status.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import json
 import os
@@ -145,7 +146,7 @@ def serve(path: str) -> None:
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     for fd, file in captured.items():
         os.dup2(file.fileno(), fd)
-    import sweeplab  # noqa: F401 - first, as in a console script: it turns MLflow's telemetry off before MLflow's import
+    importlib.import_module("sweeplab")  # first, as in a console script: it turns MLflow's telemetry off before MLflow's import
     import hydra  # noqa: F401
     import lightning.pytorch  # noqa: F401
     import mlflow  # noqa: F401
