@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +116,49 @@ def test_bf16_mixed_trials_fuse_and_match_their_solo_runs_to_bf16_rounding(tmp_p
             for (_, value), (_, solo_value) in zip(history[key], solo_history[key], strict=True):
                 assert abs(value - solo_value) <= 2e-2 * abs(solo_value), (name, key, value, solo_value)
         assert abs(history["test/accuracy"][0][1] - solo_history["test/accuracy"][0][1]) <= 0.02, name
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run sweeplab-train with a pseudo-terminal as its standard streams, as in a shell; its exit code and output."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    process = subprocess.Popen([str(exe), *args], cwd=cwd, stdin=follower, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    output = bytearray()
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: every process holding it has ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    return process.wait(timeout=300), output.decode(errors="replace")
+
+
+def test_a_group_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tmp_path: Path) -> None:
+    """On a terminal the group draws a bar over each epoch's batches (train and val) for its trials, as a
+    solo run draws Lightning's; piped to a file, its epoch lines alone. callbacks=none: no bar."""
+    grid = ["seed=1,2", "trainer.max_epochs=2", *NO_MODEL]
+    for name in ("terminal", "piped", "quiet"):  # each its own store: a finished config would be skipped
+        (tmp_path / name).mkdir()
+    code, shown = _on_a_terminal([*FUSED, *grid], tmp_path / "terminal")
+    assert code == 0, shown[-3000:]
+    assert "g1: epoch 1/2, 2 trials" in shown and "g1: epoch 2/2, 2 trials" in shown
+    assert re.search(r"25/25", shown), shown[-3000:]  # digits: 20 training and 5 validation batches
+    assert "sweeplab fused: g1: epoch 2/2, 2 of 2 trials training" in shown  # the epoch lines too
+    piped = cli([*FUSED, *grid], cwd=tmp_path / "piped")
+    assert piped.returncode == 0 and "trials training" in piped.stdout and ", 2 trials" not in piped.stdout
+    code, quiet = _on_a_terminal([*FUSED, *grid, "callbacks=none"], tmp_path / "quiet")
+    assert code == 0 and "trials training" in quiet and ", 2 trials" not in quiet, quiet[-3000:]
+    # Worker processes side by side share the terminal: their epoch lines, no bars.
+    (tmp_path / "workers").mkdir()
+    code, workers = _on_a_terminal([*FUSED, "data.batch_size=32,64", *grid, "hydra.launcher.n_jobs=2"], tmp_path / "workers")
+    assert code == 0 and workers.count("of 2 trials training") == 4 and ", 2 trials" not in workers, workers[-3000:]
 
 
 def test_a_nan_trial_fails_alone(tmp_path: Path) -> None:

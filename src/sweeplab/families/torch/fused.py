@@ -421,6 +421,28 @@ def _group_loss(loss_fns: list[Any]) -> Any:
     return None
 
 
+def _progress_bar(families: list[Any]) -> Any:
+    """A bar over each epoch's batches (training, then validation) of the group, where a solo run of its
+    trials would show one (a progress bar callback) and the output is a terminal; None otherwise: the
+    epoch lines alone, as in a log file, and in the worker processes of ``n_jobs`` (several bars on one
+    terminal would draw over each other)."""
+    import os
+
+    from rich.console import Console
+
+    from sweeplab.sweeps.fused import WORKERS_ENV
+
+    if families[0].trainer.progress_bar_callback is None or os.environ.get(WORKERS_ENV):
+        return None
+    console = Console()
+    if not console.is_terminal:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True)
+
+
 def train_together(families: list[Any], label: str, say: Any = print) -> list[Any]:
     """Train the prepared trials ``families`` as one group; return, per trial, its outcome:
     ``(metrics, best checkpoint or None, epochs, steps)``, or the exception that ended it.
@@ -469,6 +491,8 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
         active = stack.trials
         loaders = [t.family.datamodule.train_dataloader() if stage == "train" else t.family.datamodule.val_dataloader() for t in active]
         for x, y in _stage_batches(active, loaders, device):
+            if bar is not None:
+                bar.advance(bar_task)
             params = {**stack.params, **stack.frozen}
             live = [i for i, trial in enumerate(active) if trial.outcome is None]  # not those whose loss turned NaN
             if not live:  # every trial's loss turned NaN this epoch: nothing left to step
@@ -524,8 +548,19 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
 
     step, started = 0, time.perf_counter()
     stack = Stack(trials)
+    bar = _progress_bar(families)
+    bar_task = bar.add_task("", total=None) if bar is not None else None
     try:
+        if bar is not None:
+            bar.start()
         for epoch in range(max_epochs):
+            if bar is not None:
+                batches = trials[0].per_epoch + trials[0].val_batches
+                active_now = sum(t.outcome is None for t in stack.trials)
+                bar.reset(
+                    bar_task, total=batches, description=f"{label.rsplit('/', 1)[-1]}: epoch {epoch + 1}/{max_epochs}, {active_now} trials"
+                )
+                bar.refresh()  # drawn at once, not at the next tick: an epoch can be shorter than one
             template.train()
             step = run_batches(stack, "train", step, epoch)
             template.eval()
@@ -547,6 +582,8 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
             if trial.outcome is None:
                 trial.outcome = exc
     finally:
+        if bar is not None:
+            bar.stop()
         stack.release()
     for trial in trials:
         if trial.outcome is None:
