@@ -252,14 +252,13 @@ def test_a_loaders_batch_order_is_its_batches_drawn_as_iterating_draws(split: st
     assert batch_order(loader)[2] != batches or split == "val"  # another stream, another shuffle
 
 
-def _prepared(tmp_path: Path, seed: int, precision: str):
+def _prepared(tmp_path: Path, seed: int, precision: str, *more: str):
     from sweeplab.config import compose
     from sweeplab.families.torch.family import TorchFamily
 
     run_dir = tmp_path / f"{precision}-{seed}"
-    family = TorchFamily(
-        compose([f"seed={seed}", f"trainer.precision={precision}", "trainer.max_epochs=1", "model.dropout=0"], run_dir=run_dir)
-    )
+    overrides = [f"seed={seed}", f"trainer.precision={precision}", "trainer.max_epochs=1", "model.dropout=0", *more]
+    family = TorchFamily(compose(overrides, run_dir=run_dir))
     family.prepare()
     family.attach([], run_dir)
     family.rng_at_fit = torch.get_rng_state()
@@ -293,3 +292,28 @@ def test_a_precision_a_group_cannot_run_is_named(tmp_path: Path) -> None:
     from sweeplab.families.torch.fused import why_alone
 
     assert why_alone(_prepared(tmp_path, 1, "64-true")) == "trainer.precision=64-true (groups train in 32-true or bf16-mixed)"
+
+
+def test_a_groups_test_is_each_trials_lightning_test(tmp_path: Path) -> None:
+    """The group tests its trials in one vectorised pass, each on its best checkpoint: the values and
+    predictions are those Lightning's trainer.test gives on the same checkpoint, and each module is
+    left holding its best weights (its logged model is of them)."""
+    from sweeplab.families.torch.fused import train_together
+    from sweeplab.families.torch.module import LightningData
+
+    # The best epoch by the highest val/loss is the first: its weights are not those training ends with.
+    worst_is_best = ["trainer.max_epochs=3", "monitor_mode=max"]
+    families = [_prepared(tmp_path, seed, "32-true", *worst_is_best) for seed in (1, 2, 3)]
+    outcomes = train_together(families, "g1", say=lambda _line: None)
+    for family, (metrics, best, epochs, steps, tested) in zip(families, outcomes, strict=True):
+        assert tested and best is not None and epochs == 3 and steps > 0
+        assert torch.load(best, weights_only=True)["epoch"] == 0
+        grouped = {k: v for k, v in metrics.items() if k.startswith("test/")}
+        assert set(grouped) == {"test/loss", "test/accuracy", "test/precision", "test/recall", "test/f1"}
+        predicted = torch.cat(family.module.test_predictions)
+        weights = {k: v.clone() for k, v in family.module.state_dict().items()}
+        family.trainer.test(family.module, datamodule=LightningData(family.datamodule), ckpt_path=str(best), verbose=False)
+        alone = {k: float(v) for k, v in family.trainer.callback_metrics.items() if k.startswith("test/")}
+        assert alone == pytest.approx(grouped, rel=1e-5)
+        assert torch.equal(torch.cat(family.module.test_predictions), predicted)
+        assert all(torch.equal(weights[k], v) for k, v in family.module.state_dict().items())  # the best weights, as loaded

@@ -73,7 +73,9 @@ class TorchFamily:
         if outcome is None:
             torch.set_rng_state(self.rng_at_fit)
             return None
-        metrics, best, epochs, steps = outcome
+        metrics, best, epochs, steps, tested = outcome
+        if tested:  # by the group, on its best checkpoint: its reports from the predictions it made
+            return write_reports(self.module, self.trainer, self.datamodule, self.run_dir, dict(metrics))
         # Its test is logged at the step and epoch a solo fit ends on.
         self.trainer.fit_loop.epoch_loop._batches_that_stepped = steps
         self.trainer.fit_loop.epoch_progress.current.completed = epochs
@@ -166,11 +168,7 @@ def test_and_report(
     module: Any, trainer: Any, datamodule: Any, run_dir: Path, best: str, metrics: dict[str, float]
 ) -> tuple[dict[str, float], list[Path]]:
     """Test ``best`` (a checkpoint path; "": the weights the module holds), then write the reports."""
-    import torch
-
-    from sweeplab.data.base import Task
     from sweeplab.families.torch.module import LightningData
-    from sweeplab.reports.files import write_reconstruction_report, write_test_report
 
     stages = ("train/", "val/", "test/")
     with warnings.catch_warnings():
@@ -179,6 +177,18 @@ def test_and_report(
         warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
         trainer.test(module, datamodule=LightningData(datamodule), ckpt_path=best or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(stages)})
+    return write_reports(module, trainer, datamodule, run_dir, metrics)
+
+
+def write_reports(
+    module: Any, trainer: Any, datamodule: Any, run_dir: Path, metrics: dict[str, float]
+) -> tuple[dict[str, float], list[Path]]:
+    """The test reports from the predictions the module's test made (``module.test_predictions``)."""
+    import torch
+
+    from sweeplab.data.base import Task
+    from sweeplab.reports.files import write_reconstruction_report, write_test_report
+
     y_pred = torch.cat(module.test_predictions)
     y_pred = (y_pred.float() if y_pred.is_floating_point() else y_pred).numpy()  # numpy has no bfloat16
     y_true = torch.cat(module.test_targets).numpy()

@@ -204,6 +204,7 @@ class _Trial:
         self.loggers = list(family.trainer.loggers)
         self.checkpoint_io = atomic_checkpoint_io()
         self.outcome: Any = None  # set once it leaves: its result, or the exception that ended it
+        self.tested = False  # tested by the group (``_test_together``), its test values in its result
         self.epochs = 0
         self.per_epoch = len(family.datamodule.train_dataloader())
         self.val_batches = len(family.datamodule.val_dataloader())
@@ -444,8 +445,9 @@ def _progress_bar(families: list[Any]) -> Any:
 
 
 def train_together(families: list[Any], label: str, say: Any = print) -> list[Any]:
-    """Train the prepared trials ``families`` as one group; return, per trial, its outcome:
-    ``(metrics, best checkpoint or None, epochs, steps)``, or the exception that ended it.
+    """Train the prepared trials ``families`` as one group, then test them together; return, per
+    trial, its outcome: ``(metrics, best checkpoint or None, epochs, steps, tested)`` (``tested``: its
+    test values are in ``metrics`` and logged, its predictions in its module), or the exception that ended it.
     An interrupt (Ctrl-C, SIGTERM) ends every trial still training with it, each with its last.ckpt."""
     from torch.func import functional_call, vmap
 
@@ -588,7 +590,54 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
     for trial in trials:
         if trial.outcome is None:
             trial.outcome = (trial.last_values, trial.best_path, trial.epochs, step)
-    return [t.outcome for t in trials]
+    finished = [t for t in trials if isinstance(t.outcome, tuple)]
+    try:
+        _test_together(finished, template, fused_forward, autocast, device)
+    except Exception as exc:  # noqa: BLE001 - each trial is then tested as its solo run is, by Lightning
+        say(f"the group's test stopped ({type(exc).__name__}: {exc}); each trial is tested on its own")
+        for trial in finished:
+            trial.tested = False
+    except BaseException as exc:  # noqa: BLE001 - an interrupt during the test ends each trial with its last.ckpt
+        for trial in finished:
+            trial.outcome = exc
+    return [t.outcome if isinstance(t.outcome, BaseException) else (*t.outcome, t.tested) for t in trials]
+
+
+def _test_together(trials: list[_Trial], template: nn.Module, fused_forward: Any, autocast: Any, device: torch.device) -> None:
+    """Test each trial on its best checkpoint (else the weights it ends with) as its solo run's
+    ``trainer.test`` does, in one vectorised pass over the trials' test sets: the weights loaded into
+    its module (its logged model is of them), each batch scored by its own metrics (``score``, as
+    ``test_step``), its predictions kept for its reports, its test values logged at the step and
+    epoch Lightning logs them at; all trials' points in one store transaction. Trials whose test
+    sets differ in size are left to Lightning (``tested`` False)."""
+    from sweeplab.record.publish import writes_together
+
+    loaders = [t.family.datamodule.test_dataloader() for t in trials]
+    if not trials or len({len(loader.dataset) for loader in loaders}) != 1:
+        return
+    for trial in trials:
+        best = trial.outcome[1]
+        if best is not None:
+            trial.module.load_state_dict(torch.load(best, map_location=device, weights_only=True)["state_dict"])
+        trial.module.on_test_epoch_start()
+    names = [n for n, _ in template.named_parameters()]
+    params = {n: torch.stack([t.module.net.get_parameter(n).detach() for t in trials]) for n in names}
+    buffers = {n: torch.stack([t.module.net.get_buffer(n) for t in trials]) for n, _ in template.named_buffers()}
+    template.eval()
+    with torch.no_grad(), autocast():
+        for x, y in _stage_batches(trials, loaders, device):
+            out = fused_forward(params, buffers, x)
+            for i, trial in enumerate(trials):
+                _, preds, target = trial.module.score(out[i], x[i], y[i], "test")
+                trial.module.test_predictions.append(preds.cpu())
+                trial.module.test_targets.append(target.cpu())
+    with writes_together():
+        for trial in trials:
+            values = {k: float(v) for k, v in trial.module.epoch_values("test").items()}
+            trial.outcome = ({**trial.outcome[0], **values}, *trial.outcome[1:])
+            for logger in trial.loggers:
+                logger.log_metrics({**values, "epoch": float(trial.outcome[2])}, step=trial.outcome[3])
+            trial.tested = True
 
 
 def _end_epoch(trial: _Trial, epoch: int, step: int, val_values: dict[str, Any], train_values: dict[str, Any]) -> None:
