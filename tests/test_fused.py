@@ -238,7 +238,7 @@ def test_jobs_that_cannot_fuse_run_alone_and_are_named(tmp_path: Path) -> None:
     # A CNN without its BatchNorm (+model.batch_norm=false) fuses.
     cnn = cli([*FUSED, "model=cnn", "+model.batch_norm=false", "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path)
     assert cnn.returncode == 0 and "fused group g1: jobs 0, 1 trained together" in cnn.stdout, cnn.stdout[-3000:] + cnn.stderr[-3000:]
-    # n_jobs=1 (the default): all four units in the launcher's own process, no worker started.
+    # n_jobs=auto (the default), 4 jobs: all four units in the launcher's own process, no worker started.
     assert "sweeplab fused: worker " not in result.stdout and len(set(runs["tags.sweeplab.pid"])) == 1
 
 
@@ -358,9 +358,25 @@ def test_worker_processes_get_about_as_many_jobs_each_in_the_sweeps_order() -> N
     assert [[u.name for u in share] for share in shares] == [["g1", None, None], ["g2", "g3", None]]
     assert [sum(len(u.jobs) for u in share) for share in shares] == [8, 7]
     assert len(_shares(units[:1], 4)) == 1  # never a worker with nothing to do
-    for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match=rf"hydra.launcher.n_jobs={bad!r}: give a whole number of worker processes, 1 or more"):
+    for bad in (0, -1, 1.5, True, "2", "all"):
+        with pytest.raises(
+            ValueError, match=rf"hydra.launcher.n_jobs={bad!r}: give a whole number of worker processes, 1 or more .* or auto"
+        ):
             FusedLauncher(n_jobs=bad)
+
+
+def test_auto_gives_a_worker_a_core_to_large_sweeps_on_the_cpu() -> None:
+    from hydra_plugins.sweeplab_fused.fused_launcher import JOBS_PER_WORKER, FusedLauncher, auto_workers
+
+    assert JOBS_PER_WORKER == 16
+    assert auto_workers(48, 2, False) == (2, "2 worker processes (48 jobs, 2 cores)")
+    assert auto_workers(48, 8, False)[0] == 3  # 16 jobs a worker at least
+    assert auto_workers(200, 8, False)[0] == 8  # a worker a core at most
+    assert auto_workers(12, 2, False) == (1, "this process (12 jobs, 2 cores; a worker process pays from 16 jobs each)")
+    assert auto_workers(48, 1, False)[0] == 1
+    assert auto_workers(64, 16, True) == (1, "this process (the jobs train on an accelerator, which worker processes would share)")
+    launcher = FusedLauncher()  # the default: auto, decided for each batch
+    assert launcher.asked == "auto" and launcher.n_jobs == 1
 
 
 def test_each_job_is_composed_once_when_the_sweeper_checked_the_batch() -> None:
@@ -460,6 +476,20 @@ def test_worker_processes_train_groups_side_by_side(tmp_path: Path) -> None:
     assert len(pids) == 2 and all(len(p) == 1 for p in pids.values())
     assert len(set.union(*pids.values())) == 2  # one process a group
     assert len(sweeps_of(_store(tmp_path))) == 1
+
+
+def test_a_large_sweep_on_the_cpu_trains_its_groups_in_a_worker_a_core_by_default(tmp_path: Path) -> None:
+    """hydra.launcher.n_jobs=auto (the default): 32 jobs in two groups of 16 get two worker processes where
+    there are two cores (as on CI), and say so; on one core they train in the launcher's process."""
+    args = [*FUSED, "data.batch_size=32,64", "seed=range(1,17)", "trainer.max_epochs=1", *NO_MODEL]
+    result = cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "32 trained, 0 skipped, 0 failed" in result.stdout
+    workers = min(2, len(os.sched_getaffinity(0)))
+    said = "2 worker processes (32 jobs, " if workers == 2 else "this process (32 jobs, 1 cores"
+    assert f"sweeplab fused: hydra.launcher.n_jobs=auto: {said}" in result.stdout, result.stdout[:2000]
+    pids = _trial_pids(_store(tmp_path))
+    assert len(pids) == 2 and len(set.union(*pids.values())) == workers
 
 
 def test_one_group_with_workers_to_spare_trains_in_the_launchers_process(tmp_path: Path) -> None:
