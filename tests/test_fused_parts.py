@@ -317,3 +317,33 @@ def test_a_groups_test_is_each_trials_lightning_test(tmp_path: Path) -> None:
         assert alone == pytest.approx(grouped, rel=1e-5)
         assert torch.equal(torch.cat(family.module.test_predictions), predicted)
         assert all(torch.equal(weights[k], v) for k, v in family.module.state_dict().items())  # the best weights, as loaded
+
+
+def test_a_group_test_that_fails_leaves_each_trial_to_lightnings_own(tmp_path: Path, monkeypatch) -> None:
+    """The group's test stops halfway (some test batches scored): it says so, and each trial is then
+    tested by Lightning from a clean count, as a solo run is."""
+    from sweeplab.families.torch.family import test_and_report
+    from sweeplab.families.torch.fused import train_together
+    from sweeplab.families.torch.module import LightningData, SweepModule
+
+    families = [_prepared(tmp_path, seed, "32-true") for seed in (1, 2)]
+    score, tests = SweepModule.score, []
+
+    def breaks_at_the_third_test_batch(self, output, x, y, stage):
+        if stage == "test":
+            tests.append(stage)
+            if len(tests) == 3:
+                raise RuntimeError("a test batch failed")
+        return score(self, output, x, y, stage)
+
+    monkeypatch.setattr(SweepModule, "score", breaks_at_the_third_test_batch)
+    said: list[str] = []
+    outcomes = train_together(families, "g1", say=said.append)
+    monkeypatch.undo()
+    assert "the group's test stopped (RuntimeError: a test batch failed); each trial is tested on its own" in said
+    for family, (metrics, best, _, _, tested) in zip(families, outcomes, strict=True):
+        assert not tested and not any(k.startswith("test/") for k in metrics)
+        tested_alone, _ = test_and_report(family.module, family.trainer, family.datamodule, family.run_dir, str(best), dict(metrics))
+        family.trainer.test(family.module, datamodule=LightningData(family.datamodule), ckpt_path=str(best), verbose=False)
+        again = {k: float(v) for k, v in family.trainer.callback_metrics.items() if k.startswith("test/")}
+        assert again == {k: v for k, v in tested_alone.items() if k.startswith("test/")}

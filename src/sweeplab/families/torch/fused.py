@@ -597,6 +597,8 @@ def train_together(families: list[Any], label: str, say: Any = print) -> list[An
         say(f"the group's test stopped ({type(exc).__name__}: {exc}); each trial is tested on its own")
         for trial in finished:
             trial.tested = False
+            trial.module.losses["test_loss"].reset()  # what the group's test counted so far is not the Lightning test's
+            trial.module.metrics["test_metrics"].reset()
     except BaseException as exc:  # noqa: BLE001 - an interrupt during the test ends each trial with its last.ckpt
         for trial in finished:
             trial.outcome = exc
