@@ -6,6 +6,7 @@ the store in one transaction (the same points a run's own logger writes)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -252,11 +253,14 @@ def test_a_loaders_batch_order_is_its_batches_drawn_as_iterating_draws(split: st
     assert batch_order(loader)[2] != batches or split == "val"  # another stream, another shuffle
 
 
+_PREPARED = itertools.count()  # each prepared trial its own run folder, two of one seed too
+
+
 def _prepared(tmp_path: Path, seed: int, precision: str, *more: str):
     from sweeplab.config import compose
     from sweeplab.families.torch.family import TorchFamily
 
-    run_dir = tmp_path / f"{precision}-{seed}"
+    run_dir = tmp_path / f"{precision}-{seed}-{next(_PREPARED)}"
     overrides = [f"seed={seed}", f"trainer.precision={precision}", "trainer.max_epochs=1", "model.dropout=0", *more]
     family = TorchFamily(compose(overrides, run_dir=run_dir))
     family.prepare()
@@ -347,3 +351,19 @@ def test_a_group_test_that_fails_leaves_each_trial_to_lightnings_own(tmp_path: P
         family.trainer.test(family.module, datamodule=LightningData(family.datamodule), ckpt_path=str(best), verbose=False)
         again = {k: float(v) for k, v in family.trainer.callback_metrics.items() if k.startswith("test/")}
         assert again == {k: v for k, v in tested_alone.items() if k.startswith("test/")}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_two_trials_of_one_seed_in_a_group_differ_only_by_their_dropout_masks(tmp_path: Path, dropout: float) -> None:
+    """Without dropout, two trials of one seed in a group are one run twice: every value equal. With
+    dropout each trial draws its own masks (vmap's randomness="different"), so their values differ,
+    as two draws of the masks do (benchmarks/fused_dropout.py compares such scores with solo runs')."""
+    from sweeplab.families.torch.fused import train_together
+
+    families = [_prepared(tmp_path, 1, "32-true", f"model.dropout={dropout}") for _ in range(2)]
+    first, second = (outcome[0] for outcome in train_together(families, "g1", say=lambda _line: None))
+    assert set(first) == set(second) and "test/loss" in first
+    if dropout:
+        assert first["train/loss"] != second["train/loss"] and first["test/loss"] != second["test/loss"]
+    else:
+        assert first == second
