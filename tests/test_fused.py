@@ -375,6 +375,10 @@ def test_auto_gives_a_worker_a_core_to_large_sweeps_on_the_cpu() -> None:
     assert auto_workers(12, 2, False) == (1, "this process (12 jobs, 2 cores; a worker process pays from 16 jobs each)")
     assert auto_workers(48, 1, False)[0] == 1
     assert auto_workers(64, 16, True) == (1, "this process (the jobs train on an accelerator, which worker processes would share)")
+    # At most what half the free memory holds, at about 1 GiB a worker's imports.
+    assert auto_workers(1000, 64, False, host_free=24 * 2**30) == (12, "12 worker processes (1000 jobs, 64 cores, memory for 12)")
+    assert auto_workers(48, 2, False, host_free=24 * 2**30)[0] == 2
+    assert auto_workers(48, 2, False, host_free=2**30)[0] == 1
     launcher = FusedLauncher()  # the default: auto, decided for each batch
     assert launcher.asked == "auto" and launcher.n_jobs == 1
 
