@@ -97,7 +97,12 @@ def main() -> None:
             for precision in options.precision:
                 args = [*MODELS[name], *common, f"trainer.precision={precision}", f"seed=range(1,{trials + 1})"]
                 where = Path(tmp) / f"{name}-{precision}"
-                fused, fused_memory, summary = sweep(["hydra/launcher=fused", f"hydra.launcher.max_group={trials}", *args], where / "fused")
+                one_group = [
+                    "hydra/launcher=fused",
+                    f"hydra.launcher.max_group={trials}",
+                    "hydra.launcher.n_jobs=1",
+                ]  # auto would split a CPU group among workers
+                fused, fused_memory, summary = sweep([*one_group, *args], where / "fused")
                 if "trained together" not in summary or "trained alone" in summary:  # e.g. 16-mixed: its loss scaler is per run
                     why = summary.splitlines()[-1].split(": ", 1)[-1] if summary else "no summary"
                     print(f"{name:5} {precision:11} {trials:>6} | the trials did not train as one group: {why}", flush=True)
