@@ -17,24 +17,10 @@ would show here as a shift of the mean.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def sweep(args: list[str], folder: Path) -> float:
-    """Wall time of ``sweeplab-train -m args`` in ``folder``, a fresh one."""
-    folder.mkdir(parents=True)
-    exe = Path(sys.executable).with_name("sweeplab-train")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    start = time.perf_counter()
-    ran = subprocess.run([str(exe), "-m", *args], cwd=folder, env=env, capture_output=True, text=True)
-    if ran.returncode != 0:
-        raise SystemExit(f"sweeplab-train -m {' '.join(args)} failed:\n{ran.stderr[-3000:]}")
-    return time.perf_counter() - start
+from fused_gpu import sweep  # this folder is the script's: on sys.path
 
 
 def main() -> None:
@@ -59,7 +45,7 @@ def main() -> None:
         frames = []
         for name, launcher in (("solo", []), ("fused", ["hydra/launcher=fused", "hydra.launcher.n_jobs=1"])):
             folder = Path(tmp) / name
-            wall = sweep([*launcher, *grid], folder)
+            wall, _, _ = sweep([*launcher, *grid], folder)
             runs = sweeplab.runs(store=f"sqlite:///{folder / 'outputs' / 'mlflow.db'}")
             print(f"{name}: {len(runs)} runs in {wall:.1f} s")
             frames.append(runs.assign(launcher=name))

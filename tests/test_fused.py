@@ -43,10 +43,9 @@ def _histories(uri: str) -> dict[str, tuple[dict, dict[str, list[tuple[int, floa
     return out
 
 
-def test_fused_trials_are_their_solo_runs(tmp_path: Path) -> None:
-    """Without dropout a fused trial's every logged value equals its solo run's (same steps, keys,
-    params, config hash, files, model); only the group tag tells them apart. sweeplab-eval re-tests it."""
-    grid = ["trainer.max_epochs=3", "model.dropout=0", "seed=1,2", "optimizer=adam,sgd"]
+def _solo_then_fused(grid: list[str], tmp_path: Path) -> tuple[dict, dict, Path]:
+    """The 4-job ``grid`` swept solo, then fused as one group, each in a folder of its own: the solo
+    and the fused runs' histories (``_histories``), and the fused sweep's folder."""
     solo, fused = tmp_path / "solo", tmp_path / "fused"
     solo.mkdir(), fused.mkdir()
     result = cli(["-m", "print_config=false", *grid], cwd=solo)
@@ -57,6 +56,14 @@ def test_fused_trials_are_their_solo_runs(tmp_path: Path) -> None:
     assert "4 trained, 0 skipped, 0 failed" in result.stdout and "fused group g1: jobs 0, 1, 2, 3 trained together" in result.stdout
     alone, together = _histories(_store(solo)), _histories(_store(fused))
     assert sorted(alone) == sorted(together) and len(together) == 4
+    return alone, together, fused
+
+
+def test_fused_trials_are_their_solo_runs(tmp_path: Path) -> None:
+    """Without dropout a fused trial's every logged value equals its solo run's (same steps, keys,
+    params, config hash, files, model); only the group tag tells them apart. sweeplab-eval re-tests it."""
+    grid = ["trainer.max_epochs=3", "model.dropout=0", "seed=1,2", "optimizer=adam,sgd"]
+    alone, together, fused = _solo_then_fused(grid, tmp_path)
     assert len(sweeps_of(_store(fused))) == 1  # fused trials nest under the sweep's run like solo jobs
     worst = 0.0
     for name, (run, history, artifacts) in together.items():
@@ -97,15 +104,7 @@ def test_bf16_mixed_trials_fuse_and_match_their_solo_runs_to_bf16_rounding(tmp_p
     Their numbers agree to bf16's rounding, not float32's: torch's vmap adds a Linear's bias in fp32
     after the bf16 matmul, where a solo run adds it in bf16 (measured: losses within 5e-3 relative)."""
     grid = ["trainer.max_epochs=3", "model.dropout=0", "seed=1,2", "optimizer=adam,sgd", "trainer.precision=bf16-mixed", *NO_MODEL]
-    solo, fused = tmp_path / "solo", tmp_path / "fused"
-    solo.mkdir(), fused.mkdir()
-    result = cli(["-m", "print_config=false", *grid], cwd=solo)
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = cli([*FUSED, *grid], cwd=fused)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "4 trained, 0 skipped, 0 failed" in result.stdout and "fused group g1: jobs 0, 1, 2, 3 trained together" in result.stdout
-    alone, together = _histories(_store(solo)), _histories(_store(fused))
-    assert sorted(alone) == sorted(together) and len(together) == 4
+    alone, together, _ = _solo_then_fused(grid, tmp_path)
     for name, (run, history, _) in together.items():
         assert run.info.status == "FINISHED" and run.data.tags["sweeplab.fused_group"].endswith("/g1")
         assert run.data.params["trainer.precision"] == "bf16-mixed"

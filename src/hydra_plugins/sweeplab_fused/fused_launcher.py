@@ -134,24 +134,17 @@ def auto_workers(jobs: int, cores: int, on_accelerator: bool, host_free: int | N
     return n, f"{n} worker processes ({jobs} jobs, {cores} cores{held})"
 
 
-def _host_free() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
 def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _on_accelerator(configs: list[DictConfig]) -> bool:
     """Whether any job would train on a GPU (or another accelerator torch finds here)."""
+    from sweeplab.config import available_accelerators
+
     if all(str((cfg.get("trainer") or {}).get("accelerator", "auto")) == "cpu" for cfg in configs):
         return False
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+    return available_accelerators() != ["cpu"]
 
 
 class FusedLauncher(Launcher):
@@ -212,7 +205,12 @@ class FusedLauncher(Launcher):
             configs.append(cfg)
         why_workers = None
         if self.asked == "auto":  # started here, not at set-up: on 2 cores that cost nothing measurable (20.1 s vs 20.0 s)
-            self.n_jobs, why_workers = auto_workers(len(configs), _usable_cores(), _on_accelerator(configs), _host_free())
+            import torch
+
+            from sweeplab.families.torch.fused import free_memory
+
+            host_free = free_memory(torch.device("cpu"))[1]
+            self.n_jobs, why_workers = auto_workers(len(configs), _usable_cores(), _on_accelerator(configs), host_free)
         groups, alone = plan(configs, self.max_group, self.n_jobs)
         names = [f"g{self.groups_launched + n}" for n in range(1, len(groups) + 1)]  # an Optuna sweep launches batch after batch
         self.groups_launched += len(groups)

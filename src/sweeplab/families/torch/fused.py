@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -427,8 +428,6 @@ def _progress_bar(families: list[Any]) -> Any:
     trials would show one (a progress bar callback) and the output is a terminal; None otherwise: the
     epoch lines alone, as in a log file, and in the worker processes of ``n_jobs`` (several bars on one
     terminal would draw over each other)."""
-    import os
-
     from rich.console import Console
 
     from sweeplab.sweeps.fused import WORKERS_ENV
