@@ -369,6 +369,18 @@ def test_a_trial_asked_by_a_sweeper_killed_before_handing_it_out_does_not_count(
     assert "2 of 2 trials already there" in again.stdout and len(_study(db).get_trials()) == 3
 
 
+def _trials_on_the_server(database: str, study: str) -> list:
+    """The study's trials, its connections closed after (left open, a later test in the process
+    fails on their ResourceWarning when they are collected)."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(database)
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials()
+    finally:
+        storage.engine.dispose()
+
+
 @pytest.mark.slow
 def test_two_sweeps_started_together_on_postgresql_never_train_one_config_twice(tmp_path: Path) -> None:
     """Same seed, same moment, a server database (no lock file spaces their starts): both used to count
@@ -393,7 +405,7 @@ def test_two_sweeps_started_together_on_postgresql_never_train_one_config_twice(
         outputs = [p.communicate(timeout=300)[0] for p in sweeps]
         assert [p.returncode for p in sweeps] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        trials = _counted(optuna.load_study(study_name="raced", storage=database).get_trials())
+        trials = _counted(_trials_on_the_server(database, "raced"))
     values = [t.params["optimizer.lr"] for t in trials]
     assert len(trials) == 4 and len(set(values)) == 4, values
     runs = runs_of(store, "raced")
@@ -422,7 +434,9 @@ def test_two_sweepers_asking_at_the_same_instant_get_different_values(tmp_path: 
     from sweeplab.sweeps.optuna import SURPLUS, open_storage
 
     with postgres_database() as (database, _):
-        optuna.create_study(study_name="raced", storage=open_storage(database), direction="maximize")
+        storage = open_storage(database)
+        optuna.create_study(study_name="raced", storage=storage, direction="maximize")
+        storage.engine.dispose()
         fork = multiprocessing.get_context("fork")
         barrier, answers = fork.Barrier(2), fork.Queue()
         askers = [fork.Process(target=_ask_at_the_barrier, args=(database, barrier, answers)) for _ in range(2)]
@@ -431,7 +445,7 @@ def test_two_sweepers_asking_at_the_same_instant_get_different_values(tmp_path: 
         got = [answers.get(timeout=120) for _ in askers]
         for asker in askers:
             asker.join(timeout=60)
-        trials = optuna.load_study(study_name="raced", storage=database).get_trials()
+        trials = _trials_on_the_server(database, "raced")
     kept = [trial for batch in got for trial in batch]
     assert len(kept) == 2 and kept[0][1] != kept[1][1], got  # never one config twice
     set_aside = [t for t in trials if t.user_attrs.get(SURPLUS)]
