@@ -367,11 +367,12 @@ def test_worker_processes_get_about_as_many_jobs_each_in_the_sweeps_order() -> N
 def test_auto_gives_a_worker_a_core_to_large_sweeps_on_the_cpu() -> None:
     from hydra_plugins.sweeplab_fused.fused_launcher import JOBS_PER_WORKER, FusedLauncher, auto_workers
 
-    assert JOBS_PER_WORKER == 16
+    assert JOBS_PER_WORKER == 4
     assert auto_workers(48, 2, False) == (2, "2 worker processes (48 jobs, 2 cores)")
-    assert auto_workers(48, 8, False)[0] == 3  # 16 jobs a worker at least
+    assert auto_workers(12, 8, False)[0] == 3  # 4 jobs a worker at least
     assert auto_workers(200, 8, False)[0] == 8  # a worker a core at most
-    assert auto_workers(12, 2, False) == (1, "this process (12 jobs, 2 cores; a worker process pays from 16 jobs each)")
+    assert auto_workers(12, 2, False)[0] == 2
+    assert auto_workers(6, 2, False) == (1, "this process (6 jobs, 2 cores; a worker process pays from 4 jobs each)")
     assert auto_workers(48, 1, False)[0] == 1
     assert auto_workers(64, 16, True) == (1, "this process (the jobs train on an accelerator, which worker processes would share)")
     # At most what half the free memory holds, at about 1 GiB a worker's imports.
@@ -406,7 +407,9 @@ def test_each_job_is_composed_once_when_the_sweeper_checked_the_batch() -> None:
         config_loader = Loader()
 
     def sweep(name):
-        return OmegaConf.create({"name": name, "hydra": {"overrides": {"hydra": []}, "job": {"config_name": "train"}}})
+        basic = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": None}
+        hydra = {"overrides": {"hydra": [], "task": []}, "job": {"config_name": "train"}, "sweeper": basic}
+        return OmegaConf.create({"name": name, "hydra": hydra})
 
     master, other = sweep("sweep"), sweep("another")
     launcher = FusedLauncher()
@@ -481,15 +484,15 @@ def test_worker_processes_train_groups_side_by_side(tmp_path: Path) -> None:
     assert len(sweeps_of(_store(tmp_path))) == 1
 
 
-def test_a_large_sweep_on_the_cpu_trains_its_groups_in_a_worker_a_core_by_default(tmp_path: Path) -> None:
-    """hydra.launcher.n_jobs=auto (the default): 32 jobs in two groups of 16 get two worker processes where
+def test_a_sweep_of_several_groups_on_the_cpu_trains_them_in_a_worker_a_core_by_default(tmp_path: Path) -> None:
+    """hydra.launcher.n_jobs=auto (the default): 8 jobs in two groups of 4 get two worker processes where
     there are two cores (as on CI), and say so; on one core they train in the launcher's process."""
-    args = [*FUSED, "data.batch_size=32,64", "seed=range(1,17)", "trainer.max_epochs=1", *NO_MODEL]
+    args = [*FUSED, "data.batch_size=32,64", "seed=range(1,5)", "trainer.max_epochs=1", *NO_MODEL]
     result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "32 trained, 0 skipped, 0 failed" in result.stdout
+    assert "8 trained, 0 skipped, 0 failed" in result.stdout
     workers = min(2, len(os.sched_getaffinity(0)))
-    said = "2 worker processes (32 jobs, " if workers == 2 else "this process (32 jobs, 1 cores"
+    said = "2 worker processes (8 jobs, " if workers == 2 else "this process (8 jobs, 1 cores"
     assert f"sweeplab fused: hydra.launcher.n_jobs=auto: {said}" in result.stdout, result.stdout[:2000]
     pids = _trial_pids(_store(tmp_path))
     assert len(pids) == 2 and len(set.union(*pids.values())) == workers
@@ -515,6 +518,79 @@ def _processes_in(folder: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+# Loaded at interpreter start (PYTHONPATH): each process that imports Lightning writes its pid.
+IMPORT_PROBE = """
+import os, sys
+
+
+class _Probe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "lightning":
+            with open(os.environ["SWEEPLAB_TEST_IMPORTERS"], "a") as out:
+                out.write(f"{os.getpid()}\\n")
+        return None
+
+
+sys.meta_path.insert(0, _Probe())
+"""
+
+
+@pytest.mark.cold_process  # the probe loads at interpreter start (sitecustomize)
+def test_workers_are_forked_from_one_process_that_imported_what_jobs_need(tmp_path: Path) -> None:
+    """n_jobs=2 over two batches (hydra.sweeper.max_batch_size=2), each of two units: four worker
+    processes, all forked from one that imported Lightning (and what else a job needs) once, while
+    the sweep was composed; no worker, and not the launcher, imports it again. A sweep too small for
+    workers starts no such process."""
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "sitecustomize.py").write_text(IMPORT_PROBE)
+    importers = tmp_path / "importers.txt"
+    env = {"PYTHONPATH": str(tmp_path / "probe"), "SWEEPLAB_TEST_IMPORTERS": str(importers)}
+    args = [*FUSED, "hydra.launcher.n_jobs=2", "hydra.sweeper.max_batch_size=2", "seed=1,2", "data.batch_size=32,64"]
+    result = cli([*args, "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 trained, 0 skipped, 0 failed" in result.stdout
+    assert result.stdout.count("sweeplab fused: worker 2 ") == 2  # each batch in two workers
+    trials = set(runs_of(_store(tmp_path))["tags.sweeplab.pid"])
+    assert len(trials) == 4
+    imported = set(importers.read_text().split())
+    assert len(imported) == 1 and not imported & trials, (imported, trials)
+    # n_jobs=auto with a batch too small for workers: no such process is started, the launcher imports alone.
+    importers.unlink()
+    (tmp_path / "small").mkdir()
+    result = cli([*FUSED, "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path / "small", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(importers.read_text().split()) == set(runs_of(_store(tmp_path / "small"))["tags.sweeplab.pid"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+def test_workers_whose_launcher_is_killed_end_their_trials_killed(tmp_path: Path) -> None:
+    """SIGKILL of the sweep's process alone (no handler of its runs): the process its workers were
+    forked from passes SIGTERM on to them, their trials end KILLED with their last.ckpt, the sweep's
+    run is KILLED, and no process is left."""
+    args = [*FUSED, "hydra.launcher.n_jobs=2", "data.batch_size=32,64", "seed=1,2", "trainer.max_epochs=12", *NO_MODEL]
+    exe = Path(sys.executable).with_name("sweeplab-train")
+    process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    started = set()
+    for line in process.stdout:
+        if "epoch 3/12" in line:
+            started.add(line.split(":")[1].strip())
+            if len(started) == 2:
+                break
+    process.kill()
+    process.wait()
+    deadline = time.time() + 90
+    while _processes_in(tmp_path) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _processes_in(tmp_path) == []
+    runs = runs_of(_store(tmp_path))
+    assert len(runs) == 4 and set(runs.status) == {"KILLED"}, runs[["status", "tags.sweeplab.error"]]
+    assert set(runs["tags.sweeplab.error"]) == {"Interrupted: interrupted by SIGTERM"}
+    for folder in runs["tags.sweeplab.run_dir"]:
+        assert (Path(folder) / "checkpoints" / "last.ckpt").is_file()
+    assert list(sweeps_of(_store(tmp_path)).status) == ["KILLED"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")

@@ -78,3 +78,27 @@ def test_a_bad_value_fails_as_hydra_fails(loader) -> None:
             fast(master, job)
     with pytest.raises(ConfigCompositionException):
         fast(master, ["optimizer.lr=0.1", "trainer.no_such_key=2"])
+
+
+def test_the_launcher_knows_the_first_batchs_size_before_the_sweeper_composes_it(loader) -> None:
+    """n_jobs=auto starts the process workers are forked from at set-up only where the first batch
+    may get workers: the grid's size (at most max_batch_size) or Optuna's n_jobs, read from the overrides."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.sweeplab_fused.fused_launcher import _first_batch, _may_want_workers
+
+    context = SimpleNamespace(config_loader=loader)
+
+    def master(*overrides: str):
+        return loader.load_configuration(config_name="train", overrides=[*MASTER, *overrides], run_mode=RunMode.MULTIRUN)
+
+    grid = ["optimizer.lr=0.001,0.003,0.01", "data.batch_size=32,64"]
+    assert _first_batch(master(*grid, "seed=range(1,9)"), context) == 48
+    assert _first_batch(master(*grid, "seed=1,2", "trainer.max_epochs=3"), context) == 12
+    assert _first_batch(master(*grid, "seed=range(1,9)", "hydra.sweeper.max_batch_size=10"), context) == 10
+    assert _first_batch(master("hydra/sweeper=optuna", "hydra.sweeper.n_jobs=5"), context) == 5
+    assert _may_want_workers(master(*grid, "seed=range(1,9)"), context, cores=2)
+    assert _may_want_workers(master(*grid, "seed=1,2"), context, cores=2)
+    assert not _may_want_workers(master("optimizer.lr=0.001,0.003,0.01", "data.batch_size=32,64"), context, cores=2)  # 6 jobs: this process
+    assert not _may_want_workers(master(*grid, "seed=range(1,9)"), context, cores=1)
+    assert not _may_want_workers(master(*grid, "seed=range(1,9)", "trainer.accelerator=gpu"), context, cores=2)

@@ -109,13 +109,14 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# A worker process imports what a job needs once more (about 3-4 s of CPU on a 2-core machine),
-# and takes over its jobs' tails (test, reports, model, status: about 0.2 s of CPU a job there):
-# from this many jobs a worker it pays (measured: 48 digits jobs 1.02x-0.73x the plain script with
-# 2 workers against 0.99x-1.25x in one process; 12 jobs 1.05x-1.14x against 1.08x-1.38x).
-JOBS_PER_WORKER = 16
-# What a worker process holds once it has imported what a job needs (torch, Lightning, MLflow,
-# scikit-learn): 961 MiB resident measured, rounded up; before any job's data and model.
+# Worker processes are forked from one that imported what a job needs while the batch was composed
+# (worker.Zygote), so a worker costs little more than its jobs' own set-up and tails. Measured on
+# 2 cores, alternated, 2 workers against one process: 4 jobs (2 a worker) 7.7-8.1 s against
+# 8.2-8.4 s, 12 jobs 9.3-9.8 s against 10.6-10.9 s, 48 jobs 17.9-18.3 s against 24-26 s.
+JOBS_PER_WORKER = 4
+# What a worker process holds on the host: a forked worker's own pages peaked at 540-560 MiB with a
+# group of 24 digits trials (967 MiB resident with the pages it shares with the process it was forked
+# from; 855 MiB of its own when each worker imported for itself), rounded up for larger groups' data.
 WORKER_ON_HOST = 2**30
 
 
@@ -147,6 +148,38 @@ def _on_accelerator(configs: list[DictConfig]) -> bool:
     return available_accelerators() != ["cpu"]
 
 
+def _first_batch(config: DictConfig, hydra_context: HydraContext) -> int | None:
+    """How many jobs the sweeper's first batch will have, where the sweeper tells before it composes them
+    (the grid: the product of the sweeps, at most ``max_batch_size``; Optuna: ``n_jobs``); None: unknown."""
+    sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return int(sweeper.n_jobs) if _whole(sweeper.get("n_jobs")) else None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()] + list(
+        OmegaConf.select(config, "hydra.overrides.task") or []
+    )
+    values: dict[str, int] = {}
+    try:
+        for override in OverridesParser.create(config_loader=hydra_context.config_loader).parse_overrides(arguments):
+            values[override.get_key_element()] = len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
+    except Exception:  # noqa: BLE001 - the sweeper reports a bad override itself
+        return None
+    jobs = 1
+    for count in values.values():
+        jobs *= count
+    return min(jobs, sweeper.max_batch_size) if sweeper.get("max_batch_size") else jobs
+
+
+def _may_want_workers(config: DictConfig, hydra_context: HydraContext, cores: int) -> bool:
+    """Whether ``n_jobs=auto`` may give the first batch worker processes, as far as the set-up tells:
+    whether it pays to start the process they are forked from before the batch is composed."""
+    if str((config.get("trainer") or {}).get("accelerator", "auto")) in ("gpu", "cuda", "mps", "tpu"):
+        return False
+    jobs = _first_batch(config, hydra_context)
+    return cores > 1 and (jobs is None or auto_workers(jobs, cores, on_accelerator=False)[0] > 1)
+
+
 class FusedLauncher(Launcher):
     def __init__(self, max_group: Any = None, n_jobs: Any = "auto", memory: Any = None) -> None:
         super().__init__()
@@ -167,15 +200,17 @@ class FusedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
-        self.started: list = []  # worker processes started at set-up, for the first batch
+        self.zygote: Any = None  # the process worker processes are forked from (worker.Zygote)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.composed, self.compose_now = _keep_compositions(hydra_context.config_loader, config)
-        if self.asked != "auto" and self.n_jobs > 1:
+        cores = _usable_cores()
+        if self.n_jobs > 1 or self.asked == "auto" and _may_want_workers(config, hydra_context, cores):
             from hydra_plugins.sweeplab_fused import worker
 
-            self.started = worker.start(self.n_jobs, self.n_jobs)  # they import while the sweeper composes the batch
+            # It imports what a job needs while the sweeper composes the batch.
+            self.zygote = worker.Zygote(self.n_jobs if self.asked != "auto" else cores)
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         """A job's config: the one the sweeper composed to check the batch, else composed now."""
@@ -204,7 +239,7 @@ class FusedLauncher(Launcher):
                 cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + index
             configs.append(cfg)
         why_workers = None
-        if self.asked == "auto":  # started here, not at set-up: on 2 cores that cost nothing measurable (20.1 s vs 20.0 s)
+        if self.asked == "auto":
             import torch
 
             from sweeplab.families.torch.fused import free_memory
@@ -224,11 +259,13 @@ class FusedLauncher(Launcher):
         from hydra_plugins.sweeplab_fused import worker
 
         workers = min(self.n_jobs, len(units)) if self.n_jobs > 1 and len(units) > 1 else 0  # n_jobs=1: all in this process
-        for process in self.started[workers:]:  # started at set-up, not needed by this batch: still importing
-            worker.stop(process)
-        started, self.started = self.started[:workers], []  # a later batch (an Optuna sweep) starts its own
+        if workers and (self.zygote is None or self.zygote.process.poll() is not None):
+            self.zygote = worker.Zygote(self.n_jobs)
+        elif not workers and self.zygote is not None:  # its memory back; a later batch that needs one starts one
+            self.zygote.close(unused=not self.zygote.workers)
+            self.zygote = None
         if workers:
-            pending = worker.run_in_workers(self, units, initial_job_idx, returns, started)
+            pending = worker.run_in_workers(self, units, initial_job_idx, returns, self.zygote)
         else:
             pending = self.run_units(units, initial_job_idx, returns)
         if pending is not None:

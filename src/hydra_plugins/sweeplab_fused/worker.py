@@ -6,25 +6,73 @@ with the fewest jobs so far. Each process runs its units in turn exactly as the 
 runs them in its own process (``FusedLauncher.run_units``), so a sweep of several groups
 trains them side by side on several cores.
 
-A worker is ``python -m hydra_plugins.sweeplab_fused.worker``, started when the launcher is
-set up (before the sweeper composes the batch, so that its imports overlap that work). It
-reads its work (cloudpickled, as Hydra's joblib launcher ships jobs) from its stdin and
-writes what its jobs returned to a file in a folder only this user can read (the configs
-may hold a store's password). Workers run in a session of their own: Ctrl-C reaches the launcher
+The workers are forked from one process, the zygote (``python -m
+hydra_plugins.sweeplab_fused.worker``), which the launcher starts when it is set up. The
+zygote imports what a job needs once (torch, Lightning, MLflow and its SQL store,
+scikit-learn, matplotlib: about 5 s of CPU) while the sweeper composes the batch, then
+forks one worker a share: every worker starts with those modules loaded, their memory is
+shared between the workers until one writes to it, and a sweep of many batches (Optuna)
+pays the imports once, not once a worker and batch. The zygote reads its requests (the
+work cloudpickled, as Hydra's joblib launcher ships jobs) from its stdin, says which
+workers it started and how each ended on a pipe of its own, and each worker writes what
+its jobs returned to a file in a folder only this user can read (the configs may hold a
+store's password).
+
+The zygote and its workers run in a session of their own: Ctrl-C reaches the launcher
 alone, which passes it (or SIGTERM) on to each worker once, and waits while they end
-their runs KILLED with their checkpoints. A worker whose launcher dies (SIGKILL) stops
-as on SIGTERM (``sweeplab.sweeps.callback.watch_sweep_parent``).
+their runs KILLED with their checkpoints. If the launcher dies (SIGKILL), the zygote
+closes the sweep's run and passes SIGTERM to its workers, which end their runs alike.
 
 Hydra imports every module under ``hydra_plugins`` when it starts: nothing heavy at the top.
 """
 
 import atexit
 import os
+import pickle
+import select
 import signal
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+_HEADER = struct.Struct("!Q")  # a request's length in bytes, before it
+# What a job imports, loaded by the zygote before it forks; one that fails to import is left to
+# the job that needs it to report.
+JOB_IMPORTS = (
+    "lightning.pytorch",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "sklearn.datasets",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sweeplab.train",
+    "sweeplab.families.torch.family",
+    "sweeplab.families.torch.fused",
+    "sweeplab.reports.files",
+    "cloudpickle",
+    "hydra_plugins.sweeplab_fused.fused_launcher",
+)
+
+
+def _import_what_jobs_need() -> None:
+    import importlib
+
+    for name in JOB_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the job that needs it says what is wrong
+            pass
+    try:  # as a job loads them: pyplot drawing to files, mlflow.pytorch without the separate pytorch_lightning
+        from sweeplab.record.model import mlflow_pytorch
+        from sweeplab.reports.files import pyplot
+
+        pyplot()
+        mlflow_pytorch()
+    except Exception:  # noqa: BLE001 - likewise
+        pass
 
 
 def _shares(units: list[Any], n: int) -> list[list[Any]]:
@@ -40,32 +88,161 @@ def _signum(exc: BaseException) -> int:
     return int(getattr(exc, "signum", signal.SIGINT))
 
 
-def start(n: int, n_jobs: int) -> list[subprocess.Popen]:
-    """``n`` worker processes of ``n_jobs``, importing what a job needs meanwhile."""
-    from sweeplab.sweeps.fused import WORKERS_ENV
-
-    env = dict(os.environ)
-    # Each worker's torch gets its share of the cores, as joblib's workers do, unless the user chose.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_jobs)))
-    env[WORKERS_ENV] = str(n_jobs)  # what each job's record says of the processes sharing the cores
-    command = [sys.executable, "-m", "hydra_plugins.sweeplab_fused.worker"]
-    processes = [subprocess.Popen(command, stdin=subprocess.PIPE, env=env, start_new_session=True) for _ in range(n)]
-    atexit.register(_stop_unused, processes)  # a sweep that ends before its launch (Ctrl-C, a bad override)
-    return processes
+def _threads(n_jobs: int) -> str:
+    """Each worker's torch threads, as joblib's workers get theirs: its share of the cores."""
+    return str(max(1, (os.cpu_count() or 1) // n_jobs))
 
 
-def _stop_unused(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.stdin is not None and not process.stdin.closed:
-            stop(process)
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except ProcessLookupError:
+        return True
+    except OSError:  # no /proc: it exists
+        return False
 
 
-def run_in_workers(
-    launcher: Any, units: list[Any], first: int, returns: dict[int, Any], started: list[subprocess.Popen]
-) -> BaseException | None:
-    """Run ``units`` in ``launcher.n_jobs`` worker processes (those ``started`` first) into
+class Worker:
+    """A worker process forked by the zygote, waited for as a ``subprocess.Popen`` is."""
+
+    def __init__(self, zygote: "Zygote", pid: int) -> None:
+        self.zygote, self.pid = zygote, pid
+        self.returncode: int | str | None = None
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:  # ended, its end not read yet
+                pass
+
+    def poll(self) -> int | str | None:
+        if self.returncode is None:
+            self.zygote.read_reports(block=False)
+        return self.returncode
+
+    def wait(self) -> int | str:
+        while self.returncode is None:
+            self.zygote.read_reports(block=True)
+        return self.returncode
+
+
+class Zygote:
+    """The process the workers are forked from (see the module's docstring)."""
+
+    def __init__(self, n_jobs: int) -> None:
+        from sweeplab.sweeps.fused import WORKERS_ENV
+
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", _threads(n_jobs))  # for what it loads; each worker sets its own
+        env.pop(WORKERS_ENV, None)
+        self.env = env
+        reports, write_end = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(write_end)],
+            stdin=subprocess.PIPE,
+            env=env,
+            pass_fds=(write_end,),
+            start_new_session=True,
+        )
+        os.close(write_end)
+        self._reports, self._buffer = reports, b""
+        self.workers: dict[int, Worker] = {}
+        atexit.register(self.close)
+
+    def fork(self, shares: list[tuple[str, bytes]], n_jobs: int) -> tuple[list[Worker], KeyboardInterrupt | None]:
+        """A worker for each ``(result file, work)``, started with the launcher's environment as it
+        is now. An interrupt meanwhile is returned, not raised: the zygote starts them anyway (it
+        may still be importing), and the launcher passes the signal on to them."""
+        from sweeplab.sweeps.fused import WORKERS_ENV
+
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", _threads(n_jobs))
+        env[WORKERS_ENV] = str(n_jobs)  # what each job's record says of the processes sharing the cores
+        changed = {k: v for k, v in env.items() if self.env.get(k) != v}
+        removed = [k for k in self.env if k not in env]
+        request = pickle.dumps((changed, removed, shares))
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(_HEADER.pack(len(request)) + request)
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: said below, once its reports end
+        started: list[Worker] = []
+        interrupted: KeyboardInterrupt | None = None
+        while len(started) < len(shares):
+            try:
+                line = self._line(block=True)
+            except KeyboardInterrupt as exc:
+                interrupted = interrupted or exc
+                continue
+            if line is None:
+                self.process.wait()
+                raise RuntimeError(
+                    f"a fused sweep's zygote process (pid {self.process.pid}) ended with exit code "
+                    f"{self.process.returncode} before it started its worker processes"
+                )
+            word, pid = line.split()[:2]
+            if word == "started":
+                started.append(self.workers.setdefault(int(pid), Worker(self, int(pid))))
+            else:
+                self._ended(line)
+        return started, interrupted
+
+    def read_reports(self, block: bool) -> None:
+        """Read what the zygote said of its workers' ends: all there is, waiting for one if ``block``."""
+        line = self._line(block)
+        if line is None and block:  # the zygote died (killed): its workers go on until they end, unreported
+            self.process.wait()
+            for worker in self.workers.values():
+                if worker.returncode is None and _gone(worker.pid):
+                    worker.returncode = f"unknown (its zygote process ended with exit code {self.process.returncode})"
+            time.sleep(0.2)
+        while line is not None:
+            self._ended(line)
+            line = self._line(block=False)
+
+    def _ended(self, line: str) -> None:
+        word, pid, code = line.split()
+        if word == "ended" and int(pid) in self.workers:
+            self.workers[int(pid)].returncode = int(code)
+
+    def _line(self, block: bool) -> str | None:
+        """The zygote's next line; None at the end of its reports, or when ``block`` is false and none is there."""
+        while b"\n" not in self._buffer:
+            if not block and not select.select([self._reports], [], [], 0)[0]:
+                return None
+            chunk = os.read(self._reports, 4096)  # an interrupt here has taken nothing from the pipe
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def close(self, unused: bool = False) -> None:
+        """No more work: the zygote ends (its workers have ended: the launcher waited for them).
+        ``unused``: it has forked nothing, and may still be importing: it is stopped at once."""
+        if unused:
+            self.process.kill()
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self._reports >= 0:
+            os.close(self._reports)
+            self._reports = -1
+
+
+def run_in_workers(launcher: Any, units: list[Any], first: int, returns: dict[int, Any], zygote: Zygote) -> BaseException | None:
+    """Run ``units`` in ``launcher.n_jobs`` worker processes forked by ``zygote`` into
     ``returns``; return the interrupt that ended the sweep, or what went wrong in a worker."""
-    import pickle
     import tempfile
 
     import cloudpickle
@@ -76,30 +253,31 @@ def run_in_workers(
     work.update(max_group=launcher.max_group, n_jobs=launcher.n_jobs, memory=launcher.memory, first=first, singletons=Singleton.get_state())
     stop: BaseException | None = None
     with tempfile.TemporaryDirectory(prefix="sweeplab-fused-") as folder:  # mode 0700
-        workers: list[tuple[subprocess.Popen, Path]] = []
+        results = [Path(folder) / f"worker-{k}.pkl" for k in range(len(shares))]
+        workers: list[Worker] = []
         try:
-            processes = started[: len(shares)] + start(len(shares) - len(started), launcher.n_jobs)
-            for k, (process, share) in enumerate(zip(processes, shares)):
-                result = Path(folder) / f"worker-{k}.pkl"
-                workers.append((process, result))
+            sent = [(str(result), cloudpickle.dumps({**work, "units": share})) for result, share in zip(results, shares)]
+            workers, interrupted = zygote.fork(sent, launcher.n_jobs)
+            for k, (process, share) in enumerate(zip(workers, shares)):
                 runs = ", ".join(u.name if u.name else f"job {first + u.jobs[0][0]}" for u in share)
                 print(f"sweeplab fused: worker {k + 1} (pid {process.pid}): {runs}", flush=True)
-                send(process, pickle.dumps((str(result), cloudpickle.dumps({**work, "units": share}))))
+            if interrupted is not None:
+                raise interrupted
         except KeyboardInterrupt as exc:
             stop = exc
-            for process, _ in workers:
+            for process in workers:
                 process.send_signal(_signum(exc))
-        for process, _ in workers:
+        for process in workers:
             while process.returncode is None:
                 try:
                     process.wait()
                 except KeyboardInterrupt as exc:  # passed on once to each worker still running
                     stop = stop or exc
-                    for other, _ in workers:
+                    for other in workers:
                         if other.poll() is None:
                             other.send_signal(_signum(exc))
         failed = None
-        for process, result in workers:
+        for process, result in zip(workers, results):
             if not result.is_file():
                 failed = failed or RuntimeError(
                     f"a fused sweep's worker process (pid {process.pid}) ended with exit code {process.returncode} before it reported its jobs"
@@ -115,46 +293,16 @@ def run_in_workers(
     return stop or failed
 
 
-def stop(process: subprocess.Popen) -> None:
-    """A worker started for work the batch does not have: it has run nothing yet."""
-    process.kill()
-    send(process, b"")
-    process.wait()
-
-
-def send(process: subprocess.Popen, work: bytes) -> None:
-    assert process.stdin is not None
-    try:
-        process.stdin.write(work)
-        process.stdin.close()
-    except BrokenPipeError:  # it died while starting: the launcher says so once it is waited for
-        pass
-
-
-def main() -> None:
-    try:
-        try:  # what every job needs, while the launcher is still composing the sweep
-            import lightning.pytorch  # noqa: F401
-            import mlflow  # noqa: F401
-
-            import sweeplab.train  # noqa: F401
-        except Exception:  # noqa: BLE001 - the job that needs it says what is wrong
-            pass
-        sent = sys.stdin.buffer.read()
-    except KeyboardInterrupt:  # the sweep was interrupted before this worker started a job: nothing to close
-        sys.exit(128 + signal.SIGINT)
-    if not sent:  # not needed: the batch had fewer units, or the sweep ended before it launched
-        return
-    import pickle
-
+def serve(where: str, work_bytes: bytes) -> None:
+    """A worker: run its share of the batch, and write what its jobs returned to ``where``."""
     from sweeplab import signals
 
-    where, work_bytes = pickle.loads(sent)  # plain strings and bytes
     result = Path(where)
     signals.take_over()  # as the console script: a signal ends this worker's runs KILLED
     returns: dict[int, Any] = {}
     pending: BaseException | None = None
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.SIGNALS)  # blocked by the zygote until now
         import cloudpickle
         from hydra.core.singleton import Singleton
         from hydra.core.utils import configure_log, setup_globals
@@ -183,9 +331,123 @@ def main() -> None:
 
         payload = cloudpickle.dumps((returns, RuntimeError(one_line(pending) if pending is not None else str(exc))))
     result.write_bytes(payload)
-    sys.stdout.flush()
-    sys.stderr.flush()
+
+
+def _forked(where: str, work: bytes, changed: dict[str, str], removed: list[str], closing: list[int]) -> None:
+    """In a worker just forked by the zygote: its own environment and threads, then its work."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in closing:
+            os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        for key in removed:
+            os.environ.pop(key, None)
+        os.environ.update(changed)
+        import gc
+
+        import torch
+
+        try:
+            torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+        except ValueError:  # the user's own setting, as torch reads it
+            pass
+        gc.enable()
+        serve(where, work)
+        code = 0
+    except BaseException:  # noqa: BLE001 - a worker must not return into the zygote's loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _read_request(buffer: bytearray) -> tuple[Any, ...] | None:
+    """The launcher's next request from stdin (None: stdin ended, the launcher is done or gone)."""
+    while len(buffer) < _HEADER.size or len(buffer) < _HEADER.size + _HEADER.unpack_from(buffer)[0]:
+        chunk = os.read(0, 1 << 20)
+        if not chunk:
+            return None
+        buffer += chunk
+    size = _HEADER.unpack_from(buffer)[0]
+    request = pickle.loads(bytes(buffer[_HEADER.size : _HEADER.size + size]))
+    del buffer[: _HEADER.size + size]
+    return request
+
+
+def _launcher_gone(children: set[int]) -> None:
+    """The launcher died (SIGKILL) while workers ran: the sweep's run is KILLED, and each worker
+    ends its runs KILLED with their checkpoints, as on SIGTERM, instead of training for nobody."""
+    try:
+        from sweeplab.sweeps.parent import close_orphaned
+
+        close_orphaned()
+    except Exception:  # noqa: BLE001 - the workers' own runs come first
+        pass
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 120
+    while children:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            children.discard(pid)
+        elif time.monotonic() > deadline:  # one that does not end: its run is left to close_stale_runs
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+            deadline = float("inf")
+        else:
+            time.sleep(0.05)
+    os._exit(128 + signal.SIGTERM)
+
+
+def zygote(report_fd: int) -> None:
+    """Import what a job needs, then fork a worker for each share the launcher sends."""
+    import gc
+
+    gc.disable()  # a million objects imported: no collection meanwhile (sweeplab.start_up)
+    _import_what_jobs_need()
+    gc.freeze()  # and none after: the workers share these pages instead of copying them
+    from sweeplab import signals
+
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_write)  # a worker's end wakes the select below
+    buffer = bytearray()
+    while (request := _read_request(buffer)) is not None:
+        changed, removed, shares = request
+        children: set[int] = set()
+        # A signal the launcher passes on to a worker waits until the worker can end its runs (serve).
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals.SIGNALS)
+        for where, work in shares:
+            pid = os.fork()
+            if pid == 0:
+                _forked(where, work, changed, removed, [0, report_fd, wake_read, wake_write])
+            children.add(pid)
+            os.write(report_fd, f"started {pid}\n".encode())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.SIGNALS)
+        while children:
+            readable = select.select([0, wake_read], [], [])[0]
+            if wake_read in readable:
+                os.read(wake_read, 4096)
+            while children:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                children.discard(pid)
+                os.write(report_fd, f"ended {pid} {os.waitstatus_to_exitcode(status)}\n".encode())
+            if 0 in readable and children:
+                chunk = os.read(0, 1 << 20)
+                if not chunk:  # the launcher is gone: nobody will read what its workers return
+                    _launcher_gone(children)
+                buffer += chunk
 
 
 if __name__ == "__main__":
-    main()
+    zygote(int(sys.argv[1]))
