@@ -17,7 +17,7 @@ goal 1.0x), then the grid over seeds 1-8, 48 runs, fused and basic against the p
 script (target <= 0.9x, goal 0.6x). Each fused sweep runs twice: its groups in turn in
 one process (``hydra.launcher.n_jobs=1``), and side by side in 2 worker processes
 (``hydra.launcher.n_jobs=2``, each worker's torch on cores / 2 threads, as the launcher sets
-it). The default, ``n_jobs=auto``, picks one process for 12 jobs and a worker a core from 32.
+it). The default, ``n_jobs=auto``, picks a worker a core from 8 jobs: 2 workers for both grids on 2 cores.
 
     python benchmarks/sweep_vs_plain.py [--joblib] [--fused] [--threads 2]
 """
@@ -152,12 +152,10 @@ def main() -> None:
             print(f"  joblib, 2 workers: {parallel:.1f} s: {parallel / plain:.2f}x the plain script (target < 1)")
         if args.fused:
             fused = _wall([sweeplab_train, "-m", "hydra/launcher=fused", "hydra.launcher.n_jobs=1", *GRID], Path(c) / "f12", args.threads)
-            print(
-                f"  fused launcher, one process (n_jobs=auto picks it for 12 jobs): {fused:.1f} s: {fused / plain:.2f}x the plain script (target <= 1.3x, goal 1.0x)"
-            )
+            print(f"  fused launcher, one process: {fused:.1f} s: {fused / plain:.2f}x the plain script (target <= 1.3x, goal 1.0x)")
             command = [sweeplab_train, "-m", "hydra/launcher=fused", "hydra.launcher.n_jobs=2", *GRID]
             workers = _wall(command, Path(c) / "f12w", None)
-            print(f"  fused, groups side by side in 2 workers: {workers:.1f} s: {workers / plain:.2f}x")
+            print(f"  fused, groups side by side in 2 workers (n_jobs=auto on 2 cores): {workers:.1f} s: {workers / plain:.2f}x")
     if args.fused:
         _fused_48(python, sweeplab_train, args.threads)
     breakdown(args.threads)
