@@ -102,3 +102,27 @@ def test_the_launcher_knows_the_first_batchs_size_before_the_sweeper_composes_it
     assert not _may_want_workers(master("optimizer.lr=0.001,0.003,0.01", "data.batch_size=32,64"), context, cores=2)  # 6 jobs: this process
     assert not _may_want_workers(master(*grid, "seed=range(1,9)"), context, cores=1)
     assert not _may_want_workers(master(*grid, "seed=range(1,9)", "trainer.accelerator=gpu"), context, cores=2)
+
+
+def test_a_fused_multirun_starts_its_workers_zygote_before_hydra_sets_the_launcher_up(loader, monkeypatch) -> None:
+    """hydra.callbacks.fused_workers starts the process workers are forked from as the multirun starts,
+    where the launcher will want workers, and hands it to the launcher's set-up."""
+    from hydra_plugins.sweeplab_fused import fused_launcher, worker
+
+    started: list[int] = []
+    monkeypatch.setattr(worker, "Zygote", lambda n_jobs: started.append(n_jobs) or f"zygote for {n_jobs}")
+    monkeypatch.setattr(fused_launcher, "_usable_cores", lambda: 2)
+    grid = ["optimizer.lr=0.001,0.003,0.01", "data.batch_size=32,64"]
+
+    def start(*overrides: str) -> str | None:
+        config = loader.load_configuration(config_name="train", overrides=[*MASTER, *overrides], run_mode=RunMode.MULTIRUN)
+        assert "StartWorkersEarly" in config.hydra.callbacks.fused_workers._target_
+        fused_launcher.StartWorkersEarly().on_multirun_start(config)
+        return fused_launcher._started_early.pop("zygote", None)
+
+    assert start(*grid, "seed=range(1,9)") == "zygote for 2"  # auto, 48 jobs on 2 cores
+    assert start(*grid) is None  # auto, 6 jobs: the launcher's own process
+    assert start(*grid, "hydra.launcher.n_jobs=3") == "zygote for 3"
+    assert start(*grid, "hydra.launcher.n_jobs=1") is None
+    assert start(*grid, "seed=range(1,9)", "hydra/launcher=basic") is None
+    assert started == [2, 3]

@@ -29,6 +29,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -148,7 +149,7 @@ def _on_accelerator(configs: list[DictConfig]) -> bool:
     return available_accelerators() != ["cpu"]
 
 
-def _first_batch(config: DictConfig, hydra_context: HydraContext) -> int | None:
+def _first_batch(config: DictConfig, hydra_context: HydraContext | None) -> int | None:
     """How many jobs the sweeper's first batch will have, where the sweeper tells before it composes them
     (the grid: the product of the sweeps, at most ``max_batch_size``; Optuna: ``n_jobs``); None: unknown."""
     sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
@@ -161,7 +162,8 @@ def _first_batch(config: DictConfig, hydra_context: HydraContext) -> int | None:
     )
     values: dict[str, int] = {}
     try:
-        for override in OverridesParser.create(config_loader=hydra_context.config_loader).parse_overrides(arguments):
+        loader = hydra_context.config_loader if hydra_context is not None else None  # None: no glob() sweeps
+        for override in OverridesParser.create(config_loader=loader).parse_overrides(arguments):
             values[override.get_key_element()] = len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
     except Exception:  # noqa: BLE001 - the sweeper reports a bad override itself
         return None
@@ -171,13 +173,32 @@ def _first_batch(config: DictConfig, hydra_context: HydraContext) -> int | None:
     return min(jobs, sweeper.max_batch_size) if sweeper.get("max_batch_size") else jobs
 
 
-def _may_want_workers(config: DictConfig, hydra_context: HydraContext, cores: int) -> bool:
+def _may_want_workers(config: DictConfig, hydra_context: HydraContext | None, cores: int) -> bool:
     """Whether ``n_jobs=auto`` may give the first batch worker processes, as far as the set-up tells:
     whether it pays to start the process they are forked from before the batch is composed."""
     if str((config.get("trainer") or {}).get("accelerator", "auto")) in ("gpu", "cuda", "mps", "tpu"):
         return False
     jobs = _first_batch(config, hydra_context)
     return cores > 1 and (jobs is None or auto_workers(jobs, cores, on_accelerator=False)[0] > 1)
+
+
+_started_early: dict[str, Any] = {}  # the zygote StartWorkersEarly started, until the launcher takes it
+
+
+class StartWorkersEarly(Callback):
+    """``hydra.callbacks.fused_workers`` (conf/train.yaml, before sweeplab's own callback): as a
+    multirun on this launcher starts, the process its workers are forked from starts too, about a
+    second before Hydra sets the launcher up (while sweeplab's callback opens the sweep's MLflow run)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = config.hydra.launcher
+        if not str(launcher.get("_target_", "")).endswith(".FusedLauncher") or "zygote" in _started_early:
+            return
+        n_jobs, cores = launcher.get("n_jobs", "auto"), _usable_cores()
+        if _whole(n_jobs) and n_jobs > 1 or n_jobs == "auto" and _may_want_workers(config, None, cores):
+            from hydra_plugins.sweeplab_fused import worker
+
+            _started_early["zygote"] = worker.Zygote(n_jobs if n_jobs != "auto" else cores)
 
 
 class FusedLauncher(Launcher):
@@ -206,7 +227,8 @@ class FusedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.composed, self.compose_now = _keep_compositions(hydra_context.config_loader, config)
         cores = _usable_cores()
-        if self.n_jobs > 1 or self.asked == "auto" and _may_want_workers(config, hydra_context, cores):
+        self.zygote = _started_early.pop("zygote", None)
+        if self.zygote is None and (self.n_jobs > 1 or self.asked == "auto" and _may_want_workers(config, hydra_context, cores)):
             from hydra_plugins.sweeplab_fused import worker
 
             # It imports what a job needs while the sweeper composes the batch.

@@ -149,7 +149,7 @@ class Zygote:
         os.close(write_end)
         self._reports, self._buffer = reports, b""
         self.workers: dict[int, Worker] = {}
-        atexit.register(self.close)
+        atexit.register(lambda: self.close(unused=not self.workers))
 
     def fork(self, shares: list[tuple[str, bytes]], n_jobs: int) -> tuple[list[Worker], KeyboardInterrupt | None]:
         """A worker for each ``(result file, work)``, started with the launcher's environment as it
@@ -333,8 +333,8 @@ def serve(where: str, work_bytes: bytes) -> None:
     result.write_bytes(payload)
 
 
-def _forked(where: str, work: bytes, changed: dict[str, str], removed: list[str], closing: list[int]) -> None:
-    """In a worker just forked by the zygote: its own environment and threads, then its work."""
+def _forked(where: str, work: bytes, closing: list[int]) -> None:
+    """In a worker just forked by the zygote: its own threads, then its work."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -344,9 +344,6 @@ def _forked(where: str, work: bytes, changed: dict[str, str], removed: list[str]
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        for key in removed:
-            os.environ.pop(key, None)
-        os.environ.update(changed)
         import gc
 
         import torch
@@ -422,13 +419,16 @@ def zygote(report_fd: int) -> None:
     buffer = bytearray()
     while (request := _read_request(buffer)) is not None:
         changed, removed, shares = request
+        for key in removed:  # the launcher's environment as it is now (the sweep's run among it), for the workers and for _launcher_gone
+            os.environ.pop(key, None)
+        os.environ.update(changed)
         children: set[int] = set()
         # A signal the launcher passes on to a worker waits until the worker can end its runs (serve).
         signal.pthread_sigmask(signal.SIG_BLOCK, signals.SIGNALS)
         for where, work in shares:
             pid = os.fork()
             if pid == 0:
-                _forked(where, work, changed, removed, [0, report_fd, wake_read, wake_write])
+                _forked(where, work, [0, report_fd, wake_read, wake_write])
             children.add(pid)
             os.write(report_fd, f"started {pid}\n".encode())
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.SIGNALS)
