@@ -564,14 +564,11 @@ def test_workers_are_forked_from_one_process_that_imported_what_jobs_need(tmp_pa
     assert set(importers.read_text().split()) == set(runs_of(_store(tmp_path / "small"))["tags.sweeplab.pid"])
 
 
-@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
-def test_workers_whose_launcher_is_killed_end_their_trials_killed(tmp_path: Path) -> None:
-    """SIGKILL of the sweep's process alone (no handler of its runs): the process its workers were
-    forked from passes SIGTERM on to them, their trials end KILLED with their last.ckpt, the sweep's
-    run is KILLED, and no process is left."""
+def _two_groups_training_in_workers(cwd: Path, stderr: int) -> subprocess.Popen:
+    """A sweep of two groups of 12 epochs in 2 worker processes, once both groups are at epoch 3."""
     args = [*FUSED, "hydra.launcher.n_jobs=2", "data.batch_size=32,64", "seed=1,2", "trainer.max_epochs=12", *NO_MODEL]
     exe = Path(sys.executable).with_name("sweeplab-train")
-    process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert process.stdout is not None
     started = set()
     for line in process.stdout:
@@ -579,6 +576,15 @@ def test_workers_whose_launcher_is_killed_end_their_trials_killed(tmp_path: Path
             started.add(line.split(":")[1].strip())
             if len(started) == 2:
                 break
+    return process
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+def test_workers_whose_launcher_is_killed_end_their_trials_killed(tmp_path: Path) -> None:
+    """SIGKILL of the sweep's process alone (no handler of its runs): the process its workers were
+    forked from passes SIGTERM on to them, their trials end KILLED with their last.ckpt, the sweep's
+    run is KILLED, and no process is left."""
+    process = _two_groups_training_in_workers(tmp_path, stderr=subprocess.DEVNULL)
     process.kill()
     process.wait()
     deadline = time.time() + 90
@@ -597,16 +603,7 @@ def test_workers_whose_launcher_is_killed_end_their_trials_killed(tmp_path: Path
 def test_sigterm_reaches_every_worker_and_kills_their_trials(tmp_path: Path) -> None:
     """SIGTERM to the sweep's process only: it passes the signal to each worker, whose trials end
     KILLED with their last.ckpt; the sweep exits 143 and leaves no process behind."""
-    args = [*FUSED, "hydra.launcher.n_jobs=2", "data.batch_size=32,64", "seed=1,2", "trainer.max_epochs=12", *NO_MODEL]
-    exe = Path(sys.executable).with_name("sweeplab-train")
-    process = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    started = set()
-    for line in process.stdout:
-        if "epoch 3/12" in line:
-            started.add(line.split(":")[1].strip())
-            if len(started) == 2:  # both groups are training
-                break
+    process = _two_groups_training_in_workers(tmp_path, stderr=subprocess.PIPE)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
