@@ -447,6 +447,11 @@ def zygote(report_fd: int) -> None:
                 if not chunk:  # the launcher is gone: nobody will read what its workers return
                     _launcher_gone(children)
                 buffer += chunk
+    # The launcher is done: nothing here to clean up, and the interpreter's teardown of what it
+    # imported (0.4 s) would keep the launcher, which waits for this process, from exiting.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
