@@ -7,9 +7,10 @@ callbacks), and runs each group in this process: every job is the ordinary
 the whole group is one vectorised computation (``sweeplab.families.torch.fused``).
 Jobs that cannot train together (another architecture, a scikit-learn estimator, an
 agent, BatchNorm, a precision other than 32-true or bf16-mixed...) run as the basic launcher runs
-them, and the plan printed first says which and why. With ``n_jobs`` above 1 the groups
-(and the jobs that run alone) are shared among that many worker processes, which run
-them side by side (``worker.py``): a sweep of several groups uses several cores.
+them, and the plan printed first says which and why. With ``n_jobs`` above 1 (or ``auto``
+choosing so) the groups (and the jobs that run alone) are shared among that many worker
+processes, forked from one that imported what a job needs, which run them side by side
+(``worker.py``): a sweep of several groups uses several cores.
 
 Hydra imports every module under ``hydra_plugins`` when it starts: this one imports
 nothing heavy until a sweep launches.

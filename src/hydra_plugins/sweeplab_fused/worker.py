@@ -7,8 +7,9 @@ runs them in its own process (``FusedLauncher.run_units``), so a sweep of severa
 trains them side by side on several cores.
 
 The workers are forked from one process, the zygote (``python -m
-hydra_plugins.sweeplab_fused.worker``), which the launcher starts when it is set up. The
-zygote imports what a job needs once (torch, Lightning, MLflow and its SQL store,
+hydra_plugins.sweeplab_fused.worker``), started as the multirun starts (the Hydra callback
+``fused_launcher.StartWorkersEarly``) or else when the launcher is set up. The zygote
+imports what a job needs once (torch, Lightning, MLflow and its SQL store,
 scikit-learn, matplotlib: about 5 s of CPU) while the sweeper composes the batch, then
 forks one worker a share: every worker starts with those modules loaded, their memory is
 shared between the workers until one writes to it, and a sweep of many batches (Optuna)
