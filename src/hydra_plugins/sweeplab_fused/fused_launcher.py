@@ -114,7 +114,8 @@ def _whole(value: Any) -> bool:
 # Worker processes are forked from one that imported what a job needs while the batch was composed
 # (worker.Zygote), so a worker costs little more than its jobs' own set-up and tails. Measured on
 # 2 cores, alternated, 2 workers against one process: 4 jobs (2 a worker) 7.7-8.1 s against
-# 8.2-8.4 s, 12 jobs 9.3-9.8 s against 10.6-10.9 s, 48 jobs 17.9-18.3 s against 24-26 s.
+# 8.2-8.4 s, 12 jobs 9.3-9.8 s against 10.6-10.9 s; 48 jobs 15.1-16.0 s against 21.6-22.8 s
+# (benchmarks/sweep_vs_plain.py, the same day).
 JOBS_PER_WORKER = 4
 # What a worker process holds on the host: a forked worker's own pages peaked at 540-560 MiB with a
 # group of 24 digits trials (967 MiB resident with the pages it shares with the process it was forked
