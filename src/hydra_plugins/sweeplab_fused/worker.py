@@ -380,14 +380,10 @@ def _read_request(buffer: bytearray) -> tuple[Any, ...] | None:
 
 
 def _launcher_gone(children: set[int]) -> None:
-    """The launcher died (SIGKILL) while workers ran: the sweep's run is KILLED, and each worker
-    ends its runs KILLED with their checkpoints, as on SIGTERM, instead of training for nobody."""
-    try:
-        from sweeplab.sweeps.parent import close_orphaned
-
-        close_orphaned()
-    except Exception:  # noqa: BLE001 - the workers' own runs come first
-        pass
+    """The launcher died (SIGKILL) while workers ran: each worker ends its runs KILLED with their
+    checkpoints, as on SIGTERM, instead of training for nobody; then the sweep's run is KILLED.
+    In that order: on a loaded machine, this process opening the SQLite store while the workers
+    closed their runs left them "database is locked" and their runs RUNNING."""
     for pid in children:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 120
@@ -401,6 +397,12 @@ def _launcher_gone(children: set[int]) -> None:
             deadline = float("inf")
         else:
             time.sleep(0.05)
+    try:
+        from sweeplab.sweeps.parent import close_orphaned
+
+        close_orphaned()
+    except Exception:  # noqa: BLE001 - nobody is left to tell
+        pass
     os._exit(128 + signal.SIGTERM)
 
 
