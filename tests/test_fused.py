@@ -542,7 +542,7 @@ def test_workers_are_forked_from_one_process_that_imported_what_jobs_need(tmp_pa
     """n_jobs=2 over two batches (hydra.sweeper.max_batch_size=2), each of two units: four worker
     processes, all forked from one that imported Lightning (and what else a job needs) once, while
     the sweep was composed; no worker, and not the launcher, imports it again. A sweep too small for
-    workers starts no such process."""
+    workers starts no such process; with SWEEPLAB_FUSED_SPAWN=1 each worker starts fresh."""
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "sitecustomize.py").write_text(IMPORT_PROBE)
     importers = tmp_path / "importers.txt"
@@ -562,6 +562,15 @@ def test_workers_are_forked_from_one_process_that_imported_what_jobs_need(tmp_pa
     result = cli([*FUSED, "seed=1,2", "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path / "small", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert set(importers.read_text().split()) == set(runs_of(_store(tmp_path / "small"))["tags.sweeplab.pid"])
+    # SWEEPLAB_FUSED_SPAWN=1 (the way off Linux, where a fork is not safe): each worker starts fresh and
+    # imports for itself, and the process that starts them imports nothing.
+    importers.unlink()
+    (tmp_path / "spawned").mkdir()
+    result = cli([*args, "trainer.max_epochs=1", *NO_MODEL], cwd=tmp_path / "spawned", env={**env, "SWEEPLAB_FUSED_SPAWN": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 trained, 0 skipped, 0 failed" in result.stdout
+    runs = runs_of(_store(tmp_path / "spawned"))
+    assert set(runs.status) == {"FINISHED"} and set(importers.read_text().split()) == set(runs["tags.sweeplab.pid"])
 
 
 def _two_groups_training_in_workers(cwd: Path, stderr: int) -> subprocess.Popen:

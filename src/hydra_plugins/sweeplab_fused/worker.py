@@ -40,6 +40,11 @@ from pathlib import Path
 from typing import Any
 
 _HEADER = struct.Struct("!Q")  # a request's length in bytes, before it
+# Forking once torch, matplotlib and the like are imported is how Linux starts workers at once.
+# Elsewhere (macOS: system libraries may hold threads a fork cannot copy; Windows: no fork) each
+# worker is a fresh process that imports for itself, as this variable set to 1 asks anywhere.
+SPAWN_ENV = "SWEEPLAB_FUSED_SPAWN"
+MODULE = "hydra_plugins.sweeplab_fused.worker"  # this module's name, also where it runs as __main__
 # What a job imports, loaded by the zygote before it forks; one that fails to import is left to
 # the job that needs it to report.
 JOB_IMPORTS = (
@@ -141,7 +146,7 @@ class Zygote:
         self.env = env
         reports, write_end = os.pipe()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(write_end)],
+            [sys.executable, "-m", MODULE, str(write_end)],
             stdin=subprocess.PIPE,
             env=env,
             pass_fds=(write_end,),
@@ -334,13 +339,31 @@ def serve(where: str, work_bytes: bytes) -> None:
     result.write_bytes(payload)
 
 
-def _forked(where: str, work: bytes, closing: list[int]) -> None:
-    """In a worker just forked by the zygote: its own threads, then its work."""
+def _spawns() -> bool:
+    return not sys.platform.startswith("linux") or os.environ.get(SPAWN_ENV) == "1"
+
+
+_spawned: dict[int, subprocess.Popen] = {}  # workers started fresh, reaped by the zygote's own waitpid
+
+
+def _spawn(where: str, work: bytes) -> int:
+    """A worker as a fresh process (``_spawns``): its work on its stdin."""
+    process = subprocess.Popen([sys.executable, "-m", MODULE, "--serve", where], stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    process.stdin.write(work)
+    process.stdin.close()
+    _spawned[process.pid] = process
+    return process.pid
+
+
+def _worker(where: str, work: bytes, closing: list[int] | None) -> None:
+    """In a worker just forked by the zygote (or started fresh, ``closing`` None): its own
+    threads, then its work."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in closing:
+        for fd in closing or []:
             os.close(fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -410,9 +433,11 @@ def zygote(report_fd: int) -> None:
     """Import what a job needs, then fork a worker for each share the launcher sends."""
     import gc
 
-    gc.disable()  # a million objects imported: no collection meanwhile (sweeplab.start_up)
-    _import_what_jobs_need()
-    gc.freeze()  # and none after: the workers share these pages instead of copying them
+    spawning = _spawns()
+    if not spawning:
+        gc.disable()  # a million objects imported: no collection meanwhile (sweeplab.start_up)
+        _import_what_jobs_need()
+        gc.freeze()  # and none after: the workers share these pages instead of copying them
     from sweeplab import signals
 
     wake_read, wake_write = os.pipe()
@@ -429,9 +454,9 @@ def zygote(report_fd: int) -> None:
         # A signal the launcher passes on to a worker waits until the worker can end its runs (serve).
         signal.pthread_sigmask(signal.SIG_BLOCK, signals.SIGNALS)
         for where, work in shares:
-            pid = os.fork()
+            pid = _spawn(where, work) if spawning else os.fork()
             if pid == 0:
-                _forked(where, work, [0, report_fd, wake_read, wake_write])
+                _worker(where, work, [0, report_fd, wake_read, wake_write])
             children.add(pid)
             os.write(report_fd, f"started {pid}\n".encode())
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.SIGNALS)
@@ -445,6 +470,8 @@ def zygote(report_fd: int) -> None:
                     break
                 children.discard(pid)
                 os.write(report_fd, f"ended {pid} {os.waitstatus_to_exitcode(status)}\n".encode())
+                if pid in _spawned:
+                    _spawned.pop(pid).returncode = os.waitstatus_to_exitcode(status)
             if 0 in readable and children:
                 chunk = os.read(0, 1 << 20)
                 if not chunk:  # the launcher is gone: nobody will read what its workers return
@@ -458,4 +485,7 @@ def zygote(report_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    zygote(int(sys.argv[1]))
+    if sys.argv[1] == "--serve":  # a worker started fresh: its work comes on stdin
+        _worker(sys.argv[2], sys.stdin.buffer.read(), None)
+    else:
+        zygote(int(sys.argv[1]))
