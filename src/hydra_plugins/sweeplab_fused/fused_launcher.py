@@ -184,6 +184,17 @@ def _may_want_workers(config: DictConfig, hydra_context: HydraContext | None, co
     return cores > 1 and (jobs is None or auto_workers(jobs, cores, on_accelerator=False)[0] > 1)
 
 
+def _start_zygote(n_jobs: Any, config: DictConfig, hydra_context: HydraContext | None) -> Any:
+    """The process workers are forked from (``worker.Zygote``), started now where ``n_jobs`` will
+    want workers (``auto``: where the first batch may get them); None otherwise."""
+    cores = _usable_cores()
+    if not (_whole(n_jobs) and n_jobs > 1 or n_jobs == "auto" and _may_want_workers(config, hydra_context, cores)):
+        return None
+    from hydra_plugins.sweeplab_fused import worker
+
+    return worker.Zygote(cores if n_jobs == "auto" else n_jobs)
+
+
 _started_early: dict[str, Any] = {}  # the zygote StartWorkersEarly started, until the launcher takes it
 
 
@@ -196,11 +207,9 @@ class StartWorkersEarly(Callback):
         launcher = config.hydra.launcher
         if not str(launcher.get("_target_", "")).endswith(".FusedLauncher") or "zygote" in _started_early:
             return
-        n_jobs, cores = launcher.get("n_jobs", "auto"), _usable_cores()
-        if _whole(n_jobs) and n_jobs > 1 or n_jobs == "auto" and _may_want_workers(config, None, cores):
-            from hydra_plugins.sweeplab_fused import worker
-
-            _started_early["zygote"] = worker.Zygote(n_jobs if n_jobs != "auto" else cores)
+        zygote = _start_zygote(launcher.get("n_jobs", "auto"), config, None)
+        if zygote is not None:
+            _started_early["zygote"] = zygote
 
 
 class FusedLauncher(Launcher):
@@ -228,13 +237,10 @@ class FusedLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.composed, self.compose_now = _keep_compositions(hydra_context.config_loader, config)
-        cores = _usable_cores()
+        # It imports what a job needs while the sweeper composes the batch.
         self.zygote = _started_early.pop("zygote", None)
-        if self.zygote is None and (self.n_jobs > 1 or self.asked == "auto" and _may_want_workers(config, hydra_context, cores)):
-            from hydra_plugins.sweeplab_fused import worker
-
-            # It imports what a job needs while the sweeper composes the batch.
-            self.zygote = worker.Zygote(self.n_jobs if self.asked != "auto" else cores)
+        if self.zygote is None:
+            self.zygote = _start_zygote(self.asked, config, hydra_context)
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         """A job's config: the one the sweeper composed to check the batch, else composed now."""
