@@ -627,21 +627,43 @@ def test_workers_of_a_sweep_whose_parent_is_killed_close_their_runs_and_exit(tmp
     workers = _two_runs_training(tmp_path)
     proc.kill()  # SIGKILL of the parent alone: no handler of its runs
     proc.wait()
-
-    def alive(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-
     deadline = time.time() + 90
-    while any(alive(pid) for pid in workers) and time.time() < deadline:
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.5)
-    assert not any(alive(pid) for pid in workers)
+    assert not any(_alive(pid) for pid in workers)
     runs = runs_of(_store(tmp_path))
     assert sorted(runs.status) == ["KILLED", "KILLED"]
     assert set(runs["tags.sweeplab.error"]) == {"Interrupted: interrupted by SIGTERM"}
     assert list(sweeps_of(_store(tmp_path)).status) == ["KILLED"]  # closed by the workers that outlived it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_an_idle_worker_of_a_sweep_whose_parent_is_killed_closes_the_sweeps_run_and_exits(tmp_path: Path) -> None:
+    """One job finished (its worker waits for more), the other held; the parent and the busy
+    worker are SIGKILLed: only the idle worker is left to close the sweep's run."""
+    sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SLOW_RUN, "trainer.max_epochs=1,4"]
+    proc = _start(sweep, tmp_path, hold=1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    busy = int(_held(tmp_path)[0].name.removeprefix("held-"))
+    deadline = time.time() + 120
+    while time.time() < deadline and "FINISHED" not in list((runs := runs_of(_store(tmp_path))).status):
+        time.sleep(0.2)
+    idle = int(runs[runs.status == "FINISHED"]["tags.sweeplab.pid"].iloc[0])  # the worker of the finished job
+    assert idle != busy and _alive(idle)
+    os.kill(busy, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 60
+    while _alive(idle) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(idle)
+    assert list(sweeps_of(_store(tmp_path)).status) == ["KILLED"]
 
 
 def test_ctrl_c_after_the_run_is_closed_exits_130_without_a_traceback(tmp_path: Path) -> None:

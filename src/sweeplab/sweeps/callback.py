@@ -183,16 +183,30 @@ def close_left_running(why: str, wait: float = 15.0) -> int:
 
 _watching = False
 _run_closed = threading.Event()  # set when the worker's current run has been closed
+_orphaned = threading.Event()  # set when the sweep's process is gone
+_closing = threading.Lock()  # the two events above change together
 
 
 def run_closed() -> None:
-    _run_closed.set()
+    """The worker's current run is closed; if the sweep's process is gone, its run is closed next:
+    after this worker's own, never while it writes (SQLite would keep one of them waiting)."""
+    with _closing:
+        if _orphaned.is_set():
+            _close_orphaned()
+        _run_closed.set()
+
+
+def _close_orphaned() -> None:
+    try:
+        sweep_run.close_orphaned()
+    except Exception:  # noqa: BLE001 - nobody is left to tell
+        pass
 
 
 def watch_sweep_parent() -> None:
     """In a worker process of a sweep (joblib): if the sweep's parent dies (SIGKILL),
-    stop like on SIGTERM (run KILLED, checkpoint kept) and exit, instead of
-    training on with nobody to report to."""
+    stop like on SIGTERM (run KILLED, checkpoint kept), close the sweep's run KILLED
+    and exit, instead of training on with nobody to report to."""
     global _watching
     _run_closed.clear()
     parent = os.environ.get(PARENT_ENV, "")
@@ -203,12 +217,14 @@ def watch_sweep_parent() -> None:
     def watch() -> None:
         while os.getppid() == int(parent):
             time.sleep(1.0)
-        try:
-            sweep_run.close_orphaned()
-        except Exception:  # noqa: BLE001 - this worker's own run comes first
-            pass
-        os.kill(os.getpid(), signal.SIGTERM)
-        _run_closed.wait(timeout=60.0)  # the run closes itself as KILLED; then leave, even if it could not
+        with _closing:
+            _orphaned.set()
+            idle = _run_closed.is_set()  # between two jobs: no run of this worker's is open
+        if idle:
+            _close_orphaned()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+            _run_closed.wait(timeout=60.0)  # the run closes itself as KILLED, then the sweep's; then leave, even if it could not
         os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="sweeplab-parent-watch", daemon=True).start()
