@@ -185,6 +185,12 @@ def test_a_sweep_is_a_parent_run_holding_its_summary(tmp_path: Path) -> None:
         [str(Path(sys.executable).with_name("sweeplab")), "compare", "--metric", "test/f1"], cwd=tmp_path, capture_output=True, text=True
     )
     assert compared.returncode == 0 and "sweep 20" not in compared.stdout  # the sweep's own run is no config to rank
+    (kept,) = tmp_path.glob("outputs/multirun/*/*/compare/compare_sweeplab_test_f1.csv")  # the sweep's, as compare --sweep writes it
+    sweep_id = sweeps_of(_store(tmp_path))["tags.sweeplab.sweep_id"].iloc[0]
+    also = ["--also", "test/accuracy", "test/precision", "test/recall"]
+    args = ["compare", "--sweep", sweep_id, "--metric", "test/f1", *also, "--out", "cmp"]
+    assert subprocess.run([str(Path(sys.executable).with_name("sweeplab")), *args], cwd=tmp_path, capture_output=True).returncode == 0
+    assert kept.read_text() == (tmp_path / "cmp" / "compare_sweeplab_test_f1.csv").read_text()
 
 
 def test_a_large_sweeps_description_keeps_its_best_run_within_mlflows_tag_length() -> None:

@@ -92,6 +92,18 @@ def _plot(ranked: Any, metric: str, params: list[str], out: Path) -> Path:
     return out
 
 
+def write_comparison(ranked: Any, params: list[str], metrics: list[str], experiment: str, out_dir: Path) -> tuple[Path, Path]:
+    """The ranked runs' CSV (what differs, ``metrics``) and the PNG of the first metric."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric = metrics[0]
+    slug = metric.replace("/", "_")
+    csv_path = out_dir / f"compare_{experiment}_{slug}.csv"
+    columns = ["run_id", "tags.mlflow.runName", "status", *params, *[f"metrics.{m}" for m in metrics]]
+    ranked[columns].rename(columns=lambda c: c.removeprefix("override.").removeprefix("tags.mlflow.")).to_csv(csv_path, index=False)
+    png_path = _plot(ranked[ranked[f"metrics.{metric}"].notna()], metric, params, out_dir / f"compare_{experiment}_{slug}.png")
+    return csv_path, png_path
+
+
 def compare(
     uri: str,
     experiment: str,
@@ -153,12 +165,7 @@ def compare(
     if dropped:
         console.print(f"(not shown at this width: {', '.join(dropped)}; all are in the CSV)")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slug = metric.replace("/", "_")
-    csv_path = out_dir / f"compare_{experiment}_{slug}.csv"
-    columns = ["run_id", "tags.mlflow.runName", "status", *params, *[f"metrics.{m}" for m in all_metrics]]
-    ranked[columns].rename(columns=lambda c: c.removeprefix("override.").removeprefix("tags.mlflow.")).to_csv(csv_path, index=False)
-    png_path = _plot(ranked[ranked[f"metrics.{metric}"].notna()], metric, params, out_dir / f"compare_{experiment}_{slug}.png")
+    csv_path, png_path = write_comparison(ranked, params, all_metrics, experiment, out_dir)
 
     best = ranked.iloc[0]
     command = reproduce_command(best)

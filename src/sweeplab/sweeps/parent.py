@@ -14,8 +14,6 @@ parent is KILLED with its jobs. It carries no config hash and no metrics, so
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shlex
 from pathlib import Path
@@ -104,7 +102,7 @@ def summarize_run(
         metric, scores = ranking({c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}, optimized)
         table, best = _ranked_table(runs, metric, scores, experiment_id)
         if metric is not None:
-            files += _compare_files(uri, experiment, metric, sweep, sweep_dir, scores)
+            files += _compare_files(runs, experiment, metric, sweep_dir, scores)
             files += _best_config(runs, metric, sweep_dir)
     files += [p for p in (sweep_dir / "optimization_results.yaml",) if p.is_file()]  # an Optuna study's results
     summary_file = sweep_dir / "sweep_summary.txt"
@@ -185,13 +183,14 @@ def _ranked_table(runs: Any, metric: str | None, scores: list[str], experiment_i
     return rows, [*lines, f"    {tags.reproduce_command(best)}"]
 
 
-def _compare_files(uri: str, experiment: str, metric: str, sweep: str, sweep_dir: Path, scores: list[str]) -> list[Path]:
-    """``sweeplab compare --sweep``'s CSV and PNG, written quietly into the sweep's folder."""
-    from sweeplab.reports.compare import compare
+def _compare_files(runs: Any, experiment: str, metric: str, sweep_dir: Path, scores: list[str]) -> list[Path]:
+    """The CSV and PNG ``sweeplab compare --sweep`` writes, into the sweep's folder, from the runs loaded already."""
+    from sweeplab.reports.compare import differing_overrides, rank, write_comparison
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        written = compare(uri, experiment, metric, sweep, sweep_dir / "compare", [m for m in scores if m != metric])
-    return [written["csv"], written["png"]]
+    ranked = rank(runs, metric)
+    params = differing_overrides(ranked)
+    metrics = [metric, *[m for m in scores if m != metric and f"metrics.{m}" in ranked.columns]]
+    return list(write_comparison(ranked, params, metrics, experiment, sweep_dir / "compare"))
 
 
 def _best_config(runs: Any, metric: str, sweep_dir: Path) -> list[Path]:
