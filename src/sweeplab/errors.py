@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 
 def _debug_requested() -> bool:
@@ -133,25 +133,37 @@ class Interrupted(KeyboardInterrupt):
         return Interrupted, (self.signum,)
 
 
-def run_cli(entry: Callable[[], Any], prog: str) -> None:
+def run_cli(entry: Callable[[], Any], prog: str) -> NoReturn:
     """Run a Hydra entry point; on failure print `prog: error: <one line>` and exit 1."""
+    from sweeplab.start_up import end_process, freeze_for_exit
+
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         os.environ["_SWEEPLAB_USER_FULL_ERROR"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    status = 0
     try:
         entry()
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        sys.exit(128 + signum)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
-    except SystemExit:
-        raise
+        status = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+    except SystemExit as stop:
+        status = _exit_status(stop.code)
     except BaseException as exc:  # noqa: BLE001 - the command's last line of defence
         if _debug_requested():
+            freeze_for_exit()
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        from sweeplab.start_up import freeze_for_exit
+        status = 1
+    freeze_for_exit()
+    end_process(status)
 
-        freeze_for_exit()
+
+def _exit_status(code: Any) -> int:
+    """The status ``sys.exit(code)`` ends Python with (a message is printed, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1

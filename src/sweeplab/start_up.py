@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
+import os
+import sys
+import threading
+from typing import NoReturn
 
 _collector_paused: bool | None = None  # None: this process has not started a run yet
 _frozen_at_start_up = False  # start-up's heap is frozen until the first run ends
@@ -68,3 +73,19 @@ def freeze_for_exit() -> None:
     atexit handlers, logging and file flushes run as before.
     """
     gc.freeze()
+
+
+def end_process(status: int) -> NoReturn:
+    """End a console script as the interpreter ends it (non-daemon threads joined, atexit
+    handlers run: MLflow's and logging's flushes among them; the standard streams flushed),
+    then leave without the teardown that follows. Even over a frozen heap, taking the modules
+    of torch, Lightning and MLflow apart object by object took 0.22-0.26 s at the end of
+    every process, and nothing is written in it: the files a run writes are closed by then."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
