@@ -355,6 +355,38 @@ def test_the_console_scripts_leave_the_heap_frozen_for_the_interpreters_teardown
     assert frozen > 100_000
 
 
+@pytest.mark.parametrize(
+    "ending, status, stderr",
+    [
+        ("pass", 0, ""),
+        ("sys.exit(3)", 3, ""),
+        ("sys.exit('no such thing')", 1, "no such thing"),
+        ("1 / 0", 1, "x: error: ZeroDivisionError"),
+    ],
+)
+def test_a_console_script_ends_as_python_would_without_its_teardown(tmp_path: Path, ending: str, status: int, stderr: str) -> None:
+    """run_cli ends the process with os._exit (the modules' teardown took 0.2 s), but first
+    waits for non-daemon threads, runs atexit handlers and flushes what they print."""
+    import subprocess
+
+    code = (
+        "import atexit, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from sweeplab.errors import run_cli\n"
+        "atexit.register(lambda: print('atexit ran'))\n"  # buffered: only a flush brings it out
+        "def entry():\n"
+        "    threading.Thread(target=lambda: (time.sleep(0.5), Path('late.txt').write_text('written'))).start()\n"
+        f"    {ending}\n"
+        "run_cli(entry, 'x')\n"
+        "print('not reached')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == status, result.stderr
+    assert result.stdout == "atexit ran\n"
+    assert (tmp_path / "late.txt").read_text() == "written"
+    assert stderr in result.stderr and "Traceback" not in result.stderr
+
+
 def test_any_process_that_starts_a_run_freezes_its_heap_at_exit() -> None:
     """A launcher's worker (joblib, submitit) is not a console script: the pause at
     its first run arranges the freeze (a joblib sweep's end waited 3 s on its workers' teardown)."""
