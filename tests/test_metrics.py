@@ -142,14 +142,14 @@ def test_the_test_report_writes_the_confusion_matrix_scikit_learn_counts(tmp_pat
     y_pred = np.where(rng.random(200) < 0.8, y_true, rng.integers(0, 4, 200))
     names = ["cat", "dog", "a much longer class name", "bird"]
     drawn = []
-    plot = files._confusion_plot
-    monkeypatch.setattr(files, "_confusion_plot", lambda matrix, labels: drawn.append(plot(matrix, labels)) or drawn[-1])
+    plot = files.ConfusionPlot.draw
+    monkeypatch.setattr(files.ConfusionPlot, "draw", lambda self, matrix: drawn.append(plot(self, matrix)) or drawn[-1])
     data = SimpleNamespace(class_names=names, ids={}, id_name="row", time_ordered=False)
     written = files.write_test_report(Task.MULTICLASS, y_true, y_pred, tmp_path, data)
     assert {p.name for p in written} == {"test_predictions.csv", "classification_report.txt", "confusion_matrix.png"}
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 5000
     expected = confusion_matrix(y_true, y_pred)
-    ax = drawn[0][0].axes[0]
+    ax = drawn[0].ax
     cells = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
     assert cells == {(i, j): int(expected[i, j]) for i, j in zip(*np.nonzero(expected))}
     assert np.array_equal(ax.images[0].get_array(), expected)
@@ -159,28 +159,28 @@ def test_the_test_report_writes_the_confusion_matrix_scikit_learn_counts(tmp_pat
     )
 
 
-def test_later_confusion_reports_reuse_the_figure_and_crop_and_equal_a_fresh_tight_one(tmp_path, monkeypatch) -> None:
-    """The confusion plot of some class names is built and laid out once a process: a later report
-    with other counts, drawn on the kept figure, is pixel for pixel what a fresh figure saved with
-    savefig(bbox_inches="tight") gives, without its layout pass and with none of the earlier counts."""
+def test_later_confusion_reports_draw_on_the_kept_plot_and_equal_a_fresh_tight_figure(tmp_path, monkeypatch) -> None:
+    """The confusion plot of some class names is laid out, cropped and drawn once a process: a later
+    report with other counts, drawn on its kept background, is pixel for pixel what a fresh figure
+    saved with savefig(bbox_inches="tight") gives, with none of the earlier counts."""
     from PIL import Image
 
     from sweeplab.reports import files
 
-    monkeypatch.setattr(files, "_CONFUSION_PLOTS", {})
+    monkeypatch.setattr(files.ConfusionPlot, "_kept", {})
     names = ["cat", "dog", "a much longer class name", "bird"]
     rng = np.random.default_rng(1)
     first, later = rng.integers(0, 40, (4, 4)), rng.integers(0, 400, (4, 4))
     first[0, 1], later[0, 1] = 7, 0  # a count the later report must not show
-    kept, kept_box = files._confusion_plot(first, names)
-    files._save(kept, tmp_path / "first.png", kept_box)
-    monkeypatch.setattr(kept, "draw_without_rendering", lambda: pytest.fail("the crop was laid out again"))
-    fig, box = files._confusion_plot(later, names)
-    assert fig is kept and box is kept_box and len(fig.axes[0].texts) == np.count_nonzero(later)
-    files._save(fig, tmp_path / "reused.png", box)
-    monkeypatch.setattr(files, "_CONFUSION_PLOTS", {})
-    fresh, _ = files._confusion_plot(later, names)
-    assert fresh is not kept
-    files._save(fresh, tmp_path / "tight.png")
-    reused, tight = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "tight"))
-    assert reused.shape == tight.shape and np.array_equal(reused, tight)
+    kept = files.ConfusionPlot.of(names, first)
+    kept.draw(first).save(tmp_path / "first.png")
+    monkeypatch.setattr(kept.fig.canvas, "draw", lambda: pytest.fail("the whole figure was drawn again"))
+    assert files.ConfusionPlot.of(names, later) is kept
+    kept.draw(later).save(tmp_path / "reused.png")
+    assert len(kept.ax.texts) == np.count_nonzero(later)
+    for name, matrix in (("first", first), ("reused", later)):
+        fresh = files.confusion_figure(matrix, names)
+        fresh.savefig(tmp_path / f"{name}-tight.png", dpi=files.DPI, bbox_inches="tight", pad_inches=files.PAD_INCHES)
+        drawn, tight = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in (name, f"{name}-tight"))
+        assert drawn.shape == tight.shape and np.array_equal(drawn, tight), name
+    assert Image.open(tmp_path / "reused.png").info == Image.open(tmp_path / "reused-tight.png").info  # savefig's metadata, dpi
