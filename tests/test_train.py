@@ -366,7 +366,8 @@ def test_the_console_scripts_leave_the_heap_frozen_for_the_interpreters_teardown
 )
 def test_a_console_script_ends_as_python_would_without_its_teardown(tmp_path: Path, ending: str, status: int, stderr: str) -> None:
     """run_cli ends the process with os._exit (the modules' teardown took 0.2 s), but first
-    waits for non-daemon threads, runs atexit handlers and flushes what they print."""
+    waits for non-daemon threads (a thread pool's idle workers are told to end, as Python
+    tells them), runs atexit handlers and flushes what they print."""
     import subprocess
 
     code = (
@@ -374,7 +375,10 @@ def test_a_console_script_ends_as_python_would_without_its_teardown(tmp_path: Pa
         "from pathlib import Path\n"
         "from sweeplab.errors import run_cli\n"
         "atexit.register(lambda: print('atexit ran'))\n"  # buffered: only a flush brings it out
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "pool = ThreadPoolExecutor(2)\n"  # its idle worker threads end with the interpreter's exit hooks, as MLflow's do
         "def entry():\n"
+        "    pool.submit(lambda: None).result()\n"
         "    threading.Thread(target=lambda: (time.sleep(0.5), Path('late.txt').write_text('written'))).start()\n"
         f"    {ending}\n"
         "run_cli(entry, 'x')\n"
