@@ -67,7 +67,9 @@ def test_a_network_run_logs_a_model_that_predicts_its_test_report(store, tmp_pat
     logged = MlflowClient(store["uri"]).search_logged_models(experiment_ids=[run.experiment_id])
     assert [m.source_run_id for m in logged] == [run.run_id]  # in the run's experiment, linked to it
     assert str(logged[0].status) == "READY" and len(logged[0].params) > 10
-    assert [o.model_id for o in MlflowClient(store["uri"]).get_run(run.run_id).outputs.model_outputs] == [logged[0].model_id]
+    stored = MlflowClient(store["uri"]).get_run(run.run_id)
+    assert logged[0].params == stored.data.params  # the run's params, all of them, as Model.log gives its model
+    assert [o.model_id for o in stored.outputs.model_outputs] == [logged[0].model_id]
 
 
 def test_a_models_requirements_are_this_environments_versions_and_it_is_not_scanned(store, tmp_path: Path, monkeypatch) -> None:

@@ -134,7 +134,10 @@ class RunRecord:
             self.outbox = Outbox(logger.experiment, self.run_id, self.run_dir, tracking.tracking_uri(cfg))
             self.outbox.attach(logger, checkpoints_as_written=cfg.logger.get("log_checkpoints") == "all")
             tags = provenance.setup_tags(family)
-            tracking.describe_run(logger, self.run_id, self.run_dir, family.task.value, family.kind, cfg, tags, bool(self.resume_run_id))
+            self.outbox.params = tracking.describe_run(
+                logger, self.run_id, self.run_dir, family.task.value, family.kind, cfg, tags, bool(self.resume_run_id)
+            )
+            self.outbox.experiment_id = logger.experiment_id
             provenance.record(logger.experiment, self.run_id, family, choices().get("data", "data"), bool(self.resume_run_id))
         self.config_file.write_text(OmegaConf.to_yaml(redact.mask_secrets(tracking.resolved(cfg))))
         self.diff = provenance.write_diff(self.run_dir) if self.run_id else None

@@ -232,11 +232,12 @@ def reopen_run(logger: Any, run_id: str) -> None:
 
 def describe_run(
     logger: Any, run_id: str, run_dir: Path, task: str, kind: str, cfg: DictConfig, tags: dict[str, str], resumed: bool
-) -> None:
+) -> dict[str, str]:
     """Where the run's files are, what it computes, ``tags``, and every config value as a param:
-    one write to the store (a fused group starts its trials' runs in turn)."""
+    one write to the store (a fused group starts its trials' runs in turn). Returns the run's
+    params as the store holds them now."""
     tags = {"sweeplab.run_dir": str(run_dir.resolve()), "sweeplab.task": task, "sweeplab.model_kind": kind, **tags}
-    log_params(logger.experiment, run_id, run_params(cfg), tags=tags, resumed=resumed)
+    return log_params(logger.experiment, run_id, run_params(cfg), tags=tags, resumed=resumed)
 
 
 def skip_logged_steps(logger: Any, run_id: str) -> None:
@@ -359,11 +360,14 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def log_params(client: Any, run_id: str, params: dict[str, Any], tags: dict[str, str] | None = None, resumed: bool = True) -> None:
+def log_params(
+    client: Any, run_id: str, params: dict[str, Any], tags: dict[str, str] | None = None, resumed: bool = True
+) -> dict[str, str]:
     """``params`` (flattened) as the run's params, each whole up to what MLflow takes (6000
     characters; Lightning's MLFlowLogger cuts at 250, so runs whose hidden_sizes or data.path
     differ past that showed the same value), then visibly cut, with ``tags`` in the same write.
-    A param the run has already (``resumed``) keeps its value: MLflow refuses to change one."""
+    A param the run has already (``resumed``) keeps its value: MLflow refuses to change one.
+    Returns the run's params as the store then holds them."""
     from mlflow.entities import Param, RunTag
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
@@ -371,9 +375,10 @@ def log_params(client: Any, run_id: str, params: dict[str, Any], tags: dict[str,
     items = [Param(key=str(k), value=cut(str(v), MAX_PARAM_VAL_LENGTH)) for k, v in flatten(dict(params)).items() if str(k) not in logged]
     run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
     if not items and not run_tags:  # nothing new (Lightning's log_hyperparams on a run that has them all)
-        return
+        return dict(logged)
     for start in range(0, max(len(items), 1), 100):  # MLflow takes 100 params a call
         client.log_batch(run_id, params=items[start : start + 100], tags=run_tags if start == 0 else [])
+    return {**logged, **{p.key: p.value for p in items}}
 
 
 def metric_points(metrics: dict[str, float], step: int | None, prefix: str, timestamp: int) -> list[Any]:
