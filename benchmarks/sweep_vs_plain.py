@@ -17,7 +17,7 @@ goal 1.0x), then the grid over seeds 1-8, 48 runs, fused and basic against the p
 script (target <= 0.9x, goal 0.6x). Each fused sweep runs twice: its groups in turn in
 one process (``hydra.launcher.n_jobs=1``), and side by side in 2 worker processes
 (``hydra.launcher.n_jobs=2``, each worker's torch on cores / 2 threads, as the launcher sets
-it). The default, ``n_jobs=auto``, picks a worker a core from 8 jobs: 2 workers for both grids on 2 cores.
+it). The default, ``n_jobs=auto``, picks a worker a core from 4 jobs a worker: 2 workers for both grids on 2 cores.
 
     python benchmarks/sweep_vs_plain.py [--joblib] [--fused] [--threads 2]
 """
