@@ -37,9 +37,41 @@ def test_runs_record_commit_dirty_diff_command_versions_device_and_split(tmp_pat
     import torch
 
     assert run["tags.sweeplab.torch"] == torch.__version__ and run["tags.sweeplab.python"]
+    from importlib.metadata import version
+
+    assert run["tags.sweeplab.lightning"] == version("lightning")
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").list_artifacts(run["run_id"])}
     assert "git_diff.patch" in artifacts
     assert "+changed" in next(tmp_path.glob("outputs/runs/*/*/git_diff.patch")).read_text()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_state_is_read_once_a_sweep_and_process_and_anew_for_each_single_run(tmp_path: Path, monkeypatch) -> None:
+    """A process runs the code it imported: its sweep's later jobs record the state its first job
+    read (three git processes a job were 15 ms of a fused job's set-up); single runs read it anew."""
+    from sweeplab.record import provenance
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "trial")
+    (tmp_path / "notes.txt").write_text("first\n")
+    git("add", "notes.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "start")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(provenance, "_states", {})
+    calls: list[tuple[str, ...]] = []
+    real = provenance._git
+    monkeypatch.setattr(provenance, "_git", lambda *args, cwd: calls.append(args) or real(*args, cwd=cwd))
+    first = provenance.creation_tags(["sweeplab-train"], sweep="s1")
+    assert first["sweeplab.git_dirty"] == "false" and provenance.write_diff(tmp_path, sweep="s1") is None
+    read = len(calls)
+    (tmp_path / "notes.txt").write_text("first\nchanged\n")
+    assert provenance.creation_tags(["sweeplab-train"], sweep="s1") == first and len(calls) == read  # the same sweep's next job
+    assert provenance.write_diff(tmp_path, sweep="s1") is None
+    assert provenance.creation_tags(["sweeplab-train"])["sweeplab.git_dirty"] == "true"  # a single run
+    assert provenance.creation_tags(["sweeplab-train"], sweep="s2")["sweeplab.git_dirty"] == "true"  # another sweep
+    assert "+changed" in provenance.write_diff(tmp_path).read_text()
 
 
 def test_the_data_split_fingerprint_follows_the_split(store, tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ class RunRecord:
             "sweeplab.config_hash": self.identity,
             **{f"sweeplab.choice.{group}": option for group, option in choices().items()},  # compare --group-by optimizer
             **liveness.process_tags(),
-            **provenance.creation_tags(provenance.command_line()),
+            **provenance.creation_tags(provenance.command_line(), tracking.sweep_id()),
             **job_tags,
             **{str(k): str(v) for k, v in redact.mask_secrets(dict(cfg.get("tags") or {})).items()},
         }
@@ -140,7 +140,7 @@ class RunRecord:
             self.outbox.experiment_id = logger.experiment_id
             provenance.record(logger.experiment, self.run_id, family, choices().get("data", "data"), bool(self.resume_run_id))
         self.config_file.write_text(OmegaConf.to_yaml(redact.mask_secrets(tracking.resolved(cfg))))
-        self.diff = provenance.write_diff(self.run_dir) if self.run_id else None
+        self.diff = provenance.write_diff(self.run_dir, tracking.sweep_id()) if self.run_id else None
 
     # -- the three ways it ends -------------------------------------------------------
 
