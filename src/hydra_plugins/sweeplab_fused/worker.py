@@ -289,7 +289,7 @@ def run_in_workers(launcher: Any, units: list[Any], first: int, returns: dict[in
                     f"a fused sweep's worker process (pid {process.pid}) ended with exit code {process.returncode} before it reported its jobs"
                 )
                 continue
-            done, pending = cloudpickle.loads(result.read_bytes())
+            done, pending = _unpickled(result.read_bytes())
             returns.update(done)
             failed = failed or pending
     if failed is not None and stop is None and not isinstance(failed, KeyboardInterrupt):
@@ -297,6 +297,22 @@ def run_in_workers(launcher: Any, units: list[Any], first: int, returns: dict[in
 
         close_left_running("its fused sweep's worker process died")  # it died (killed, out of memory)
     return stop or failed
+
+
+def _unpickled(payload: bytes) -> Any:
+    """A worker's result, read without the collector: the objects it makes set off collections
+    over the launcher's heap (0.12 s for 24 jobs' returns)."""
+    import gc
+
+    import cloudpickle
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return cloudpickle.loads(payload)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def serve(where: str, work_bytes: bytes) -> None:
@@ -328,7 +344,13 @@ def serve(where: str, work_bytes: bytes) -> None:
         pending = exc
     for signum in signals.SIGNALS:  # the runs are closed: a late signal must not lose what they returned
         signal.signal(signum, signal.SIG_IGN)
+    import gc
+
     import cloudpickle
+
+    # This worker ends once its result is written: the collections its pickling set off, over the
+    # heap its jobs left, made a 0.05 s pickle of 24 jobs' returns take 0.9 s.
+    gc.disable()
 
     try:
         payload = cloudpickle.dumps((returns, pending))
