@@ -243,6 +243,13 @@ def test_the_sweeps_end_runs_over_a_frozen_heap_and_hands_it_back(monkeypatch) -
 
     seen: list[int] = []
     monkeypatch.setattr(SweepCallback, "_end", lambda self, config: seen.append(gc.get_freeze_count()))
-    before = gc.get_freeze_count()
+    gc.unfreeze()  # as in a launcher, whose runs have ended
     SweepCallback().on_multirun_end(config=None)
-    assert seen and seen[0] > before and gc.get_freeze_count() == 0
+    assert seen[0] > 0 and gc.get_freeze_count() == 0
+    gc.freeze()  # frozen by something else (start-up): left so
+    frozen = gc.get_freeze_count()
+    try:
+        SweepCallback().on_multirun_end(config=None)
+        assert seen[1] == frozen == gc.get_freeze_count()
+    finally:
+        gc.unfreeze()

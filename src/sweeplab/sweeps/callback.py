@@ -280,7 +280,11 @@ class SweepCallback(Callback):
         import gc
 
         # The summary's collections need not scan what the sweep left (its jobs' configs, torch,
-        # MLflow): two of them took 0.2 s of its 0.8 s. Back to the collector after it.
+        # MLflow): two of them took 0.2 s of its 0.8 s. Back to the collector after it, unless
+        # something else had frozen the heap (its freeze is left as it was).
+        if gc.get_freeze_count():
+            self._end(config)
+            return
         gc.freeze()
         try:
             self._end(config)
