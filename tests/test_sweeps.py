@@ -235,21 +235,28 @@ def test_a_large_sweeps_description_keeps_its_best_run_within_mlflows_tag_length
 
 
 def test_the_sweeps_end_runs_over_a_frozen_heap_and_hands_it_back(monkeypatch) -> None:
-    """The summary's collections skipped what the sweep left (two took 0.2 s of its 0.8 s); a
-    process that goes on after the multirun gets its heap back to the collector."""
+    """The summary's collections skipped what the sweep left (two took 0.2 s of its 0.8 s). A
+    process that goes on after the multirun gets its heap back to the collector; a launcher whose
+    start-up froze its heap (it runs no job to end that freeze) keeps it frozen; someone else's
+    freeze is left as it was."""
     import gc
 
+    from sweeplab import start_up
     from sweeplab.sweeps.callback import SweepCallback
 
     seen: list[int] = []
     monkeypatch.setattr(SweepCallback, "_end", lambda self, config: seen.append(gc.get_freeze_count()))
-    gc.unfreeze()  # as in a launcher, whose runs have ended
-    SweepCallback().on_multirun_end(config=None)
-    assert seen[0] > 0 and gc.get_freeze_count() == 0
-    gc.freeze()  # frozen by something else (start-up): left so
-    frozen = gc.get_freeze_count()
+    gc.unfreeze()
     try:
         SweepCallback().on_multirun_end(config=None)
+        assert seen[0] > 0 and gc.get_freeze_count() == 0
+        gc.freeze()  # someone else's
+        frozen = gc.get_freeze_count()
+        SweepCallback().on_multirun_end(config=None)
         assert seen[1] == frozen == gc.get_freeze_count()
+        monkeypatch.setattr(start_up, "_frozen_at_start_up", True)  # start-up's, then the jobs' configs made
+        made = [[i] for i in range(1000)]  # lists: tracked by the collector
+        SweepCallback().on_multirun_end(config=None)
+        assert seen[2] >= frozen + len(made) and gc.get_freeze_count() == seen[2]
     finally:
         gc.unfreeze()

@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import NoReturn
 
 _collector_paused: bool | None = None  # None: this process has not started a run yet
@@ -73,6 +74,24 @@ def freeze_for_exit() -> None:
     atexit handlers, logging and file flushes run as before.
     """
     gc.freeze()
+
+
+@contextlib.contextmanager
+def heap_frozen() -> Iterator[None]:
+    """Meanwhile the collector skips what exists now (a sweep's end: its summary's collections
+    scanned what the sweep left, 0.2 s of its 0.8 s). Handed back after, unless start-up's
+    freeze holds the heap: it holds these too, until its first run ends (or for good, in a
+    launcher that runs none). A freeze of someone else's is left as it is."""
+    if gc.get_freeze_count() and not _frozen_at_start_up:
+        yield
+        return
+    thaw = not gc.get_freeze_count()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if thaw:
+            gc.unfreeze()
 
 
 def end_process(status: int) -> NoReturn:
