@@ -257,6 +257,6 @@ def test_the_sweeps_end_runs_over_a_frozen_heap_and_hands_it_back(monkeypatch) -
         monkeypatch.setattr(start_up, "_frozen_at_start_up", True)  # start-up's, then the jobs' configs made
         made = [[i] for i in range(1000)]  # lists: tracked by the collector
         SweepCallback().on_multirun_end(config=None)
-        assert seen[2] >= frozen + len(made) and gc.get_freeze_count() == seen[2]
+        assert seen[2] >= frozen + len(made) and gc.get_freeze_count() >= frozen + len(made)  # still frozen, these too
     finally:
         gc.unfreeze()
