@@ -246,6 +246,7 @@ def test_the_sweeps_end_runs_over_a_frozen_heap_and_hands_it_back(monkeypatch) -
 
     seen: list[int] = []
     monkeypatch.setattr(SweepCallback, "_end", lambda self, config: seen.append(gc.get_freeze_count()))
+    monkeypatch.setattr(start_up, "_frozen_at_start_up", False)  # as a process whose first run has ended
     gc.unfreeze()
     try:
         SweepCallback().on_multirun_end(config=None)
@@ -253,7 +254,7 @@ def test_the_sweeps_end_runs_over_a_frozen_heap_and_hands_it_back(monkeypatch) -
         gc.freeze()  # someone else's
         frozen = gc.get_freeze_count()
         SweepCallback().on_multirun_end(config=None)
-        assert seen[1] == frozen == gc.get_freeze_count()
+        assert 0 < seen[1] <= frozen and 0 < gc.get_freeze_count() <= frozen  # nothing more frozen, nothing thawed
         monkeypatch.setattr(start_up, "_frozen_at_start_up", True)  # start-up's, then the jobs' configs made
         made = [[i] for i in range(1000)]  # lists: tracked by the collector
         SweepCallback().on_multirun_end(config=None)
