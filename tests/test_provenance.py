@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,23 @@ from mlflow.tracking import MlflowClient
 from conftest import cli, runs_of, store_overrides, train_in_process
 
 
+def _committed_repository(folder: Path) -> Callable[..., str]:
+    """A git repository in ``folder`` on branch ``trial`` with notes.txt committed; its git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "trial")
+    (folder / "notes.txt").write_text("first\n")
+    git("add", "notes.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "start")
+    return git
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_runs_record_commit_dirty_diff_command_versions_device_and_split(tmp_path: Path) -> None:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q", "-b", "trial")
-    (tmp_path / "notes.txt").write_text("first\n")
-    git("add", "notes.txt")
-    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "start")
+    git = _committed_repository(tmp_path)
     (tmp_path / "notes.txt").write_text("first\nchanged\n")  # uncommitted
 
     result = cli(["trainer.max_epochs=1", "callbacks=none", "model=linear", "+tags.api_key=s3cr3t-value"], cwd=tmp_path)
@@ -51,13 +59,7 @@ def test_git_state_is_read_once_a_sweep_and_process_and_anew_for_each_single_run
     read (three git processes a job were 15 ms of a fused job's set-up); single runs read it anew."""
     from sweeplab.record import provenance
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q", "-b", "trial")
-    (tmp_path / "notes.txt").write_text("first\n")
-    git("add", "notes.txt")
-    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "start")
+    _committed_repository(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(provenance, "_states", {})
     calls: list[tuple[str, ...]] = []
