@@ -59,15 +59,9 @@ def confusion_figure(matrix: np.ndarray, names: list[str]) -> Any:
     ax.set(xticks=range(n), yticks=range(n), xlabel="Predicted label", ylabel="True label", title="Test confusion matrix")
     ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticklabels(names)
-    _set_counts(ax, matrix)
-    return fig
-
-
-def _set_counts(ax: Any, matrix: np.ndarray) -> None:
-    for text in list(ax.texts):  # the counts of the report before
-        text.remove()
     for (i, j), colour in _counts(ax, matrix):
         ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=colour)
+    return fig
 
 
 def _counts(ax: Any, matrix: np.ndarray) -> list[tuple[tuple[int, int], Any]]:
