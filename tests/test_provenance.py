@@ -62,18 +62,23 @@ def test_git_state_is_read_once_a_sweep_and_process_and_anew_for_each_single_run
     _committed_repository(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(provenance, "_states", {})
+    assert provenance.git_root() == tmp_path.resolve()  # looked up once a folder, before the calls counted
     calls: list[tuple[str, ...]] = []
     real = provenance._git
     monkeypatch.setattr(provenance, "_git", lambda *args, cwd: calls.append(args) or real(*args, cwd=cwd))
-    first = provenance.creation_tags(["sweeplab-train"], sweep="s1")
-    assert first["sweeplab.git_dirty"] == "false" and provenance.write_diff(tmp_path, sweep="s1") is None
-    read = len(calls)
+
+    def job(sweep: str | None) -> tuple[dict[str, str], Path | None]:  # as a run reads it: once, for its tags and diff
+        state = provenance.git_state(sweep)
+        return provenance.creation_tags(["sweeplab-train"], state), provenance.write_diff(tmp_path, state)
+
+    first, diff = job("s1")
+    assert first["sweeplab.git_dirty"] == "false" and diff is None
+    assert len(calls) == 2  # commit and status: a clean tree has no diff to ask for
     (tmp_path / "notes.txt").write_text("first\nchanged\n")
-    assert provenance.creation_tags(["sweeplab-train"], sweep="s1") == first and len(calls) == read  # the same sweep's next job
-    assert provenance.write_diff(tmp_path, sweep="s1") is None
-    assert provenance.creation_tags(["sweeplab-train"])["sweeplab.git_dirty"] == "true"  # a single run
-    assert provenance.creation_tags(["sweeplab-train"], sweep="s2")["sweeplab.git_dirty"] == "true"  # another sweep
-    assert "+changed" in provenance.write_diff(tmp_path).read_text()
+    assert job("s1") == (first, None) and len(calls) == 2  # the same sweep's next job
+    tags, diff = job(None)  # a single run
+    assert tags["sweeplab.git_dirty"] == "true" and "+changed" in diff.read_text() and len(calls) == 5
+    assert job("s2")[0]["sweeplab.git_dirty"] == "true"  # another sweep
 
 
 def test_the_data_split_fingerprint_follows_the_split(store, tmp_path: Path) -> None:

@@ -41,17 +41,22 @@ def git_root() -> Path | None:
     return _roots[cwd]
 
 
-_states: dict[tuple[Path, str], tuple[list[str], str, str | None]] = {}  # (repository, sweep) -> git_state()
+GitState = tuple[list[str], str, str | None]  # commit and branch, ``git status`` of tracked files, the diff
+_states: dict[tuple[Path, str], GitState] = {}  # (repository, sweep) -> git_state()
 
 
-def git_state(root: Path, sweep: str | None) -> tuple[list[str], str, str | None]:
-    """The repository's commit and branch, its ``git status`` of tracked files, and its diff.
+def git_state(sweep: str | None) -> GitState | None:
+    """The repository's commit and branch, its ``git status`` of tracked files, and its diff
+    (None outside a repository); a run reads it once, for its tags and its diff.
 
     Read once a sweep and process: a process runs the code it imported, so every job of a sweep
     in it (a fused group, the basic launcher's jobs one after another) ran what the first job's
     state describes, and three git processes a job, forked from a process of 1 GB, were 15 ms of
     each fused job's set-up. A single run (``sweep`` None) reads it anew: a notebook that edits
     and reloads its code between runs gets each run's own."""
+    root = git_root()
+    if root is None:
+        return None
     if sweep is not None and (root, sweep) in _states:
         return _states[root, sweep]
     head = (_git("rev-parse", "HEAD", "--abbrev-ref", "HEAD", cwd=root) or "").split()
@@ -62,7 +67,7 @@ def git_state(root: Path, sweep: str | None) -> tuple[list[str], str, str | None
     return state
 
 
-def creation_tags(command: list[str], sweep: str | None = None) -> dict[str, str]:
+def creation_tags(command: list[str], git: GitState | None) -> dict[str, str]:
     from importlib.metadata import version
 
     # The versions the run imported (torch's build: 2.14.1+cu130), else installed (a classical run imports neither)
@@ -73,20 +78,15 @@ def creation_tags(command: list[str], sweep: str | None = None) -> dict[str, str
         "sweeplab.torch": torch.__version__ if torch is not None else version("torch"),
         "sweeplab.lightning": lightning.__version__ if lightning is not None else version("lightning"),
     }
-    root = git_root()
-    if root is None:
-        return tags
-    head, status, _ = git_state(root, sweep)
-    if len(head) == 2:  # the commit, and the branch (HEAD when detached)
-        tags["mlflow.source.git.commit"], tags["mlflow.source.git.branch"] = head
-        tags["sweeplab.git_dirty"] = str(bool(status.strip())).lower()
+    if git is not None and len(git[0]) == 2:  # the commit, and the branch (HEAD when detached)
+        tags["mlflow.source.git.commit"], tags["mlflow.source.git.branch"] = git[0]
+        tags["sweeplab.git_dirty"] = str(bool(git[1].strip())).lower()
     return tags
 
 
-def write_diff(run_dir: Path, sweep: str | None = None) -> Path | None:
+def write_diff(run_dir: Path, git: GitState | None) -> Path | None:
     """The uncommitted changes of tracked files, when there are any."""
-    root = git_root()
-    diff = git_state(root, sweep)[2] if root else None
+    diff = git[2] if git is not None else None
     if not diff:
         return None
     path = run_dir / "git_diff.patch"

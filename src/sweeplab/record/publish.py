@@ -90,8 +90,7 @@ class Outbox:
         self.sent_checkpoints: dict[Path, int] = {}  # file -> the mtime of the version uploaded
         self.held_metrics: tuple[dict[str, float], int | None] | None = None  # validation's, until training's
         self.flush_metrics: Callable[[], Any] = lambda: None
-        self.experiment_id: str | None = None  # the run's experiment and params, where known (the logged model takes them)
-        self.params: dict[str, str] | None = None
+        self.described: tuple[str, dict[str, str]] | None = None  # the run's experiment and params (the logged model takes them)
 
     @property
     def offline(self) -> bool:
@@ -233,8 +232,7 @@ def log_run_model(cfg: DictConfig, outbox: Outbox, family: Any, run_dir: Path) -
         outbox.tag("sweeplab.model", why)
         return
     tokenizer = getattr(family.datamodule, "tokenizer", None) if spec["text"] else None
-    known = (outbox.experiment_id, outbox.params) if outbox.experiment_id is not None and outbox.params is not None else None
-    if outbox.send("the model", serving.log_model, outbox.uri, outbox.run_id, served[0], spec, example, tokenizer, known):
+    if outbox.send("the model", serving.log_model, outbox.uri, outbox.run_id, served[0], spec, example, tokenizer, outbox.described):
         outbox.tag("sweeplab.model", f"runs:/{outbox.run_id}/{serving.MODEL_NAME}")
     else:  # saved in the run folder; sync logs it
         local = run_dir / LOCAL_MODEL

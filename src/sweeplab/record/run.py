@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,11 @@ class RunRecord:
         self.config_file = run_dir / "config.yaml"
         self.diff: Path | None = None
 
+    @cached_property
+    def git(self) -> provenance.GitState | None:
+        """The code's git state, read once for the run's tags and its diff."""
+        return provenance.git_state(tracking.sweep_id())
+
     # -- open: the loggers, the first of them the run's record --------------------
 
     def open(self, lightning: bool, job_tags: dict[str, str]) -> list[Any]:
@@ -111,7 +117,7 @@ class RunRecord:
             "sweeplab.config_hash": self.identity,
             **{f"sweeplab.choice.{group}": option for group, option in choices().items()},  # compare --group-by optimizer
             **liveness.process_tags(),
-            **provenance.creation_tags(provenance.command_line(), tracking.sweep_id()),
+            **provenance.creation_tags(provenance.command_line(), self.git),
             **job_tags,
             **{str(k): str(v) for k, v in redact.mask_secrets(dict(cfg.get("tags") or {})).items()},
         }
@@ -134,13 +140,13 @@ class RunRecord:
             self.outbox = Outbox(logger.experiment, self.run_id, self.run_dir, tracking.tracking_uri(cfg))
             self.outbox.attach(logger, checkpoints_as_written=cfg.logger.get("log_checkpoints") == "all")
             tags = provenance.setup_tags(family)
-            self.outbox.params = tracking.describe_run(
+            params = tracking.describe_run(
                 logger, self.run_id, self.run_dir, family.task.value, family.kind, cfg, tags, bool(self.resume_run_id)
             )
-            self.outbox.experiment_id = logger.experiment_id
+            self.outbox.described = logger.experiment_id, params
             provenance.record(logger.experiment, self.run_id, family, choices().get("data", "data"), bool(self.resume_run_id))
         self.config_file.write_text(OmegaConf.to_yaml(redact.mask_secrets(tracking.resolved(cfg))))
-        self.diff = provenance.write_diff(self.run_dir, tracking.sweep_id()) if self.run_id else None
+        self.diff = provenance.write_diff(self.run_dir, self.git) if self.run_id else None
 
     # -- the three ways it ends -------------------------------------------------------
 
